@@ -1,0 +1,68 @@
+# Copyright 2026 The tips-hf authors. Licensed under the Apache License, Version 2.0.
+"""tips-hf: TIPS (Text-Image Pretraining with Spatial awareness) for the Hugging Face ecosystem.
+
+Importing the package registers the TIPS classes with transformers' Auto classes, and marks them for remote code so
+that `save_pretrained` writes the self-contained module files and `auto_map` into the folder.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForZeroShotImageClassification,
+    AutoProcessor,
+    AutoTokenizer,
+)
+
+from .configuration_tips import TipsConfig, TipsTextConfig, TipsVisionConfig
+from .image_processing_tips import TipsImageProcessor
+from .modeling_tips import (
+    TipsModel,
+    TipsOutput,
+    TipsPreTrainedModel,
+    TipsTextModel,
+    TipsVisionModel,
+    TipsVisionModelOutput,
+)
+from .processing_tips import TipsProcessor
+from .tokenization_tips import TipsTokenizer
+
+__version__ = "0.1.0"
+
+
+def _register() -> None:
+    for config in (TipsConfig, TipsVisionConfig, TipsTextConfig):
+        AutoConfig.register(config.model_type, config, exist_ok=True)
+    AutoModel.register(TipsConfig, TipsModel, exist_ok=True)
+    AutoModel.register(TipsVisionConfig, TipsVisionModel, exist_ok=True)
+    AutoModel.register(TipsTextConfig, TipsTextModel, exist_ok=True)
+    AutoModelForZeroShotImageClassification.register(TipsConfig, TipsModel, exist_ok=True)
+    AutoImageProcessor.register(TipsConfig, TipsImageProcessor, exist_ok=True)
+    AutoTokenizer.register(TipsConfig, slow_tokenizer_class=TipsTokenizer, exist_ok=True)
+    AutoProcessor.register(TipsConfig, TipsProcessor, exist_ok=True)
+    # Saved folders carry the module files and an auto_map, so they load with trust_remote_code=True anywhere.
+    TipsConfig.register_for_auto_class()
+    TipsModel.register_for_auto_class("AutoModel")
+    TipsVisionModel.register_for_auto_class("AutoModel")
+    TipsTextModel.register_for_auto_class("AutoModel")
+    TipsImageProcessor.register_for_auto_class("AutoImageProcessor")
+    TipsTokenizer.register_for_auto_class("AutoTokenizer")
+    TipsProcessor.register_for_auto_class("AutoProcessor")
+
+
+_register()
+
+__all__ = [
+    "TipsConfig",
+    "TipsImageProcessor",
+    "TipsModel",
+    "TipsOutput",
+    "TipsPreTrainedModel",
+    "TipsProcessor",
+    "TipsTextConfig",
+    "TipsTextModel",
+    "TipsTokenizer",
+    "TipsVisionConfig",
+    "TipsVisionModel",
+    "TipsVisionModelOutput",
+]

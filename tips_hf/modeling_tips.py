@@ -1,0 +1,751 @@
+# Copyright 2026 The tips-hf authors. Licensed under the Apache License, Version 2.0.
+"""PyTorch TIPS model: a ViT with two CLS tokens (alt-text head, synthetic-caption head) and a text transformer.
+
+Self-contained: imports only torch, transformers and sibling `*_tips.py` modules, so that a saved folder loads with
+`trust_remote_code=True` where `tips_hf` is not installed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
+
+from .configuration_tips import TipsConfig, TipsTextConfig, TipsVisionConfig
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Outputs
+
+
+@dataclass
+class TipsVisionModelOutput(ModelOutput):
+    r"""Output of [`TipsVisionModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, 1 + num_register_tokens + h * w, hidden_size)`):
+            All tokens after the final LayerNorm: [alt-text CLS, synthetic-caption CLS, patches in row-major order].
+        pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+            The alt-text CLS token (same tensor as `alt_text_embeds`); the image embedding used for zero-shot
+            classification and retrieval.
+        alt_text_embeds (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+            First CLS token, trained against noisy web alt-text.
+        synthetic_embeds (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+            Second CLS token (the first register token), trained against dense synthetic captions.
+        patch_embeds (`torch.FloatTensor` of shape `(batch_size, h, w, hidden_size)`):
+            Patch tokens as a grid, `h = height // patch_size`, `w = width // patch_size`.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Input of every block and the output of the last one (before the final LayerNorm), each
+            `(batch_size, sequence_length, hidden_size)`; returned when `output_hidden_states=True`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Attention probabilities of every block, `(batch_size, num_heads, sequence_length, sequence_length)`;
+            returned when `output_attentions=True` with the eager implementation.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    alt_text_embeds: torch.FloatTensor | None = None
+    synthetic_embeds: torch.FloatTensor | None = None
+    patch_embeds: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class TipsOutput(ModelOutput):
+    r"""Output of [`TipsModel`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Mean of the symmetric contrastive losses of the two heads; returned when `return_loss=True`.
+        logits_per_image (`torch.FloatTensor` of shape `(image_batch_size, text_batch_size)`):
+            Alt-text head: cosine similarity of the alt-text CLS and the texts divided by its temperature.
+        logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, image_batch_size)`):
+            Transpose of `logits_per_image`.
+        synthetic_logits_per_image (`torch.FloatTensor` of shape `(image_batch_size, text_batch_size)`):
+            Synthetic-caption head: the same with the second CLS token and its own temperature.
+        synthetic_logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, image_batch_size)`):
+            Transpose of `synthetic_logits_per_image`.
+        image_embeds (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+            L2-normalised alt-text CLS embeddings.
+        synthetic_image_embeds (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+            L2-normalised synthetic-caption CLS embeddings.
+        text_embeds (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+            L2-normalised text embeddings (masked mean of the text tokens).
+        text_model_output (`BaseModelOutputWithPooling`): output of the [`TipsTextModel`].
+        vision_model_output (`TipsVisionModelOutput`): output of the [`TipsVisionModel`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    synthetic_logits_per_image: torch.FloatTensor | None = None
+    synthetic_logits_per_text: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    synthetic_image_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    text_model_output: BaseModelOutputWithPooling | None = None
+    vision_model_output: TipsVisionModelOutput | None = None
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference attention. query/key/value: (B, heads, N, head_dim); returns ((B, N, heads, head_dim), weights)."""
+    weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            weights = weights.masked_fill(~attention_mask, torch.finfo(weights.dtype).min)
+        else:
+            weights = weights + attention_mask
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+class TipsAttention(nn.Module):
+    """Multi-head self-attention with one fused query/key/value projection (the official checkpoints' layout:
+    rows [query; key; value]), dispatched through transformers' attention-function registry."""
+
+    def __init__(self, config: TipsVisionConfig | TipsTextConfig, qkv_bias: bool = True):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.dropout = config.attention_dropout
+        self.is_causal = False
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=qkv_bias)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, length, _ = hidden_states.shape
+        qkv = self.qkv(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, head_dim)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.dropout if self.training else 0.0,
+            scaling=self.scaling,
+            is_causal=False,
+            **kwargs,
+        )
+        output = output.reshape(batch, length, -1)
+        return self.out_proj(output), weights
+
+
+class TipsMLP(nn.Module):
+    """fc1 → activation → fc2."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.act = ACT2FN[hidden_act]
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(hidden_states)))
+
+
+class TipsSwiGLU(nn.Module):
+    """SwiGLU FFN with the gate and up projections fused in one matrix (gate = first half), as DINOv2's `w12`."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int):
+        super().__init__()
+        self.gate_up = nn.Linear(hidden_size, 2 * intermediate_size)
+        self.down = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(hidden_states).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class TipsLayerScale(nn.Module):
+    def __init__(self, hidden_size: int, init_value: float):
+        super().__init__()
+        self.lambda1 = nn.Parameter(torch.full((hidden_size,), float(init_value)))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states * self.lambda1
+
+
+class TipsDropPath(nn.Module):
+    """Stochastic depth per sample; identity outside training or at rate 0."""
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.rate == 0.0 or not self.training:
+            return hidden_states
+        keep = 1.0 - self.rate
+        shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+        return hidden_states * hidden_states.new_empty(shape).bernoulli_(keep).div_(keep)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Vision tower
+
+
+def check_image_size(height: int, width: int, patch_size: int) -> None:
+    """Raise a ValueError unless both sides are positive multiples of the patch size."""
+    if height % patch_size or width % patch_size or height <= 0 or width <= 0:
+        raise ValueError(
+            f"TIPS needs image sides that are multiples of the patch size {patch_size}, got {height}x{width}. "
+            f"Use TipsImageProcessor (it resizes, or centre-pads with `pad_to_multiple=True`), or resize to e.g. "
+            f"{max(1, round(height / patch_size)) * patch_size}x{max(1, round(width / patch_size)) * patch_size}."
+        )
+
+
+class TipsVisionEmbeddings(nn.Module):
+    """Patch embedding, mask token (MIM), CLS token with its position embedding, interpolated patch position
+    embeddings, and register tokens (no position embedding) inserted after the CLS token."""
+
+    def __init__(self, config: TipsVisionConfig):
+        super().__init__()
+        self.config = config
+        dim = config.hidden_size
+        self.patch_size = config.patch_size
+        self.grid_size = config.position_grid_size
+        self.patch_embedding = nn.Conv2d(config.num_channels, dim, kernel_size=self.patch_size, stride=self.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.register_tokens = nn.Parameter(torch.zeros(1, config.num_register_tokens, dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, dim))
+        self.position_embeddings = nn.Parameter(torch.zeros(1, 1 + self.grid_size**2, dim))
+
+    def patch_position_embeddings(self, grid_h: int, grid_w: int, interpolate: bool = True) -> torch.Tensor:
+        """Position embeddings of a (grid_h, grid_w) patch grid: (1, grid_h * grid_w, D).
+
+        The learned square grid is resized bilinearly with antialiasing to the explicit output size (the official
+        inference settings), in float32.
+        """
+        patch_pos = self.position_embeddings[:, 1:]
+        if grid_h == self.grid_size and grid_w == self.grid_size:
+            return patch_pos
+        if not interpolate:
+            raise ValueError(
+                f"The position grid is {self.grid_size}x{self.grid_size} patches but the input has {grid_h}x{grid_w}; "
+                "pass interpolate_pos_encoding=True to resize it."
+            )
+        dim = patch_pos.shape[-1]
+        grid = patch_pos.float().reshape(1, self.grid_size, self.grid_size, dim).permute(0, 3, 1, 2)
+        grid = F.interpolate(
+            grid, size=(grid_h, grid_w), mode="bilinear", align_corners=False,
+            antialias=self.config.interpolate_antialias,
+        )
+        return grid.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim).to(patch_pos.dtype)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        bool_masked_pos: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = True,
+    ) -> torch.Tensor:
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
+            raise ValueError(
+                f"pixel_values must have shape (batch, {self.config.num_channels}, height, width), "
+                f"got {tuple(pixel_values.shape)}."
+            )
+        batch, _, height, width = pixel_values.shape
+        check_image_size(height, width, self.patch_size)
+        weight = self.patch_embedding.weight
+        patches = self.patch_embedding(pixel_values.to(weight.dtype)).flatten(2).transpose(1, 2)  # (B, N, D)
+        if bool_masked_pos is not None:
+            if bool_masked_pos.shape != patches.shape[:2]:
+                raise ValueError(
+                    f"bool_masked_pos must have shape (batch, num_patches) = {tuple(patches.shape[:2])}, "
+                    f"got {tuple(bool_masked_pos.shape)}."
+                )
+            patches = torch.where(bool_masked_pos.unsqueeze(-1), self.mask_token.to(patches.dtype), patches)
+        grid_h, grid_w = height // self.patch_size, width // self.patch_size
+        patches = patches + self.patch_position_embeddings(grid_h, grid_w, interpolate_pos_encoding)
+        cls = self.cls_token + self.position_embeddings[:, :1]
+        return torch.cat(
+            (cls.expand(batch, -1, -1), self.register_tokens.expand(batch, -1, -1), patches.to(cls.dtype)), dim=1
+        )
+
+
+class TipsVisionLayer(GradientCheckpointingLayer):
+    """Pre-norm block: x + LS1(Attn(LN1(x))); x + LS2(FFN(LN2(x)))."""
+
+    def __init__(self, config: TipsVisionConfig, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = TipsAttention(config, qkv_bias=config.qkv_bias)
+        self.layer_scale1 = TipsLayerScale(config.hidden_size, config.layerscale_value)
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        if config.ffn_type == "swiglu":
+            self.mlp = TipsSwiGLU(config.hidden_size, config.intermediate_size)
+        else:
+            self.mlp = TipsMLP(config.hidden_size, config.intermediate_size, config.hidden_act)
+        self.layer_scale2 = TipsLayerScale(config.hidden_size, config.layerscale_value)
+        self.drop_path = TipsDropPath(drop_path)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn, weights = self.attention(self.norm1(hidden_states), attention_mask, **kwargs)
+        hidden_states = hidden_states + self.drop_path(self.layer_scale1(attn))
+        hidden_states = hidden_states + self.drop_path(self.layer_scale2(self.mlp(self.norm2(hidden_states))))
+        return hidden_states, weights
+
+
+class TipsVisionEncoder(nn.Module):
+    def __init__(self, config: TipsVisionConfig):
+        super().__init__()
+        depth = config.num_hidden_layers
+        rates = [config.drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.layers = nn.ModuleList([TipsVisionLayer(config, rate) for rate in rates])
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, tuple | None, tuple | None]:
+        all_hidden = (hidden_states,) if output_hidden_states else None
+        all_attn = () if output_attentions else None
+        for layer in self.layers:
+            hidden_states, weights = layer(hidden_states, attention_mask, **kwargs)
+            if output_hidden_states:
+                all_hidden += (hidden_states,)
+            if output_attentions:
+                all_attn += (weights,)
+        return hidden_states, all_hidden, all_attn
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Text tower
+
+
+def sinusoidal_position_embeddings(length: int, dim: int) -> torch.Tensor:
+    """Fixed [sin | cos] position embeddings with timescales 1 … 1e4 (the TIPS/PAX text encoder), (length, dim)."""
+    num_timescales = dim // 2
+    increment = math.log(1e4) / max(num_timescales - 1, 1)
+    inv_timescales = torch.exp(torch.arange(num_timescales, dtype=torch.float32) * -increment)
+    scaled = torch.arange(length, dtype=torch.float32)[:, None] * inv_timescales[None, :]
+    signal = torch.cat((torch.sin(scaled), torch.cos(scaled)), dim=1)
+    return F.pad(signal, (0, dim % 2))
+
+
+class TipsTextEmbeddings(nn.Module):
+    def __init__(self, config: TipsTextConfig):
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.scale = config.hidden_size**0.5 if config.scale_sqrt_depth else 1.0
+        self.register_buffer(
+            "position_embedding",
+            sinusoidal_position_embeddings(config.max_position_embeddings, config.hidden_size),
+            persistent=False,
+        )
+
+    def forward(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        length = input_ids.shape[-1]
+        if length > self.config.max_position_embeddings:
+            raise ValueError(
+                f"input_ids has {length} tokens but TIPS text supports at most "
+                f"{self.config.max_position_embeddings} (max_position_embeddings); tokenize with truncation=True."
+            )
+        embeds = self.token_embedding(input_ids) * self.scale
+        return embeds + self.position_embedding[:length].to(embeds.dtype)
+
+
+class TipsTextLayer(GradientCheckpointingLayer):
+    """Pre-norm block without LayerScale: x + Attn(LN1(x)); x + MLP(LN2(x))."""
+
+    def __init__(self, config: TipsTextConfig):
+        super().__init__()
+        self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.self_attn = TipsAttention(config)
+        self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = TipsMLP(config.hidden_size, config.intermediate_size, config.hidden_act)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn, weights = self.self_attn(self.layer_norm1(hidden_states), attention_mask, **kwargs)
+        hidden_states = hidden_states + attn
+        hidden_states = hidden_states + self.mlp(self.layer_norm2(hidden_states))
+        return hidden_states, weights
+
+
+class TipsTextEncoder(TipsVisionEncoder):
+    def __init__(self, config: TipsTextConfig):
+        nn.Module.__init__(self)
+        self.layers = nn.ModuleList([TipsTextLayer(config) for _ in range(config.num_hidden_layers)])
+        self.gradient_checkpointing = False
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Pretrained models
+
+
+class TipsPreTrainedModel(PreTrainedModel):
+    config: TipsConfig
+    config_class = TipsConfig
+    base_model_prefix = "tips"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["TipsVisionEmbeddings", "TipsVisionLayer", "TipsTextLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        config = self.config
+        std = getattr(config, "initializer_range", None)
+        if std is None:
+            std = config.vision_config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.trunc_normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, TipsVisionEmbeddings):
+            init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+            init.normal_(module.cls_token, mean=0.0, std=1e-6)
+            init.normal_(module.register_tokens, mean=0.0, std=1e-6)
+            init.zeros_(module.mask_token)
+        elif isinstance(module, TipsLayerScale):
+            init.constant_(module.lambda1, _layerscale_value(config))
+        elif isinstance(module, TipsTextEmbeddings):
+            init.copy_(
+                module.position_embedding,
+                sinusoidal_position_embeddings(*module.position_embedding.shape),
+            )
+        elif isinstance(module, TipsModel):
+            init.constant_(module.log_temperature, math.log(config.temperature_init_value))
+
+
+def _layerscale_value(config: TipsConfig | TipsVisionConfig) -> float:
+    vision = getattr(config, "vision_config", config)
+    return vision.layerscale_value
+
+
+class TipsVisionModel(TipsPreTrainedModel):
+    """The TIPS vision tower. Input: `pixel_values` (B, 3, H, W) in [0, 1], H and W multiples of 14."""
+
+    config: TipsVisionConfig
+    config_class = TipsVisionConfig
+    base_model_prefix = "vision_model"
+    input_modalities = ("image",)
+
+    def __init__(self, config: TipsVisionConfig):
+        super().__init__(config)
+        self.embeddings = TipsVisionEmbeddings(config)
+        self.encoder = TipsVisionEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embedding
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        bool_masked_pos: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = True,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> TipsVisionModelOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`): RGB in [0, 1] (no mean/std
+                normalisation); height and width must be multiples of the patch size.
+            bool_masked_pos (`torch.BoolTensor` of shape `(batch_size, num_patches)`, *optional*): patches whose
+                embedding is replaced by the learned mask token (masked image modeling).
+            interpolate_pos_encoding (`bool`, defaults to `True`): resize the position grid to the input grid (TIPS
+                always does); with `False` the input grid must equal the learned one.
+        """
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else bool(
+            self.config.output_hidden_states
+        )
+        output_attentions = bool(output_attentions)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        embeddings = self.embeddings(pixel_values, bool_masked_pos, interpolate_pos_encoding)
+        hidden, all_hidden, all_attn = self.encoder(
+            embeddings, None, output_hidden_states=output_hidden_states, output_attentions=output_attentions
+        )
+        tokens = self.layernorm(hidden)
+        batch, _, height, width = pixel_values.shape
+        patch = self.config.patch_size
+        first_patch = 1 + self.config.num_register_tokens
+        patch_embeds = tokens[:, first_patch:].reshape(batch, height // patch, width // patch, -1)
+        output = TipsVisionModelOutput(
+            last_hidden_state=tokens,
+            pooler_output=tokens[:, 0],
+            alt_text_embeds=tokens[:, 0],
+            synthetic_embeds=tokens[:, 1],
+            patch_embeds=patch_embeds,
+            hidden_states=all_hidden,
+            attentions=all_attn,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class TipsTextModel(TipsPreTrainedModel):
+    """The TIPS text tower. Input: SentencePiece `input_ids` (B, L ≤ 64) and `attention_mask` (1 = token)."""
+
+    config: TipsTextConfig
+    config_class = TipsTextConfig
+    base_model_prefix = "text_model"
+    main_input_name = "input_ids"
+    input_modalities = ("text",)
+
+    def __init__(self, config: TipsTextConfig):
+        super().__init__(config)
+        self.embeddings = TipsTextEmbeddings(config)
+        self.encoder = TipsTextEncoder(config)
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.token_embedding
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.embeddings.token_embedding = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPooling | tuple:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, length)`): token ids, `length <= 64`.
+            attention_mask (`torch.Tensor` of shape `(batch_size, length)`, *optional*): 1 for tokens, 0 for
+                padding. If omitted, it is derived from `input_ids != pad_token_id` (the official convention,
+                where id 0 is always padding).
+
+        Returns:
+            `pooler_output` (B, D) is the mean of the final-LayerNorm tokens over the non-padding positions.
+        """
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else bool(
+            self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}.")
+        if attention_mask is None:
+            pad = self.config.pad_token_id
+            attention_mask = input_ids != pad if pad is not None else torch.ones_like(input_ids, dtype=torch.bool)
+        elif attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask shape {tuple(attention_mask.shape)} must equal input_ids shape "
+                f"{tuple(input_ids.shape)}."
+            )
+        keep = attention_mask.to(torch.bool)
+        hidden = self.embeddings(input_ids)
+        # A row with no token would make every attention score -inf (NaN); let it attend everywhere instead: its
+        # pooled embedding is zero whatever its tokens hold.
+        attend = keep | ~keep.any(dim=-1, keepdim=True)
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attend)
+        hidden, all_hidden, all_attn = self.encoder(
+            hidden, mask, output_hidden_states=output_hidden_states, output_attentions=bool(output_attentions)
+        )
+        hidden = self.final_layer_norm(hidden)
+        weights = keep.to(hidden.dtype).unsqueeze(-1)
+        pooled = (hidden * weights).sum(dim=1) / (weights.sum(dim=1) + self.config.pooling_epsilon)
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=hidden, pooler_output=pooled, hidden_states=all_hidden, attentions=all_attn
+        )
+        return output if return_dict else output.to_tuple()
+
+
+def contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
+    """Symmetric softmax cross-entropy of a square (images, texts) logit matrix whose diagonal holds the pairs."""
+    targets = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
+    return 0.5 * (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_image.t(), targets))
+
+
+class TipsModel(TipsPreTrainedModel):
+    """TIPS dual encoder: `.vision_model` ([`TipsVisionModel`]), `.text_model` ([`TipsTextModel`]) and two
+    learnable temperatures (`log_temperature[0]`: alt-text head, `[1]`: synthetic-caption head)."""
+
+    def __init__(self, config: TipsConfig):
+        super().__init__(config)
+        self.vision_model = TipsVisionModel._from_config(config.vision_config)
+        self.text_model = TipsTextModel._from_config(config.text_config)
+        self.log_temperature = nn.Parameter(torch.full((2,), math.log(config.temperature_init_value)))
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.text_model.get_input_embeddings()
+
+    def save_pretrained(self, save_directory, *args: Any, **kwargs: Any):
+        if self._auto_class is not None:
+            # Remote code: pipelines load zero-shot classifiers through this Auto class.
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map["AutoModelForZeroShotImageClassification"] = f"modeling_tips.{type(self).__name__}"
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.text_model.set_input_embeddings(value)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        """The two softmax temperatures (alt-text, synthetic), clamped to the configured range: (2,)."""
+        return self.log_temperature.exp().clamp(self.config.temperature_min, self.config.temperature_max)
+
+    def get_text_features(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
+    ) -> BaseModelOutputWithPooling:
+        """Text tower output; `pooler_output` (B, D) is the (un-normalised) text embedding."""
+        return self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        bool_masked_pos: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = True,
+        **kwargs: Any,
+    ) -> TipsVisionModelOutput:
+        """Vision tower output; `pooler_output` (B, D) is the (un-normalised) alt-text CLS embedding,
+        `synthetic_embeds` the second CLS, `patch_embeds` (B, h, w, D) the patch grid."""
+        return self.vision_model(
+            pixel_values=pixel_values,
+            bool_masked_pos=bool_masked_pos,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            return_dict=True,
+            **kwargs,
+        )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        bool_masked_pos: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+        interpolate_pos_encoding: bool = True,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> TipsOutput | tuple:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(text_batch_size, length)`, *optional*): token ids.
+            pixel_values (`torch.FloatTensor` of shape `(image_batch_size, 3, height, width)`, *optional*): images in
+                [0, 1].
+            attention_mask (`torch.Tensor` of shape `(text_batch_size, length)`, *optional*): 1 = token, 0 = pad.
+            return_loss (`bool`, *optional*): return the mean of the two heads' symmetric contrastive losses
+                (needs as many texts as images, pairs on the diagonal).
+        """
+        if pixel_values is None and input_ids is None:
+            raise ValueError("TipsModel needs pixel_values, input_ids, or both.")
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        vision = text = image_embeds = synthetic_image_embeds = text_embeds = None
+        logits = synthetic_logits = loss = None
+        if pixel_values is not None:
+            vision = self.vision_model(
+                pixel_values=pixel_values,
+                bool_masked_pos=bool_masked_pos,
+                interpolate_pos_encoding=interpolate_pos_encoding,
+                output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
+                return_dict=True,
+            )
+            image_embeds = F.normalize(vision.alt_text_embeds, dim=-1)
+            synthetic_image_embeds = F.normalize(vision.synthetic_embeds, dim=-1)
+        if input_ids is not None:
+            text = self.text_model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
+                return_dict=True,
+            )
+            text_embeds = F.normalize(text.pooler_output, dim=-1)
+        if vision is not None and text is not None:
+            temperature = self.temperature.to(image_embeds.dtype)
+            texts_t = text_embeds.to(image_embeds.dtype).t()
+            logits = image_embeds @ texts_t / temperature[0]
+            synthetic_logits = synthetic_image_embeds @ texts_t / temperature[1]
+            if return_loss:
+                if logits.shape[0] != logits.shape[1]:
+                    raise ValueError(
+                        "return_loss=True needs one text per image (pairs on the diagonal), got "
+                        f"{logits.shape[0]} images and {logits.shape[1]} texts."
+                    )
+                loss = 0.5 * (contrastive_loss(logits) + contrastive_loss(synthetic_logits))
+        elif return_loss:
+            raise ValueError("return_loss=True needs both pixel_values and input_ids.")
+        out = TipsOutput(
+            loss=loss,
+            logits_per_image=logits,
+            logits_per_text=logits.t() if logits is not None else None,
+            synthetic_logits_per_image=synthetic_logits,
+            synthetic_logits_per_text=synthetic_logits.t() if synthetic_logits is not None else None,
+            image_embeds=image_embeds,
+            synthetic_image_embeds=synthetic_image_embeds,
+            text_embeds=text_embeds,
+            text_model_output=text,
+            vision_model_output=vision,
+        )
+        return out if return_dict else out.to_tuple()
+
+
+__all__ = [
+    "TipsModel",
+    "TipsOutput",
+    "TipsPreTrainedModel",
+    "TipsTextModel",
+    "TipsVisionModel",
+    "TipsVisionModelOutput",
+    "contrastive_loss",
+]
