@@ -37,7 +37,7 @@ def _register() -> None:
     AutoModel.register(TipsVisionConfig, TipsVisionModel, exist_ok=True)
     AutoModel.register(TipsTextConfig, TipsTextModel, exist_ok=True)
     AutoModelForZeroShotImageClassification.register(TipsConfig, TipsModel, exist_ok=True)
-    AutoImageProcessor.register(TipsConfig, TipsImageProcessor, exist_ok=True)
+    AutoImageProcessor.register(TipsConfig, fast_image_processor_class=TipsImageProcessor, exist_ok=True)
     AutoTokenizer.register(TipsConfig, slow_tokenizer_class=TipsTokenizer, exist_ok=True)
     AutoProcessor.register(TipsConfig, TipsProcessor, exist_ok=True)
     # Saved folders carry the module files and an auto_map, so they load with trust_remote_code=True anywhere.

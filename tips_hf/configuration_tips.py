@@ -87,8 +87,14 @@ class TipsVisionConfig(PretrainedConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         _check_positive(
-            self, "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
-            "image_size", "num_channels",
+            self,
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "patch_size",
+            "image_size",
+            "num_channels",
         )
         _check_heads(self)
         if self.ffn_type not in FFN_TYPES:
@@ -149,7 +155,12 @@ class TipsTextConfig(PretrainedConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         _check_positive(
-            self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            self,
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
             "max_position_embeddings",
         )
         _check_heads(self)
@@ -162,7 +173,10 @@ _VISION = {
     "l14": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
     "so400m14": dict(hidden_size=1152, num_hidden_layers=27, num_attention_heads=16, intermediate_size=4304),
     "g14": dict(
-        hidden_size=1536, num_hidden_layers=40, num_attention_heads=24, ffn_type="swiglu",
+        hidden_size=1536,
+        num_hidden_layers=40,
+        num_attention_heads=24,
+        ffn_type="swiglu",
         intermediate_size=swiglu_hidden_size(1536, 4),
     ),
 }

@@ -5,7 +5,6 @@ Sizes that are not multiples of the patch size are centre-padded with zeros (the
 the image is not resized. Self-contained so that it travels with the remote-code files.
 """
 
-
 import math
 from typing import Any
 
@@ -85,6 +84,9 @@ class TipsImageProcessor(TorchvisionBackend):
                 "sides (e.g. 224 or 448)."
             )
 
+    def _prepare_images_structure(self, images: Any, expected_ndims: int = 3) -> Any:
+        return super()._prepare_images_structure(_add_channel_axis(images), expected_ndims=expected_ndims)
+
     def process_image(self, image: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         image = _to_eight_bit_range(image)
         return super().process_image(image, *args, **kwargs)
@@ -133,6 +135,17 @@ def center_pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
     if pad_h == 0 and pad_w == 0:
         return images
     return F.pad(images, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+
+
+def _add_channel_axis(images: Any) -> Any:
+    """Give 2-D (H, W) grayscale arrays/tensors a channel axis so they are read as one image, not a batch of rows."""
+    if isinstance(images, np.ndarray) and images.ndim == 2:
+        return images[..., None]
+    if isinstance(images, torch.Tensor) and images.ndim == 2:
+        return images[None]
+    if isinstance(images, (list, tuple)):
+        return type(images)(_add_channel_axis(image) for image in images)
+    return images
 
 
 def _to_eight_bit_range(image: Any) -> Any:

@@ -62,9 +62,12 @@ class Layout:
     prefixes: Mapping[str, str] = field(default_factory=dict)  # tower -> prefix prepended to every foreign key
 
 
+def _as_tuple(keys: str | Iterable[str]) -> tuple[str, ...]:
+    return (keys,) if isinstance(keys, str) else tuple(keys)
+
+
 def _rule(ours, theirs, to_ours=None, to_theirs=None, **kw) -> KeyRule:
-    as_tuple = (lambda x: (x,) if isinstance(x, str) else tuple(x))
-    return KeyRule(as_tuple(ours), as_tuple(theirs), to_ours, to_theirs, **kw)
+    return KeyRule(_as_tuple(ours), _as_tuple(theirs), to_ours, to_theirs, **kw)
 
 
 def _is_swiglu(arch: Mapping[str, object]) -> bool:
@@ -127,13 +130,21 @@ OFFICIAL_VISION_RULES: tuple[KeyRule, ...] = (
     ),
     *(
         _rule(f"{_VB}.mlp.{ours}", f"blocks.{{i}}.mlp.{theirs}", tower="vision", when=_is_mlp)
-        for ours, theirs in (("fc1.weight", "fc1.weight"), ("fc1.bias", "fc1.bias"),
-                             ("fc2.weight", "fc2.weight"), ("fc2.bias", "fc2.bias"))
+        for ours, theirs in (
+            ("fc1.weight", "fc1.weight"),
+            ("fc1.bias", "fc1.bias"),
+            ("fc2.weight", "fc2.weight"),
+            ("fc2.bias", "fc2.bias"),
+        )
     ),
     *(
         _rule(f"{_VB}.mlp.{ours}", f"blocks.{{i}}.mlp.{theirs}", tower="vision", when=_is_swiglu)
-        for ours, theirs in (("gate_up.weight", "w12.weight"), ("gate_up.bias", "w12.bias"),
-                             ("down.weight", "w3.weight"), ("down.bias", "w3.bias"))
+        for ours, theirs in (
+            ("gate_up.weight", "w12.weight"),
+            ("gate_up.bias", "w12.bias"),
+            ("down.weight", "w3.weight"),
+            ("down.bias", "w3.bias"),
+        )
     ),
     _rule(f"{V}.layernorm.weight", "norm.weight"),
     _rule(f"{V}.layernorm.bias", "norm.bias"),
@@ -160,8 +171,13 @@ OFFICIAL_TEXT_RULES: tuple[KeyRule, ...] = (
     ),
     _rule(f"{T}.final_layer_norm.weight", "ln_final.weight"),
     _rule(f"{T}.final_layer_norm.bias", "ln_final.bias"),
-    _rule("log_temperature", "temperature", _log_temperature_from_scalar, _scalar_from_log_temperature,
-          optional_theirs=True),
+    _rule(
+        "log_temperature",
+        "temperature",
+        _log_temperature_from_scalar,
+        _scalar_from_log_temperature,
+        optional_theirs=True,
+    ),
 )
 
 OFFICIAL = Layout(
@@ -174,6 +190,222 @@ HUB = Layout(
     "Hub layout of google/tipsv2-* / google/tipsv1-* (official keys prefixed vision_encoder. / text_encoder.)",
     OFFICIAL_VISION_RULES + OFFICIAL_TEXT_RULES,
     prefixes={"vision": "vision_encoder.", "text": "text_encoder."},
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# transformers-native `Tipsv2Model` (model_type "tipsv2", transformers >= 5.14): separate q/k/v and gate/up matrices.
+
+_NV, _NT = f"{V}.encoder.layer.{{i}}", f"{T}.encoder.layers.{{i}}"
+
+NATIVE_RULES: tuple[KeyRule, ...] = (
+    *(
+        _rule(f"{V}.embeddings.{k}", f"{V}.embeddings.{k}")
+        for k in ("cls_token", "register_tokens", "mask_token", "position_embeddings")
+    ),
+    _rule(f"{V}.embeddings.patch_embedding.weight", f"{V}.embeddings.patch_embeddings.projection.weight"),
+    _rule(f"{V}.embeddings.patch_embedding.bias", f"{V}.embeddings.patch_embeddings.projection.bias"),
+    *(
+        _rule(f"{_VB}.{ours}", f"{_NV}.{theirs}", tower="vision")
+        for ours, theirs in (
+            ("norm1.weight", "norm1.weight"),
+            ("norm1.bias", "norm1.bias"),
+            ("attention.out_proj.weight", "attention.o_proj.weight"),
+            ("attention.out_proj.bias", "attention.o_proj.bias"),
+            ("layer_scale1.lambda1", "layer_scale1.lambda1"),
+            ("norm2.weight", "norm2.weight"),
+            ("norm2.bias", "norm2.bias"),
+            ("layer_scale2.lambda1", "layer_scale2.lambda1"),
+        )
+    ),
+    *(
+        _rule(
+            f"{_VB}.attention.qkv.{p}",
+            tuple(f"{_NV}.attention.{x}_proj.{p}" for x in "qkv"),
+            _concat(),
+            _split(3),
+            tower="vision",
+        )
+        for p in ("weight", "bias")
+    ),
+    *(
+        _rule(f"{_VB}.mlp.{k}", f"{_NV}.mlp.{k}", tower="vision", when=_is_mlp)
+        for k in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+    ),
+    *(
+        _rule(
+            f"{_VB}.mlp.gate_up.{p}",
+            (f"{_NV}.mlp.gate_proj.{p}", f"{_NV}.mlp.up_proj.{p}"),
+            _concat(),
+            _split(2),
+            tower="vision",
+            when=_is_swiglu,
+        )
+        for p in ("weight", "bias")
+    ),
+    *(
+        _rule(f"{_VB}.mlp.down.{p}", f"{_NV}.mlp.down_proj.{p}", tower="vision", when=_is_swiglu)
+        for p in ("weight", "bias")
+    ),
+    _rule(f"{V}.layernorm.weight", f"{V}.layernorm.weight"),
+    _rule(f"{V}.layernorm.bias", f"{V}.layernorm.bias"),
+    _rule(f"{T}.embeddings.token_embedding.weight", f"{T}.embeddings.token_embedding.weight"),
+    *(
+        _rule(f"{_TB}.{k}", f"{_NT}.{k}", tower="text")
+        for k in (
+            "layer_norm1.weight",
+            "layer_norm1.bias",
+            "self_attn.out_proj.weight",
+            "self_attn.out_proj.bias",
+            "layer_norm2.weight",
+            "layer_norm2.bias",
+            "mlp.fc1.weight",
+            "mlp.fc1.bias",
+            "mlp.fc2.weight",
+            "mlp.fc2.bias",
+        )
+    ),
+    *(
+        _rule(
+            f"{_TB}.self_attn.qkv.{p}",
+            tuple(f"{_NT}.self_attn.{x}_proj.{p}" for x in "qkv"),
+            _concat(),
+            _split(3),
+            tower="text",
+        )
+        for p in ("weight", "bias")
+    ),
+    _rule(f"{T}.final_layer_norm.weight", f"{T}.final_layer_norm.weight"),
+    _rule(f"{T}.final_layer_norm.bias", f"{T}.final_layer_norm.bias"),
+    _rule(
+        "log_temperature",
+        "temperature",
+        _log_temperature_from_scalar,
+        _scalar_from_log_temperature,
+        optional_theirs=True,
+    ),
+)
+
+NATIVE = Layout("native", "transformers-native Tipsv2Model folder (model_type 'tipsv2')", NATIVE_RULES)
+
+
+def _native_mlp_ratio(hidden: int, width: int, swiglu: bool) -> float:
+    """An `mlp_ratio` for which transformers' Tipsv2 rebuilds exactly our FFN width (it stores a ratio, not a width)."""
+
+    def rebuilt(ratio: float) -> int:
+        mlp = int(hidden * ratio)
+        return (int(mlp * 2 / 3) + 7) // 8 * 8 if swiglu else mlp
+
+    base = width * (1.5 if swiglu else 1.0)
+    for candidate in (width / hidden if not swiglu else 4.0, base / hidden, (base + 0.5) / hidden):
+        if rebuilt(candidate) == width:
+            return candidate
+    raise ValueError(
+        f"transformers' Tipsv2 cannot express an FFN width of {width} for hidden size {hidden} "
+        f"({'SwiGLU widths must be multiples of 8' if swiglu else 'no mlp_ratio gives it'})."
+    )
+
+
+def config_to_native(config) -> dict:
+    """`Tipsv2Config` keyword arguments equivalent to a `TipsConfig` (see `NATIVE_CANNOT_CARRY` for what is lost)."""
+    v, t = config.vision_config, config.text_config
+    return {
+        "vision_config": {
+            "hidden_size": v.hidden_size,
+            "num_hidden_layers": v.num_hidden_layers,
+            "num_attention_heads": v.num_attention_heads,
+            "mlp_ratio": _native_mlp_ratio(v.hidden_size, v.intermediate_size, v.ffn_type == "swiglu"),
+            "use_swiglu_ffn": v.ffn_type == "swiglu",
+            "hidden_act": v.hidden_act,
+            "layer_norm_eps": v.layer_norm_eps,
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "num_channels": v.num_channels,
+            "qkv_bias": v.qkv_bias,
+            "layerscale_value": v.layerscale_value,
+            "num_register_tokens": v.num_register_tokens,
+            "drop_path_rate": v.drop_path_rate,
+            "attention_probs_dropout_prob": v.attention_dropout,
+            "initializer_range": v.initializer_range,
+        },
+        "text_config": {
+            "vocab_size": t.vocab_size,
+            "hidden_size": t.hidden_size,
+            "intermediate_size": t.intermediate_size,
+            "num_hidden_layers": t.num_hidden_layers,
+            "num_attention_heads": t.num_attention_heads,
+            "max_position_embeddings": t.max_position_embeddings,
+            "hidden_act": t.hidden_act,
+            "layer_norm_eps": t.layer_norm_eps,
+            "attention_dropout": t.attention_dropout,
+            "pad_token_id": t.pad_token_id,
+            "scale_sqrt_depth": t.scale_sqrt_depth,
+            "pooling_epsilon": t.pooling_epsilon,
+            "initializer_range": t.initializer_range,
+        },
+        "temperature_init_value": config.temperature_init_value,
+    }
+
+
+def config_from_native(native: Mapping) -> dict:
+    """`TipsConfig` keyword arguments from a transformers-native `Tipsv2Config` dict (as in its config.json)."""
+    v, t = dict(native.get("vision_config") or {}), dict(native.get("text_config") or {})
+    hidden = v.get("hidden_size", 768)
+    swiglu = bool(v.get("use_swiglu_ffn", False))
+    mlp = int(hidden * v.get("mlp_ratio", 4))
+    if swiglu:
+        mlp = (int(mlp * 2 / 3) + 7) // 8 * 8
+    image_size = v.get("image_size", 448)
+    image_size = image_size[0] if isinstance(image_size, (list, tuple)) else image_size
+    patch = v.get("patch_size", 14)
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    vision = {
+        "hidden_size": hidden,
+        "num_hidden_layers": v.get("num_hidden_layers", 12),
+        "num_attention_heads": v.get("num_attention_heads", 12),
+        "intermediate_size": mlp,
+        "ffn_type": "swiglu" if swiglu else "mlp",
+        "hidden_act": v.get("hidden_act", "gelu"),
+        "layer_norm_eps": v.get("layer_norm_eps", 1e-6),
+        "image_size": image_size,
+        "patch_size": patch,
+        "num_channels": v.get("num_channels", 3),
+        "qkv_bias": v.get("qkv_bias", True),
+        "layerscale_value": v.get("layerscale_value", 1.0),
+        "num_register_tokens": v.get("num_register_tokens", 1),
+        "drop_path_rate": v.get("drop_path_rate", 0.0),
+        "attention_dropout": v.get("attention_probs_dropout_prob", 0.0),
+        "initializer_range": v.get("initializer_range", 0.02),
+    }
+    text = {
+        k: t[k]
+        for k in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "max_position_embeddings",
+            "hidden_act",
+            "layer_norm_eps",
+            "attention_dropout",
+            "pad_token_id",
+            "scale_sqrt_depth",
+            "pooling_epsilon",
+            "initializer_range",
+        )
+        if k in t
+    }
+    out = {"vision_config": vision, "text_config": text}
+    if "temperature_init_value" in native:
+        out["temperature_init_value"] = native["temperature_init_value"]
+    return out
+
+
+NATIVE_CANNOT_CARRY = (
+    "the synthetic-caption head's own temperature (Tipsv2Model has one `temperature`; the alt-text head's is kept)",
+    "the temperature clamp range (temperature_min/max) and `preset`/`image_resolution` metadata",
+    "interpolate_antialias=False (Tipsv2 always antialiases)",
 )
 
 
@@ -203,8 +435,9 @@ def expand_rules(
         prefix = layout.prefixes.get(tower, "")
         indices = range(int(arch[f"{rule.tower}_layers"])) if rule.tower else [None]
         for i in indices:
-            fmt = (lambda s: s.format(i=i)) if i is not None else (lambda s: s)
-            out.append((tuple(fmt(k) for k in rule.ours), tuple(prefix + fmt(k) for k in rule.theirs), rule))
+            ours = tuple(k.format(i=i) if i is not None else k for k in rule.ours)
+            theirs = tuple(prefix + (k.format(i=i) if i is not None else k) for k in rule.theirs)
+            out.append((ours, theirs, rule))
     return out
 
 
@@ -233,7 +466,7 @@ def import_tensors(
     triples = expand_rules(layout, arch, towers)
     used = set(ignore)
     missing = []
-    for ours, theirs, rule in triples:
+    for _ours, theirs, rule in triples:
         present = [k in available for k in theirs]
         if not all(present) and not rule.optional_theirs:
             missing += [k for k, p in zip(theirs, present) if not p]
@@ -304,8 +537,9 @@ def arch_from_config(config) -> dict[str, object]:
 
 def context_from_config(config) -> LayoutContext:
     v, t = config.vision_config, config.text_config
-    return LayoutContext(v.hidden_size, v.num_attention_heads, t.hidden_size, t.num_attention_heads,
-                         v.position_grid_size)
+    return LayoutContext(
+        v.hidden_size, v.num_attention_heads, t.hidden_size, t.num_attention_heads, v.position_grid_size
+    )
 
 
 def grid_side(num_positions: int, key: str) -> int:
@@ -318,6 +552,10 @@ def grid_side(num_positions: int, key: str) -> int:
 
 __all__ = [
     "HUB",
+    "NATIVE",
+    "NATIVE_CANNOT_CARRY",
+    "config_from_native",
+    "config_to_native",
     "OFFICIAL",
     "KeyRule",
     "Layout",

@@ -266,7 +266,10 @@ class TipsVisionEmbeddings(nn.Module):
         dim = patch_pos.shape[-1]
         grid = patch_pos.float().reshape(1, self.grid_size, self.grid_size, dim).permute(0, 3, 1, 2)
         grid = F.interpolate(
-            grid, size=(grid_h, grid_w), mode="bilinear", align_corners=False,
+            grid,
+            size=(grid_h, grid_w),
+            mode="bilinear",
+            align_corners=False,
             antialias=self.config.interpolate_antialias,
         )
         return grid.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim).to(patch_pos.dtype)
@@ -506,8 +509,8 @@ class TipsVisionModel(TipsPreTrainedModel):
             interpolate_pos_encoding (`bool`, defaults to `True`): resize the position grid to the input grid (TIPS
                 always does); with `False` the input grid must equal the learned one.
         """
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else bool(
-            self.config.output_hidden_states
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else bool(self.config.output_hidden_states)
         )
         output_attentions = bool(output_attentions)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
@@ -573,8 +576,8 @@ class TipsTextModel(TipsPreTrainedModel):
         Returns:
             `pooler_output` (B, D) is the mean of the final-LayerNorm tokens over the non-padding positions.
         """
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else bool(
-            self.config.output_hidden_states
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else bool(self.config.output_hidden_states)
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if input_ids.ndim != 2:

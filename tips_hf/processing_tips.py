@@ -5,7 +5,6 @@ Texts are padded to 64 tokens and cut beyond, as the official pipeline does. Sel
 the remote-code files.
 """
 
-
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin
 
 from .image_processing_tips import TipsImageProcessor, TipsImageProcessorKwargs  # noqa: F401 (remote-code lookup)

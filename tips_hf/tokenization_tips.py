@@ -14,8 +14,7 @@ from typing import Any
 
 from transformers.tokenization_utils_base import BatchEncoding
 from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
-from transformers.utils import PaddingStrategy
-from transformers.utils import logging
+from transformers.utils import PaddingStrategy, logging
 
 logger = logging.get_logger(__name__)
 
@@ -94,7 +93,9 @@ class TipsTokenizer(SentencePieceBackend):
             padding = kwargs["padding_strategy"]
             if not ids and padding != PaddingStrategy.DO_NOT_PAD:
                 # transformers' pad() reads an empty id list as an empty batch; an empty caption is all padding.
-                length = (kwargs.get("max_length") or self.model_max_length) if padding == PaddingStrategy.MAX_LENGTH else 0
+                length = (
+                    (kwargs.get("max_length") or self.model_max_length) if padding == PaddingStrategy.MAX_LENGTH else 0
+                )
                 data = {"input_ids": [self.pad_token_id] * length}
                 if kwargs.get("return_attention_mask") is not False:
                     data["attention_mask"] = [0] * length

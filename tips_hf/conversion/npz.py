@@ -29,9 +29,7 @@ class NpzReader:
             raise LayoutError(
                 f"{self.path}: not a readable .npz archive ({error}); the file may be truncated or of another format."
             ) from None
-        self._members = {
-            name[: -len(".npy")]: name for name in self._zip.namelist() if name.endswith(".npy")
-        }
+        self._members = {name[: -len(".npy")]: name for name in self._zip.namelist() if name.endswith(".npy")}
         self._headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
 
     def keys(self) -> list[str]:
@@ -48,7 +46,9 @@ class NpzReader:
                 try:
                     version = np.lib.format.read_magic(handle)
                     read_header = (
-                        np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
                     )
                     shape, _, dtype = read_header(handle)
                 except ValueError as error:

@@ -112,8 +112,10 @@ def infer_official_config(
                 f"{src_t} does not match preset {preset!r}: {text_depth} text layers, the preset has "
                 f"{reference.text_config.num_hidden_layers}."
             )
-        preset_heads = {"vision": reference.vision_config.num_attention_heads,
-                        "text": reference.text_config.num_attention_heads}
+        preset_heads = {
+            "vision": reference.vision_config.num_attention_heads,
+            "text": reference.text_config.num_attention_heads,
+        }
         overrides = dict(preset=preset, image_resolution=PRESETS[preset][2])
     vision_config = TipsVisionConfig(
         hidden_size=width,
@@ -136,7 +138,16 @@ def infer_official_config(
     )
     if image_resolution is not None:
         overrides["image_resolution"] = image_resolution
+    if "temperature" in text:
+        overrides.update(temperature_overrides(float(text.read("temperature").reshape(()))))
     return TipsConfig(vision_config=vision_config, text_config=text_config, **overrides)
+
+
+def temperature_overrides(value: float) -> dict[str, float]:
+    """Config fields that carry a checkpoint's softmax temperature exactly: the clamp range is widened to hold it."""
+    if not value > 0:
+        raise LayoutError(f"the checkpoint's temperature is {value}; it must be positive (logits = cosine / T).")
+    return {"temperature_init_value": value, "temperature_min": min(1e-3, value), "temperature_max": max(1.0, value)}
 
 
 def build_processor(config: TipsConfig, tokenizer_path: str | os.PathLike | None):
@@ -153,7 +164,7 @@ def build_processor(config: TipsConfig, tokenizer_path: str | os.PathLike | None
         raise LayoutError(f"{tokenizer_path}: no such tokenizer file.")
     try:
         tokenizer = TipsTokenizer(str(tokenizer_path), model_max_length=config.text_config.max_position_embeddings)
-    except Exception as error:  # sentencepiece raises RuntimeError/OSError with C++ messages
+    except (RuntimeError, OSError, TypeError, ValueError) as error:  # sentencepiece's C++ errors
         raise LayoutError(f"{tokenizer_path}: not a SentencePiece model ({error}).") from None
     if len(tokenizer) != config.text_config.vocab_size:
         raise LayoutError(
@@ -191,7 +202,13 @@ def convert_official(
             import_tensors(OFFICIAL, arch, ctx, text.keys(), text.read, shapes, str(text.path), ("text",)),
         )
         out = write_model_folder(
-            output_dir, config, tensors, processor, max_shard_size, overwrite=overwrite, progress=progress,
+            output_dir,
+            config,
+            tensors,
+            processor,
+            max_shard_size,
+            overwrite=overwrite,
+            progress=progress,
             description="tips-convert official",
         )
     result = ConversionResult(out, config)

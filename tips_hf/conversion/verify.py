@@ -55,9 +55,7 @@ def verify_model(model, expected_path: str | os.PathLike, layout: str = "officia
             )
         else:
             report[f"cls1@{size}"] = _max_diff(out.alt_text_embeds[:, None].cpu(), expected.read(f"cls1_{size}"), size)
-            report[f"cls2@{size}"] = _max_diff(
-                out.synthetic_embeds[:, None].cpu(), expected.read(f"cls2_{size}"), size
-            )
+            report[f"cls2@{size}"] = _max_diff(out.synthetic_embeds[:, None].cpu(), expected.read(f"cls2_{size}"), size)
             patches = out.last_hidden_state[:, 1 + model.config.vision_config.num_register_tokens :]
             report[f"patch_tokens@{size}"] = _max_diff(patches.cpu(), expected.read(f"patch_tokens_{size}"), size)
     if "text_ids" in expected:
@@ -72,8 +70,14 @@ def verify_model(model, expected_path: str | os.PathLike, layout: str = "officia
 def record_parity(folder: str | os.PathLike, parity: dict[str, float], source: str, expected) -> None:
     """Store the measured parity beside the weights; the model card reads it."""
     path = Path(folder) / PARITY_FILE
-    payload = {"reference": source, "expected_file": Path(expected).name, "max_abs_diff": parity,
-               "max_abs_diff_overall": max(parity.values()) if parity else None, "dtype": "float32", "device": "cpu"}
+    payload = {
+        "reference": source,
+        "expected_file": Path(expected).name,
+        "max_abs_diff": parity,
+        "max_abs_diff_overall": max(parity.values()) if parity else None,
+        "dtype": "float32",
+        "device": "cpu",
+    }
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, path)

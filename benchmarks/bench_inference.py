@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""Image-encoding throughput of TipsModel vs transformers' native Tipsv2Model, same random weights, same run.
+
+Prints one JSON line per configuration with `img_per_s`, `native_img_per_s`, `ratio` (ours ÷ native), and on GPU
+`mfu` (model FLOPs counted by torch.utils.flop_counter ÷ the bf16 matmul peak measured in the same run) and
+`peak_mem_gib`.
+
+    python benchmarks/bench_inference.py                      # CPU: tiny and B/14 at 224, batch 4
+    python benchmarks/bench_inference.py --configs tips-v2-b14 --resolutions 448 224 --batch-size 128   # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import partial
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    count_flops,
+    default_device,
+    emit,
+    environment,
+    make_config,
+    model_pair,
+    peak_matmul_flops,
+    time_interleaved,
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default=default_device())
+    parser.add_argument("--configs", nargs="+", default=None, help="tiny and/or preset names")
+    parser.add_argument("--resolutions", nargs="+", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
+    parser.add_argument("--attn", default="sdpa", help="attention implementation for both models")
+    parser.add_argument("--iters", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also torch.compile our vision tower")
+    args = parser.parse_args(argv)
+
+    cuda = args.device.startswith("cuda")
+    configs = args.configs or (["tips-v2-b14"] if cuda else ["tiny", "tips-v2-b14"])
+    resolutions = args.resolutions or ([448, 224] if cuda else [224])
+    batch = args.batch_size or (128 if cuda else 4)
+    iters = args.iters or (10 if cuda else 3)
+    dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
+    peak = peak_matmul_flops(args.device, dtype)
+    env = environment(args.device)
+    if peak:
+        env["peak_matmul_tflops"] = round(peak / 1e12, 1)
+
+    for name in configs:
+        config = make_config(name)
+        ours, native = model_pair(config, args.device, dtype, args.attn)
+        ours_vision = torch.compile(ours.vision_model) if args.compile else ours.vision_model
+        for resolution in resolutions:
+            pixels = torch.rand(batch, 3, resolution, resolution, device=args.device, dtype=dtype)
+
+            run_ours = partial(encode, ours_vision, pixels)
+            run_native = partial(encode, native.vision_model, pixels)
+            flops = count_flops(run_native) / batch
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            seconds = time_interleaved(
+                {"ours": run_ours, "native": run_native}, args.device, iters, args.warmup, args.rounds
+            )
+            record = {
+                "bench": "inference",
+                "config": name,
+                "resolution": resolution,
+                "batch": batch,
+                "dtype": str(dtype).replace("torch.", ""),
+                "attn": args.attn,
+                "compile": args.compile,
+                "img_per_s": round(batch / seconds["ours"], 2),
+                "native_img_per_s": round(batch / seconds["native"], 2),
+                "ratio": round(seconds["native"] / seconds["ours"], 3),
+                "gflop_per_img": round(flops / 1e9, 2),
+                "mfu": round(flops * batch / seconds["ours"] / peak, 3) if peak else None,
+                "native_mfu": round(flops * batch / seconds["native"] / peak, 3) if peak else None,
+                "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+                **env,
+            }
+            emit(record)
+        del ours, native, ours_vision
+
+
+@torch.inference_mode()
+def encode(vision_model, pixels: torch.Tensor) -> torch.Tensor:
+    return vision_model(pixel_values=pixels).last_hidden_state
+
+
+if __name__ == "__main__":
+    main()

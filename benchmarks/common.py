@@ -1,0 +1,115 @@
+"""Shared helpers for the benchmarks: same-weights model pairs, interleaved timing, FLOP counting, MFU."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import transformers
+from torch.utils.flop_counter import FlopCounterMode
+
+import tips_hf
+from tips_hf import TipsConfig, TipsModel
+from tips_hf.layouts_tips import NATIVE, arch_from_config, config_to_native, context_from_config, export_tensors
+
+TINY = dict(
+    vision_config=dict(
+        hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768, image_size=224
+    ),
+    text_config=dict(
+        hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768, vocab_size=1000
+    ),
+)
+
+
+def make_config(name: str) -> TipsConfig:
+    """`tiny` (a 4-layer, width-192 model) or a preset name (e.g. `tips-v2-b14`)."""
+    return TipsConfig(**TINY) if name == "tiny" else TipsConfig.from_preset(name)
+
+
+def model_pair(config: TipsConfig, device: str, dtype: torch.dtype, attn: str = "sdpa", seed: int = 0):
+    """A random TipsModel and transformers' native Tipsv2Model holding the very same weights."""
+    torch.manual_seed(seed)
+    ours = TipsModel(config).eval()
+    native_cls = transformers.Tipsv2Model
+    native = native_cls(transformers.Tipsv2Config(**config_to_native(config))).eval()
+    state = ours.state_dict()
+    weights = dict(export_tensors(NATIVE, arch_from_config(config), context_from_config(config), state.__getitem__))
+    native.load_state_dict(weights, strict=True)
+    ours.set_attn_implementation(attn)
+    native.set_attn_implementation(attn)
+    return ours.to(device, dtype), native.to(device, dtype)
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], device: str, iters: int, warmup: int, rounds: int = 3):
+    """Median seconds per call of each function, measured in alternating rounds so drift hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    synchronize(device)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(iters):
+                fn()
+            synchronize(device)
+            samples[name].append((time.perf_counter() - start) / iters)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def count_flops(fn: Callable[[], object]) -> float:
+    """FLOPs of one call, counted by torch.utils.flop_counter (matmuls, convolutions, attention)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def peak_matmul_flops(device: str, dtype: torch.dtype, n: int = 8192, iters: int = 20) -> float | None:
+    """Measured dense-matmul FLOP/s in this run (the MFU denominator); None on CPU."""
+    if not device.startswith("cuda"):
+        return None
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    synchronize(device)
+    return 2 * n**3 * iters / (time.perf_counter() - start)
+
+
+def environment(device: str) -> dict:
+    info = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tips_hf": tips_hf.__version__,
+        "python": platform.python_version(),
+        "device": device,
+        "threads": torch.get_num_threads(),
+    }
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name()
+    else:
+        info["cpu"] = platform.processor() or platform.machine()
+    return info
+
+
+def emit(record: dict) -> None:
+    print(json.dumps(record, sort_keys=False), flush=True)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
