@@ -14,10 +14,14 @@ Self-contained (torch only) so that it travels with the remote-code files.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
+
+from .configuration_tips import HEADS_BY_WIDTH, PRESETS, TipsConfig, TipsTextConfig, TipsVisionConfig
 
 Transform = Callable[[list[torch.Tensor], "LayoutContext"], list[torch.Tensor]]
 
@@ -60,6 +64,7 @@ class Layout:
     description: str
     rules: tuple[KeyRule, ...]
     prefixes: Mapping[str, str] = field(default_factory=dict)  # tower -> prefix prepended to every foreign key
+    aliases: tuple[tuple[str, str], ...] = ()  # (regex, replacement): other spellings of foreign keys, read on import
 
 
 def _as_tuple(keys: str | Iterable[str]) -> tuple[str, ...]:
@@ -83,13 +88,15 @@ def _is_mlp(arch: Mapping[str, object]) -> bool:
 
 
 def _log_temperature_from_scalar(ts: list[torch.Tensor], ctx: LayoutContext) -> list[torch.Tensor]:
-    """A single released temperature initialises both heads (log-parameterised)."""
-    return [torch.log(ts[0].float().reshape(())).repeat(2)]
+    """A single released temperature initialises both heads (log-parameterised). float64 arithmetic keeps
+    export → import round trips bit-exact."""
+    value = ts[0].reshape(()).double()
+    return [torch.log(value).float().repeat(2)]
 
 
 def _scalar_from_log_temperature(ts: list[torch.Tensor], ctx: LayoutContext) -> list[torch.Tensor]:
     """Formats with one temperature keep the alt-text head's (the head the released models score with)."""
-    return [ts[0].float().exp()[0].reshape(())]
+    return [ts[0][0].double().exp().float().reshape(())]
 
 
 def _split(n: int, dim: int = 0) -> Transform:
@@ -171,26 +178,143 @@ OFFICIAL_TEXT_RULES: tuple[KeyRule, ...] = (
     ),
     _rule(f"{T}.final_layer_norm.weight", "ln_final.weight"),
     _rule(f"{T}.final_layer_norm.bias", "ln_final.bias"),
-    _rule(
+)
+
+
+def _temperature_rule(theirs: str, tower: str) -> KeyRule:
+    """The released single temperature (optional: not every export carries it)."""
+    return _rule(
         "log_temperature",
-        "temperature",
+        theirs,
         _log_temperature_from_scalar,
         _scalar_from_log_temperature,
+        tower=tower,
         optional_theirs=True,
-    ),
-)
+    )
 
 OFFICIAL = Layout(
     "official",
     "official PyTorch TIPS checkpoint (google-deepmind/tips, pytorch/)",
-    OFFICIAL_VISION_RULES + OFFICIAL_TEXT_RULES,
+    OFFICIAL_VISION_RULES + OFFICIAL_TEXT_RULES + (_temperature_rule("temperature", "text"),),
 )
 HUB = Layout(
     "hub",
     "Hub layout of google/tipsv2-* / google/tipsv1-* (official keys prefixed vision_encoder. / text_encoder.)",
-    OFFICIAL_VISION_RULES + OFFICIAL_TEXT_RULES,
+    OFFICIAL_VISION_RULES + OFFICIAL_TEXT_RULES + (_temperature_rule("temperature", "model"),),
     prefixes={"vision": "vision_encoder.", "text": "text_encoder."},
+    # transformers' Tipsv2Model.save_pretrained writes the vision MLP as c_fc/c_proj (its reverse renaming is shared
+    # with the text tower); the released folders use the official fc1/fc2.
+    aliases=((r"^(vision_encoder\.blocks\.\d+\.mlp\.)c_fc\.", r"\1fc1."),
+             (r"^(vision_encoder\.blocks\.\d+\.mlp\.)c_proj\.", r"\1fc2.")),
 )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Official JAX/Scenic layout (google-deepmind/tips scenic/): flattened flax params, `/`-separated. Dense kernels are
+# (in, out); attention kernels are per head; the two CLS tokens carry no position embedding; no LayerScale, no mask
+# token. Import only: LayerScale and the mask token have no Scenic counterpart.
+
+
+def _dense_to_linear(ts, ctx):
+    return [ts[0].t().contiguous()]
+
+
+def _heads_in_to_linear(ts, ctx):
+    """q/k/v kernels (D, heads, head_dim) ×3 and biases (heads, head_dim) ×3 → one fused (3D, D) / (3D,)."""
+    if ts[0].ndim == 3:
+        return [torch.cat([t.reshape(t.shape[0], -1).t() for t in ts], dim=0).contiguous()]
+    return [torch.cat([t.reshape(-1) for t in ts], dim=0)]
+
+
+def _heads_out_to_linear(ts, ctx):
+    """out kernel (heads, head_dim, D) → (D, D) weight."""
+    kernel = ts[0]
+    return [kernel.reshape(-1, kernel.shape[-1]).t().contiguous()]
+
+
+def _conv_to_torch(ts, ctx):
+    """(kh, kw, in, out) → (out, in, kh, kw)."""
+    return [ts[0].permute(3, 2, 0, 1).contiguous()]
+
+
+def _scenic_tokens_to_ours(ts, ctx):
+    """cls (1, 2, D) and posembed_input (1, gh, gw, D) → cls_token, register_tokens, position_embeddings with a zero
+    CLS position (Scenic adds none)."""
+    cls, grid = ts
+    if grid.shape[1] != grid.shape[2]:
+        raise LayoutError(f"posembed_input grid {tuple(grid.shape[1:3])} is not square; TIPS grids are square.")
+    dim = grid.shape[-1]
+    positions = torch.cat([grid.new_zeros(1, 1, dim), grid.reshape(1, -1, dim)], dim=1)
+    return [cls[:, :1].contiguous(), cls[:, 1:].contiguous(), positions]
+
+
+def _swiglu_to_ours(ts, ctx):
+    """Dense_0 (gate) and Dense_1 (up), kernels (D, I) or biases (I,) → fused gate_up (2I, D) / (2I,)."""
+    if ts[0].ndim == 2:
+        return [torch.cat([t.t() for t in ts], dim=0).contiguous()]
+    return [torch.cat(ts, dim=0)]
+
+
+_SV, _SVB = "encoder/ToTokenSequence_0", "encoder/transformer/encoderblock_{i}"
+_ST = "transformer/encoderblock_{i}"
+
+
+def _scenic_block_rules(ours_prefix: str, theirs_prefix: str, tower: str, norms: tuple[str, str]) -> list[KeyRule]:
+    attn = f"{theirs_prefix}/MultiHeadDotProductAttention_0"
+    attention = "attention" if tower == "vision" else "self_attn"
+    rules = [
+        _rule(f"{ours_prefix}.{norms[0]}.weight", f"{theirs_prefix}/LayerNorm_0/scale", tower=tower),
+        _rule(f"{ours_prefix}.{norms[0]}.bias", f"{theirs_prefix}/LayerNorm_0/bias", tower=tower),
+        _rule(f"{ours_prefix}.{norms[1]}.weight", f"{theirs_prefix}/LayerNorm_1/scale", tower=tower),
+        _rule(f"{ours_prefix}.{norms[1]}.bias", f"{theirs_prefix}/LayerNorm_1/bias", tower=tower),
+        _rule(f"{ours_prefix}.{attention}.qkv.weight", tuple(f"{attn}/{x}/kernel" for x in ("query", "key", "value")),
+              _heads_in_to_linear, tower=tower),
+        _rule(f"{ours_prefix}.{attention}.qkv.bias", tuple(f"{attn}/{x}/bias" for x in ("query", "key", "value")),
+              _heads_in_to_linear, tower=tower),
+        _rule(f"{ours_prefix}.{attention}.out_proj.weight", f"{attn}/out/kernel", _heads_out_to_linear, tower=tower),
+        _rule(f"{ours_prefix}.{attention}.out_proj.bias", f"{attn}/out/bias", tower=tower),
+    ]
+    mlp = f"{theirs_prefix}/MlpBlock_0"
+    when = _is_mlp if tower == "vision" else None
+    rules += [
+        _rule(f"{ours_prefix}.mlp.fc1.weight", f"{mlp}/Dense_0/kernel", _dense_to_linear, tower=tower, when=when),
+        _rule(f"{ours_prefix}.mlp.fc1.bias", f"{mlp}/Dense_0/bias", tower=tower, when=when),
+        _rule(f"{ours_prefix}.mlp.fc2.weight", f"{mlp}/Dense_1/kernel", _dense_to_linear, tower=tower, when=when),
+        _rule(f"{ours_prefix}.mlp.fc2.bias", f"{mlp}/Dense_1/bias", tower=tower, when=when),
+    ]
+    return rules
+
+
+SCENIC_RULES: tuple[KeyRule, ...] = tuple(
+    KeyRule(r.ours, r.theirs, r.to_ours, None, r.tower, r.when, r.optional_theirs, export=False)
+    for r in (
+        _rule((f"{V}.embeddings.cls_token", f"{V}.embeddings.register_tokens", f"{V}.embeddings.position_embeddings"),
+              (f"{_SV}/cls", f"{_SV}/posembed_input"), _scenic_tokens_to_ours),
+        _rule(f"{V}.embeddings.patch_embedding.weight", f"{_SV}/embedding/kernel", _conv_to_torch),
+        _rule(f"{V}.embeddings.patch_embedding.bias", f"{_SV}/embedding/bias"),
+        *_scenic_block_rules(_VB, _SVB, "vision", ("norm1", "norm2")),
+        *(
+            _rule(f"{_VB}.mlp.gate_up.{ours}", tuple(f"{_SVB}/FFNSwiGluFused_0/Dense_{j}/{theirs}" for j in (0, 1)),
+                  _swiglu_to_ours, tower="vision", when=_is_swiglu)
+            for ours, theirs in (("weight", "kernel"), ("bias", "bias"))
+        ),
+        _rule(f"{_VB}.mlp.down.weight", f"{_SVB}/FFNSwiGluFused_0/Dense_2/kernel", _dense_to_linear, tower="vision",
+              when=_is_swiglu),
+        _rule(f"{_VB}.mlp.down.bias", f"{_SVB}/FFNSwiGluFused_0/Dense_2/bias", tower="vision", when=_is_swiglu),
+        _rule(f"{V}.layernorm.weight", "encoder/encoder_norm/scale"),
+        _rule(f"{V}.layernorm.bias", "encoder/encoder_norm/bias"),
+        _rule(f"{T}.embeddings.token_embedding.weight", "token_emb/emb_var"),
+        *_scenic_block_rules(_TB, _ST, "text", ("layer_norm1", "layer_norm2")),
+        _rule(f"{T}.final_layer_norm.weight", "text_encoder_norm/scale"),
+        _rule(f"{T}.final_layer_norm.bias", "text_encoder_norm/bias"),
+        _rule("log_temperature", "temperature_contrastive", _log_temperature_from_scalar, tower="text",
+              optional_theirs=True),
+    )
+)
+
+SCENIC = Layout("scenic", "official JAX/Scenic TIPS checkpoint (google-deepmind/tips, scenic/)", SCENIC_RULES)
+# Our tensors with no Scenic counterpart, and the values that reproduce Scenic's computation.
+SCENIC_DEFAULTS = {"mask_token": "zeros", "layer_scale": "ones"}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -277,13 +401,7 @@ NATIVE_RULES: tuple[KeyRule, ...] = (
     ),
     _rule(f"{T}.final_layer_norm.weight", f"{T}.final_layer_norm.weight"),
     _rule(f"{T}.final_layer_norm.bias", f"{T}.final_layer_norm.bias"),
-    _rule(
-        "log_temperature",
-        "temperature",
-        _log_temperature_from_scalar,
-        _scalar_from_log_temperature,
-        optional_theirs=True,
-    ),
+    _temperature_rule("temperature", "model"),
 )
 
 NATIVE = Layout("native", "transformers-native Tipsv2Model folder (model_type 'tipsv2')", NATIVE_RULES)
@@ -404,9 +522,390 @@ def config_from_native(native: Mapping) -> dict:
 
 NATIVE_CANNOT_CARRY = (
     "the synthetic-caption head's own temperature (Tipsv2Model has one `temperature`; the alt-text head's is kept)",
-    "the temperature clamp range (temperature_min/max) and `preset`/`image_resolution` metadata",
+    "the temperature clamp range (temperature_min/max) and the `preset` name (the processor keeps the image size)",
     "interpolate_antialias=False (Tipsv2 always antialiases)",
 )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Architecture inference: read a TipsConfig from tensor shapes (+ head counts where the weights cannot tell them)
+
+
+class TensorReader(Protocol):
+    """What the inference and import functions need from a checkpoint: key names, shapes and lazy tensors."""
+
+    path: object
+
+    def keys(self) -> Iterable[str]: ...
+
+    def __contains__(self, key: str) -> bool: ...
+
+    def shape(self, key: str) -> tuple[int, ...]: ...
+
+    def read(self, key: str) -> torch.Tensor: ...
+
+
+_TOKENS = "encoder/ToTokenSequence_0"
+_VBLOCK = r"encoder/transformer/encoderblock_(\d+)/"
+_TBLOCK = r"transformer/encoderblock_(\d+)/"
+
+
+def count_blocks(keys, pattern: str, source: str) -> int:
+    """Number of blocks in `keys` whose names match `pattern` (with one `(\\d+)` group); indices must be 0..n-1."""
+    indices = {int(m.group(1)) for k in keys if (m := re.match(pattern, k))}
+    if not indices:
+        raise LayoutError(f"{source}: no transformer blocks found (no key matches {pattern!r}).")
+    if indices != set(range(len(indices))):
+        missing = sorted(set(range(max(indices) + 1)) - indices)
+        raise LayoutError(f"{source}: blocks {missing} are missing (found indices up to {max(indices)}).")
+    return len(indices)
+
+
+def require(reader: TensorReader, key: str, ndim: int) -> tuple[int, ...]:
+    if key not in reader:
+        raise LayoutError(f"{reader.path}: missing key {key!r}; is this an official TIPS checkpoint?")
+    shape = reader.shape(key)
+    if len(shape) != ndim:
+        raise LayoutError(f"{reader.path}: key {key!r} has shape {shape}, expected {ndim} dimensions.")
+    return shape
+
+
+def resolve_heads(width: int, flag: int | None, tower: str, preset_heads: int | None) -> int:
+    """Heads from the flag, the preset, or the released-width table, in that order."""
+    heads = flag or preset_heads or HEADS_BY_WIDTH.get(width)
+    if heads is None:
+        raise LayoutError(
+            f"{tower} width {width} is not a released TIPS width ({sorted(HEADS_BY_WIDTH)}); the number of attention "
+            f"heads cannot be read from the weights: pass --{tower}-heads N (or --preset NAME)."
+        )
+    if width % heads:
+        raise LayoutError(f"{tower} width {width} is not divisible by {heads} heads.")
+    return heads
+
+
+def infer_official_config(
+    vision: TensorReader,
+    text: TensorReader,
+    preset: str | None = None,
+    vision_heads: int | None = None,
+    text_heads: int | None = None,
+    image_resolution: int | None = None,
+    max_text_length: int = 64,
+) -> TipsConfig:
+    """Read the architecture from the array shapes (depth, width, FFN type and width, position grid, vocabulary)."""
+    src_v, src_t = str(vision.path), str(text.path)
+    width = require(vision, "cls_token", 3)[-1]
+    patch = require(vision, "patch_embed.proj.weight", 4)
+    num_pos = require(vision, "pos_embed", 3)[1] - 1
+    grid = grid_side(num_pos, f"{src_v}: 'pos_embed'")
+    registers = require(vision, "register_tokens", 3)[1]
+    depth = count_blocks(vision.keys(), r"blocks\.(\d+)\.", src_v)
+    if "blocks.0.mlp.w12.weight" in vision:
+        ffn_type, intermediate = "swiglu", require(vision, "blocks.0.mlp.w12.weight", 2)[0] // 2
+    else:
+        ffn_type, intermediate = "mlp", require(vision, "blocks.0.mlp.fc1.weight", 2)[0]
+    vocab, text_width = require(text, "token_embedding.weight", 2)
+    text_depth = count_blocks(text.keys(), r"transformer\.resblocks\.(\d+)\.", src_t)
+    text_mlp = require(text, "transformer.resblocks.0.mlp.c_fc.weight", 2)[0]
+    if text_width != width:
+        raise LayoutError(
+            f"vision width {width} ({src_v}) differs from text width {text_width} ({src_t}); the two files do not "
+            "belong to the same TIPS model."
+        )
+
+    preset_heads: dict[str, int | None] = {"vision": None, "text": None}
+    overrides = {}
+    if preset is not None:
+        reference = TipsConfig.from_preset(preset)
+        found = dict(hidden_size=width, num_hidden_layers=depth, intermediate_size=intermediate, ffn_type=ffn_type)
+        for name, value in found.items():
+            if getattr(reference.vision_config, name) != value:
+                raise LayoutError(
+                    f"{src_v} does not match preset {preset!r}: vision {name} is {value}, the preset has "
+                    f"{getattr(reference.vision_config, name)}."
+                )
+        if reference.text_config.num_hidden_layers != text_depth:
+            raise LayoutError(
+                f"{src_t} does not match preset {preset!r}: {text_depth} text layers, the preset has "
+                f"{reference.text_config.num_hidden_layers}."
+            )
+        preset_heads = {
+            "vision": reference.vision_config.num_attention_heads,
+            "text": reference.text_config.num_attention_heads,
+        }
+        overrides = dict(preset=preset, image_resolution=PRESETS[preset][2])
+    vision_config = TipsVisionConfig(
+        hidden_size=width,
+        num_hidden_layers=depth,
+        num_attention_heads=resolve_heads(width, vision_heads, "vision", preset_heads["vision"]),
+        intermediate_size=intermediate,
+        ffn_type=ffn_type,
+        patch_size=patch[-1],
+        num_channels=patch[1],
+        image_size=grid * patch[-1],
+        num_register_tokens=registers,
+    )
+    text_config = TipsTextConfig(
+        vocab_size=vocab,
+        hidden_size=text_width,
+        intermediate_size=text_mlp,
+        num_hidden_layers=text_depth,
+        num_attention_heads=resolve_heads(text_width, text_heads, "text", preset_heads["text"]),
+        max_position_embeddings=max_text_length,
+    )
+    if image_resolution is not None:
+        overrides["image_resolution"] = image_resolution
+    if "temperature" in text:
+        overrides.update(temperature_overrides(float(text.read("temperature").reshape(()))))
+    return TipsConfig(vision_config=vision_config, text_config=text_config, **overrides)
+
+
+def temperature_overrides(value: float) -> dict[str, float]:
+    """Config fields that carry a checkpoint's softmax temperature exactly: the clamp range is widened to hold it."""
+    if not value > 0:
+        raise LayoutError(f"the checkpoint's temperature is {value}; it must be positive (logits = cosine / T).")
+    return {"temperature_init_value": value, "temperature_min": min(1e-3, value), "temperature_max": max(1.0, value)}
+
+
+def _heads(reader: TensorReader, kernel_key: str, width: int) -> int:
+    shape = require(reader, kernel_key, 3)
+    if shape[0] != width or shape[1] * shape[2] != width:
+        raise LayoutError(f"{reader.path}: key {kernel_key!r} has shape {shape}, expected ({width}, heads, {width} // heads).")
+    return shape[1]
+
+
+def infer_scenic_config(
+    vision: TensorReader, text: TensorReader, preset: str | None = None, image_resolution: int | None = None,
+    max_text_length: int = 64,
+) -> TipsConfig:
+    """Architecture from the array shapes; Scenic's per-head attention kernels also give the head counts."""
+    cls = require(vision, f"{_TOKENS}/cls", 3)
+    width = cls[-1]
+    if cls[1] != 2:
+        raise LayoutError(f"{vision.path}: key '{_TOKENS}/cls' holds {cls[1]} CLS tokens; TIPS has 2.")
+    kernel = require(vision, f"{_TOKENS}/embedding/kernel", 4)
+    grid = require(vision, f"{_TOKENS}/posembed_input", 4)
+    if grid[1] != grid[2]:
+        raise LayoutError(f"{vision.path}: posembed_input grid {grid[1]}x{grid[2]} is not square.")
+    depth = count_blocks(vision.keys(), _VBLOCK, str(vision.path))
+    block0 = "encoder/transformer/encoderblock_0"
+    if f"{block0}/FFNSwiGluFused_0/Dense_0/kernel" in vision:
+        ffn_type, mlp = "swiglu", require(vision, f"{block0}/FFNSwiGluFused_0/Dense_0/kernel", 2)[1]
+    else:
+        ffn_type, mlp = "mlp", require(vision, f"{block0}/MlpBlock_0/Dense_0/kernel", 2)[1]
+    vocab, text_width = require(text, "token_emb/emb_var", 2)
+    if text_width != width:
+        raise LayoutError(
+            f"vision width {width} ({vision.path}) differs from text width {text_width} ({text.path}); the two files "
+            "do not belong to the same TIPS model."
+        )
+    text_depth = count_blocks(text.keys(), _TBLOCK, str(text.path))
+    text_mlp = require(text, "transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel", 2)[1]
+    overrides = {}
+    if preset is not None:
+        reference = TipsConfig.from_preset(preset).vision_config
+        if (reference.hidden_size, reference.num_hidden_layers, reference.ffn_type) != (width, depth, ffn_type):
+            raise LayoutError(
+                f"{vision.path} does not match preset {preset!r}: found width {width}, {depth} layers, {ffn_type}."
+            )
+        overrides = dict(preset=preset, image_resolution=PRESETS[preset][2])
+    if image_resolution is not None:
+        overrides["image_resolution"] = image_resolution
+    if "temperature_contrastive" in text:
+        overrides.update(temperature_overrides(float(text.read("temperature_contrastive").reshape(()))))
+    vision_config = TipsVisionConfig(
+        hidden_size=width,
+        num_hidden_layers=depth,
+        num_attention_heads=_heads(vision, f"{block0}/MultiHeadDotProductAttention_0/query/kernel", width),
+        intermediate_size=mlp,
+        ffn_type=ffn_type,
+        hidden_act="gelu_pytorch_tanh",  # flax.linen.gelu defaults to the tanh approximation
+        layer_norm_eps=1e-6,
+        patch_size=kernel[0],
+        num_channels=kernel[2],
+        image_size=grid[1] * kernel[0],
+        num_register_tokens=1,
+        layerscale_value=1.0,
+    )
+    text_config = TipsTextConfig(
+        vocab_size=vocab,
+        hidden_size=text_width,
+        intermediate_size=text_mlp,
+        num_hidden_layers=text_depth,
+        num_attention_heads=_heads(text, "transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel",
+                                   text_width),
+        max_position_embeddings=max_text_length,
+        layer_norm_eps=1e-6,  # flax LayerNorm
+    )
+    return TipsConfig(vision_config=vision_config, text_config=text_config, **overrides)
+
+
+def scenic_defaults(config: TipsConfig) -> dict[str, torch.Tensor]:
+    """Our tensors that Scenic lacks, set to the values that reproduce Scenic's computation."""
+    v = config.vision_config
+    defaults = {"vision_model.embeddings.mask_token": torch.zeros(1, v.hidden_size)}
+    for i in range(v.num_hidden_layers):
+        for j in (1, 2):
+            defaults[f"vision_model.encoder.layers.{i}.layer_scale{j}.lambda1"] = torch.ones(v.hidden_size)
+    return defaults
+
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Foreign folders for `TipsModel.from_pretrained`: transformers-native Tipsv2 and the google/tipsv2-* Hub layout
+
+_HUB_PREFIXES = ("vision_encoder.", "text_encoder.")
+
+
+class SafetensorsReader:
+    """`TensorReader` over the safetensors files of a folder (sharded or not). `view(prefix)` shows only the keys
+    under a prefix, without it (the Hub layout keeps each tower under `vision_encoder.` / `text_encoder.`)."""
+
+    def __init__(self, files: list[str], name: str = "checkpoint"):
+        from safetensors import safe_open
+
+        self.path = name
+        self._where = {}
+        for file in files:
+            handle = safe_open(file, framework="pt")
+            self._where.update(dict.fromkeys(handle.keys(), handle))
+        self._names: dict[str, str] = {}  # visible name -> name in the file, where they differ
+
+    def with_aliases(self, aliases: Iterable[tuple[str, str]]) -> SafetensorsReader:
+        """The same tensors under canonical names (each regex applied to every key)."""
+        aliases = tuple(aliases)
+        view = object.__new__(SafetensorsReader)
+        view.path, view._where, view._names = self.path, {}, {}
+        for key, handle in self._where.items():
+            canonical = key
+            for pattern, replacement in aliases:
+                canonical = re.sub(pattern, replacement, canonical)
+            view._where[canonical] = handle
+            view._names[canonical] = self._names.get(key, key)
+        return view
+
+    def view(self, prefix: str) -> SafetensorsReader:
+        view = object.__new__(SafetensorsReader)
+        view.path = f"{self.path} ({prefix}*)"
+        view._where = {k[len(prefix):]: h for k, h in self._where.items() if k.startswith(prefix)}
+        view._names = {k[len(prefix):]: self._names.get(k, k) for k in self._where if k.startswith(prefix)}
+        return view
+
+    def keys(self) -> list[str]:
+        return list(self._where)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._where
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._where[key].get_slice(self._names.get(key, key)).get_shape())
+
+    def read(self, key: str) -> torch.Tensor:
+        return self._where[key].get_tensor(self._names.get(key, key))
+
+
+def _is_our_config(config: Mapping) -> bool:
+    vision = config.get("vision_config") or {}
+    return config.get("model_type") == "tips" and "ffn_type" in vision
+
+
+def detect_layout(config: Mapping, keys: Iterable[str], source: str) -> Layout | None:
+    """The foreign layout of a folder, or None when it is a TipsModel folder. Raises LayoutError otherwise."""
+    keys = list(keys)
+    if any(k.startswith(_HUB_PREFIXES) for k in keys):
+        return HUB
+    if any(k.startswith("vision_model.encoder.layer.") or ".self_attn.q_proj." in k for k in keys):
+        return NATIVE
+    if any(k.startswith("vision_model.encoder.layers.") and ".attention.qkv." in k for k in keys):
+        return None
+    sample = ", ".join(sorted(keys)[:3]) or "no tensors"
+    raise LayoutError(
+        f"{source}: not a TIPS checkpoint: config.json has model_type {config.get('model_type')!r} and the weights "
+        f"hold keys like {sample}. TipsModel.from_pretrained reads TipsModel folders (model_type 'tips'), "
+        "transformers-native Tipsv2 folders (model_type 'tipsv2') and the google/tipsv2-* Hub layout (keys prefixed "
+        "vision_encoder. / text_encoder.); convert other formats with `tips-convert`."
+    )
+
+
+def _hub_heads(config: Mapping) -> tuple[int | None, int | None]:
+    """Heads from the flat remote-code config of google/tipsv2-* (`vision_fn`, `text_num_heads`) or a nested one."""
+    if "vision_config" in config or "text_config" in config:
+        return ((config.get("vision_config") or {}).get("num_attention_heads"),
+                (config.get("text_config") or {}).get("num_attention_heads"))
+    vision_fn = {"vit_small": 6, "vit_base": 12, "vit_large": 16, "vit_so400m": 16, "vit_giant2": 24}
+    return vision_fn.get(config.get("vision_fn")), config.get("text_num_heads")
+
+
+def config_for_foreign(layout: Layout, config: Mapping, reader: SafetensorsReader) -> TipsConfig:
+    """A TipsConfig for a foreign folder: shapes from the weights, heads/eps/activations from its config.json."""
+    if layout is HUB:
+        vision_heads, text_heads = _hub_heads(config)
+        text = reader.view("text_encoder.")
+        max_len = config.get("max_len") or (config.get("text_config") or {}).get("max_position_embeddings") or 64
+        tips = infer_official_config(reader.view("vision_encoder."), text, vision_heads=vision_heads,
+                                     text_heads=text_heads, max_text_length=max_len)
+        if "temperature" in reader:
+            tips = TipsConfig(**{**tips.to_dict(), **temperature_overrides(float(reader.read("temperature")))})
+        elif config.get("temperature") is not None and "temperature" not in text:
+            tips = TipsConfig(**{**tips.to_dict(), **temperature_overrides(float(config["temperature"]))})
+        return tips
+    kwargs = config_from_native(config)
+    positions = reader.shape(f"{V}.embeddings.position_embeddings")[1] - 1
+    kwargs["vision_config"]["image_size"] = grid_side(positions, f"{reader.path}: position_embeddings") * \
+        kwargs["vision_config"]["patch_size"]
+    if "temperature" in reader:
+        kwargs.update(temperature_overrides(float(reader.read("temperature").reshape(()))))
+    return TipsConfig(**kwargs)
+
+
+def load_foreign_checkpoint(path_or_repo: str, **hub_kwargs) -> tuple[TipsConfig, dict[str, torch.Tensor]] | None:
+    """(config, state dict in our keys) for a transformers-native Tipsv2 folder or a google/tipsv2-* Hub-layout
+    folder/repo; None for a TipsModel folder (or one without config.json: the caller's usual error applies)."""
+    import json
+
+    from transformers.utils import cached_file
+
+    def resolve(name: str) -> str | None:
+        return cached_file(path_or_repo, name, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+
+    config_file = resolve("config.json")
+    if config_file is None:
+        return None
+    with open(config_file) as handle:
+        config = json.load(handle)
+    if _is_our_config(config):
+        return None
+    index = resolve("model.safetensors.index.json")
+    if index is not None:
+        with open(index) as handle:
+            shards = sorted(set(json.load(handle)["weight_map"].values()))
+        files = [resolve(name) for name in shards]
+    else:
+        single = resolve("model.safetensors")
+        if single is None:
+            raise LayoutError(
+                f"{path_or_repo}: no model.safetensors or model.safetensors.index.json; tips-hf loads weights from "
+                "safetensors only."
+            )
+        files = [single]
+    source = str(path_or_repo)
+    reader = SafetensorsReader(files, name=source)
+    layout = detect_layout(config, reader.keys(), source)
+    if layout is None:
+        return None
+    reader = reader.with_aliases(layout.aliases)
+    tips = config_for_foreign(layout, config, reader)
+    shapes = {k: tuple(v) for k, v in _our_shapes(tips).items()}
+    state = dict(import_tensors(layout, arch_from_config(tips), context_from_config(tips), reader.keys(),
+                                reader.read, shapes, source))
+    return tips, state
+
+
+def _our_shapes(config: TipsConfig) -> dict[str, torch.Size]:
+    from .modeling_tips import TipsModel
+
+    with torch.device("meta"):
+        return {k: v.shape for k, v in TipsModel(config).state_dict().items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -420,7 +919,7 @@ def _tower_of(rule: KeyRule) -> str:
 
 
 def expand_rules(
-    layout: Layout, arch: Mapping[str, object], towers: Iterable[str] = ("vision", "text")
+    layout: Layout, arch: Mapping[str, object], towers: Iterable[str] = ("vision", "text", "model")
 ) -> list[tuple[tuple[str, ...], tuple[str, ...], KeyRule]]:
     """Concrete (our keys, foreign keys, rule) triples for an architecture.
 
@@ -433,7 +932,8 @@ def expand_rules(
         if tower not in towers or (rule.when is not None and not rule.when(arch)):
             continue
         prefix = layout.prefixes.get(tower, "")
-        indices = range(int(arch[f"{rule.tower}_layers"])) if rule.tower else [None]
+        indexed = any("{i}" in k for k in rule.ours)
+        indices = range(int(arch[f"{tower}_layers"])) if indexed else [None]
         for i in indices:
             ours = tuple(k.format(i=i) if i is not None else k for k in rule.ours)
             theirs = tuple(prefix + (k.format(i=i) if i is not None else k) for k in rule.theirs)
@@ -453,7 +953,7 @@ def import_tensors(
     read: Callable[[str], torch.Tensor],
     expected_shapes: Mapping[str, tuple[int, ...]],
     source: str = "checkpoint",
-    towers: Iterable[str] = ("vision", "text"),
+    towers: Iterable[str] = ("vision", "text", "model"),
     ignore: Iterable[str] = (),
 ) -> Iterable[tuple[str, torch.Tensor]]:
     """Yield (our key, tensor) pairs, reading foreign tensors lazily through `read`.
@@ -488,7 +988,8 @@ def import_tensors(
             continue  # optional and absent: our initialisation stays
         inputs = [read(k) for k in theirs]
         outputs = rule.to_ours(inputs, ctx) if rule.to_ours else inputs
-        for key, tensor, foreign in zip(ours, outputs, theirs * len(ours) if len(theirs) == 1 else theirs):
+        foreign_names = theirs if len(theirs) == len(ours) else (" + ".join(theirs),) * len(ours)
+        for key, tensor, foreign in zip(ours, outputs, foreign_names):
             want = tuple(expected_shapes[key])
             if tuple(tensor.shape) != want:
                 hint = _foreign_shape_hint(rule, ours, want, ctx, foreign, inputs)
@@ -515,7 +1016,7 @@ def export_tensors(
     arch: Mapping[str, object],
     ctx: LayoutContext,
     read: Callable[[str], torch.Tensor],
-    towers: Iterable[str] = ("vision", "text"),
+    towers: Iterable[str] = ("vision", "text", "model"),
 ) -> Iterable[tuple[str, torch.Tensor]]:
     """Yield (foreign key, tensor) pairs from our tensors, read lazily through `read`."""
     for ours, theirs, rule in expand_rules(layout, arch, towers):
@@ -551,7 +1052,17 @@ def grid_side(num_positions: int, key: str) -> int:
 
 
 __all__ = [
+    "SafetensorsReader",
+    "detect_layout",
+    "load_foreign_checkpoint",
+    "TensorReader",
+    "count_blocks",
+    "infer_official_config",
+    "infer_scenic_config",
+    "scenic_defaults",
+    "temperature_overrides",
     "HUB",
+    "SCENIC",
     "NATIVE",
     "NATIVE_CANNOT_CARRY",
     "config_from_native",

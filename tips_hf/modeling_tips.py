@@ -423,6 +423,9 @@ class TipsTextEncoder(TipsVisionEncoder):
 # Pretrained models
 
 
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+
+
 class TipsPreTrainedModel(PreTrainedModel):
     config: TipsConfig
     config_class = TipsConfig
@@ -435,6 +438,26 @@ class TipsPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args: Any, **kwargs: Any):
+        """`PreTrainedModel.from_pretrained`, also reading a transformers-native `Tipsv2Model` folder and the Hub
+        layout of `google/tipsv2-*` / `google/tipsv1-*` (prefixed official keys, flat or nested config) directly."""
+        if pretrained_model_name_or_path is not None and kwargs.get("config") is None and "state_dict" not in kwargs:
+            from .layouts_tips import load_foreign_checkpoint
+
+            hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if kwargs.get(k) is not None}
+            foreign = load_foreign_checkpoint(str(pretrained_model_name_or_path), **hub_kwargs)
+            if foreign is not None:
+                config, state_dict = foreign
+                prefix = {TipsVisionModel: "vision_model.", TipsTextModel: "text_model."}.get(cls)
+                if prefix is not None:
+                    config = getattr(config, f"{prefix[:-len('_model.')]}_config")
+                    state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+                for key in _HUB_KWARGS:
+                    kwargs.pop(key, None)
+                return super().from_pretrained(None, *model_args, config=config, state_dict=state_dict, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

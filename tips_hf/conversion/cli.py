@@ -7,6 +7,7 @@ tips-convert official --vision V.npz --text T.npz [--tokenizer tokenizer.model]
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from ..configuration_tips import PRESETS
@@ -37,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     official = sub.add_parser("official", help="official PyTorch .npz pair → TipsModel folder")
     _add_npz_source(official, "re-run the written model on the inputs stored in this file and print max|Δ|")
     _add_common(official)
+    scenic = sub.add_parser("scenic", help="official JAX/Scenic .npz pair → TipsModel folder")
+    _add_npz_source(scenic, "re-run the written model on the NHWC inputs stored in this Scenic file, print max|Δ|")
+    _add_common(scenic)
+    native = sub.add_parser("to-transformers", help="TipsModel folder → transformers-native Tipsv2Model folder")
+    native.add_argument("--model", required=True, help="TipsModel folder (or any folder TipsModel reads)")
+    _add_common(native)
     return parser
 
 
@@ -44,7 +51,24 @@ def run(args: argparse.Namespace) -> int:
     from .verify import format_parity
 
     progress = not args.no_progress
-    if args.command == "official":
+    if args.command == "to-transformers":
+        from .native import export_to_transformers
+
+        out = export_to_transformers(args.model, args.output, args.max_shard_size, overwrite=args.overwrite)
+        print(f"wrote {out} (loads with transformers.Tipsv2Model.from_pretrained, no remote code)")
+        not_carried = json.loads((out / "tips_hf_export.json").read_text())["not_carried"]
+        for item in not_carried:
+            print(f"  not carried: {item}")
+        return 0
+    if args.command == "scenic":
+        from .scenic import convert_scenic
+
+        result = convert_scenic(
+            args.vision, args.text, args.output, tokenizer_path=args.tokenizer, preset=args.preset,
+            image_resolution=args.image_size, verify=args.verify, max_shard_size=args.max_shard_size,
+            overwrite=args.overwrite, progress=progress,
+        )
+    elif args.command == "official":
         from .official import convert_official
 
         result = convert_official(
@@ -63,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         )
     else:  # pragma: no cover - argparse restricts the choices
         raise AssertionError(args.command)
+    if args.command == "scenic":
+        _check_scenic_heads(args, result.config)
     config = result.config
     v, t = config.vision_config, config.text_config
     print(f"wrote {result.output_dir}")
@@ -78,6 +104,14 @@ def run(args: argparse.Namespace) -> int:
         print("parity against the reference outputs (float32, CPU):")
         print(format_parity(result.parity))
     return 0
+
+
+def _check_scenic_heads(args: argparse.Namespace, config) -> None:
+    """Scenic kernels carry the head counts; flags, when given, must agree with them."""
+    for tower, flag in (("vision", args.vision_heads), ("text", args.text_heads)):
+        found = getattr(config, f"{tower}_config").num_attention_heads
+        if flag is not None and flag != found:
+            raise LayoutError(f"--{tower}-heads {flag} disagrees with the checkpoint's attention kernels ({found} heads).")
 
 
 def main(argv: list[str] | None = None) -> int:
