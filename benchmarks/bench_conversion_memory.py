@@ -72,9 +72,21 @@ def main() -> None:
     size = sum(write_npz(work / f"{tower}.npz", shapes[tower], seed=i) for i, tower in enumerate(("vision", "text")))
     generate_s = time.perf_counter() - start
     command = [
-        sys.executable, "-m", "tips_hf.conversion.cli", "official", "--vision", str(work / "vision.npz"),
-        "--text", str(work / "text.npz"), "--preset", args.preset, "--output", str(work / "converted"),
-        "--max-shard-size", args.max_shard_size, "--no-progress",
+        sys.executable,
+        "-m",
+        "tips_hf.conversion.cli",
+        "official",
+        "--vision",
+        str(work / "vision.npz"),
+        "--text",
+        str(work / "text.npz"),
+        "--preset",
+        args.preset,
+        "--output",
+        str(work / "converted"),
+        "--max-shard-size",
+        args.max_shard_size,
+        "--no-progress",
     ]
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)

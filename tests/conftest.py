@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -70,4 +73,35 @@ def tiny_config(ffn_type: str = "mlp", **vision):
             vocab_size=100,
             max_position_embeddings=16,
         ),
+    )
+
+
+# Preamble of a child process in which `tips_hf` cannot be imported: what loads there loads through remote code only.
+HIDE_TIPS_HF = textwrap.dedent(
+    """
+    import importlib.abc, os, sys
+    class HideTipsHf(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "tips_hf" or name.startswith("tips_hf."):
+                raise ImportError("tips_hf is hidden from this process")
+    sys.meta_path.insert(0, HideTipsHf())
+    sys.path = [p for p in sys.path if os.path.abspath(p or ".") != ROOT]
+    try:
+        import tips_hf  # noqa: F401
+        raise SystemExit("tips_hf is importable; the test would prove nothing")
+    except ImportError:
+        pass
+    """
+)
+
+
+def run_without_tips_hf(code: str, workdir: Path, timeout: int = 300, **variables) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh Python (cwd `workdir`, offline) that cannot import `tips_hf`; each keyword becomes a
+    global of the script, written as a Python literal."""
+    header = f"ROOT = {str(ROOT)!r}\n" + "".join(f"{name} = {value!r}\n" for name, value in variables.items())
+    script = Path(workdir) / "child_without_tips_hf.py"
+    script.write_text(header + HIDE_TIPS_HF + textwrap.dedent(code))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(Path(workdir) / "modules"), PYTHONPATH="")
+    return subprocess.run(
+        [sys.executable, str(script)], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
     )

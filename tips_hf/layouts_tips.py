@@ -192,6 +192,7 @@ def _temperature_rule(theirs: str, tower: str) -> KeyRule:
         optional_theirs=True,
     )
 
+
 OFFICIAL = Layout(
     "official",
     "official PyTorch TIPS checkpoint (google-deepmind/tips, pytorch/)",
@@ -204,8 +205,10 @@ HUB = Layout(
     prefixes={"vision": "vision_encoder.", "text": "text_encoder."},
     # transformers' Tipsv2Model.save_pretrained writes the vision MLP as c_fc/c_proj (its reverse renaming is shared
     # with the text tower); the released folders use the official fc1/fc2.
-    aliases=((r"^(vision_encoder\.blocks\.\d+\.mlp\.)c_fc\.", r"\1fc1."),
-             (r"^(vision_encoder\.blocks\.\d+\.mlp\.)c_proj\.", r"\1fc2.")),
+    aliases=(
+        (r"^(vision_encoder\.blocks\.\d+\.mlp\.)c_fc\.", r"\1fc1."),
+        (r"^(vision_encoder\.blocks\.\d+\.mlp\.)c_proj\.", r"\1fc2."),
+    ),
 )
 
 
@@ -267,10 +270,18 @@ def _scenic_block_rules(ours_prefix: str, theirs_prefix: str, tower: str, norms:
         _rule(f"{ours_prefix}.{norms[0]}.bias", f"{theirs_prefix}/LayerNorm_0/bias", tower=tower),
         _rule(f"{ours_prefix}.{norms[1]}.weight", f"{theirs_prefix}/LayerNorm_1/scale", tower=tower),
         _rule(f"{ours_prefix}.{norms[1]}.bias", f"{theirs_prefix}/LayerNorm_1/bias", tower=tower),
-        _rule(f"{ours_prefix}.{attention}.qkv.weight", tuple(f"{attn}/{x}/kernel" for x in ("query", "key", "value")),
-              _heads_in_to_linear, tower=tower),
-        _rule(f"{ours_prefix}.{attention}.qkv.bias", tuple(f"{attn}/{x}/bias" for x in ("query", "key", "value")),
-              _heads_in_to_linear, tower=tower),
+        _rule(
+            f"{ours_prefix}.{attention}.qkv.weight",
+            tuple(f"{attn}/{x}/kernel" for x in ("query", "key", "value")),
+            _heads_in_to_linear,
+            tower=tower,
+        ),
+        _rule(
+            f"{ours_prefix}.{attention}.qkv.bias",
+            tuple(f"{attn}/{x}/bias" for x in ("query", "key", "value")),
+            _heads_in_to_linear,
+            tower=tower,
+        ),
         _rule(f"{ours_prefix}.{attention}.out_proj.weight", f"{attn}/out/kernel", _heads_out_to_linear, tower=tower),
         _rule(f"{ours_prefix}.{attention}.out_proj.bias", f"{attn}/out/bias", tower=tower),
     ]
@@ -288,18 +299,31 @@ def _scenic_block_rules(ours_prefix: str, theirs_prefix: str, tower: str, norms:
 SCENIC_RULES: tuple[KeyRule, ...] = tuple(
     KeyRule(r.ours, r.theirs, r.to_ours, None, r.tower, r.when, r.optional_theirs, export=False)
     for r in (
-        _rule((f"{V}.embeddings.cls_token", f"{V}.embeddings.register_tokens", f"{V}.embeddings.position_embeddings"),
-              (f"{_SV}/cls", f"{_SV}/posembed_input"), _scenic_tokens_to_ours),
+        _rule(
+            (f"{V}.embeddings.cls_token", f"{V}.embeddings.register_tokens", f"{V}.embeddings.position_embeddings"),
+            (f"{_SV}/cls", f"{_SV}/posembed_input"),
+            _scenic_tokens_to_ours,
+        ),
         _rule(f"{V}.embeddings.patch_embedding.weight", f"{_SV}/embedding/kernel", _conv_to_torch),
         _rule(f"{V}.embeddings.patch_embedding.bias", f"{_SV}/embedding/bias"),
         *_scenic_block_rules(_VB, _SVB, "vision", ("norm1", "norm2")),
         *(
-            _rule(f"{_VB}.mlp.gate_up.{ours}", tuple(f"{_SVB}/FFNSwiGluFused_0/Dense_{j}/{theirs}" for j in (0, 1)),
-                  _swiglu_to_ours, tower="vision", when=_is_swiglu)
+            _rule(
+                f"{_VB}.mlp.gate_up.{ours}",
+                tuple(f"{_SVB}/FFNSwiGluFused_0/Dense_{j}/{theirs}" for j in (0, 1)),
+                _swiglu_to_ours,
+                tower="vision",
+                when=_is_swiglu,
+            )
             for ours, theirs in (("weight", "kernel"), ("bias", "bias"))
         ),
-        _rule(f"{_VB}.mlp.down.weight", f"{_SVB}/FFNSwiGluFused_0/Dense_2/kernel", _dense_to_linear, tower="vision",
-              when=_is_swiglu),
+        _rule(
+            f"{_VB}.mlp.down.weight",
+            f"{_SVB}/FFNSwiGluFused_0/Dense_2/kernel",
+            _dense_to_linear,
+            tower="vision",
+            when=_is_swiglu,
+        ),
         _rule(f"{_VB}.mlp.down.bias", f"{_SVB}/FFNSwiGluFused_0/Dense_2/bias", tower="vision", when=_is_swiglu),
         _rule(f"{V}.layernorm.weight", "encoder/encoder_norm/scale"),
         _rule(f"{V}.layernorm.bias", "encoder/encoder_norm/bias"),
@@ -307,8 +331,13 @@ SCENIC_RULES: tuple[KeyRule, ...] = tuple(
         *_scenic_block_rules(_TB, _ST, "text", ("layer_norm1", "layer_norm2")),
         _rule(f"{T}.final_layer_norm.weight", "text_encoder_norm/scale"),
         _rule(f"{T}.final_layer_norm.bias", "text_encoder_norm/bias"),
-        _rule("log_temperature", "temperature_contrastive", _log_temperature_from_scalar, tower="text",
-              optional_theirs=True),
+        _rule(
+            "log_temperature",
+            "temperature_contrastive",
+            _log_temperature_from_scalar,
+            tower="text",
+            optional_theirs=True,
+        ),
     )
 )
 
@@ -670,12 +699,17 @@ def temperature_overrides(value: float) -> dict[str, float]:
 def _heads(reader: TensorReader, kernel_key: str, width: int) -> int:
     shape = require(reader, kernel_key, 3)
     if shape[0] != width or shape[1] * shape[2] != width:
-        raise LayoutError(f"{reader.path}: key {kernel_key!r} has shape {shape}, expected ({width}, heads, {width} // heads).")
+        raise LayoutError(
+            f"{reader.path}: key {kernel_key!r} has shape {shape}, expected ({width}, heads, {width} // heads)."
+        )
     return shape[1]
 
 
 def infer_scenic_config(
-    vision: TensorReader, text: TensorReader, preset: str | None = None, image_resolution: int | None = None,
+    vision: TensorReader,
+    text: TensorReader,
+    preset: str | None = None,
+    image_resolution: int | None = None,
     max_text_length: int = 64,
 ) -> TipsConfig:
     """Architecture from the array shapes; Scenic's per-head attention kernels also give the head counts."""
@@ -732,8 +766,9 @@ def infer_scenic_config(
         hidden_size=text_width,
         intermediate_size=text_mlp,
         num_hidden_layers=text_depth,
-        num_attention_heads=_heads(text, "transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel",
-                                   text_width),
+        num_attention_heads=_heads(
+            text, "transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel", text_width
+        ),
         max_position_embeddings=max_text_length,
         layer_norm_eps=1e-6,  # flax LayerNorm
     )
@@ -748,7 +783,6 @@ def scenic_defaults(config: TipsConfig) -> dict[str, torch.Tensor]:
         for j in (1, 2):
             defaults[f"vision_model.encoder.layers.{i}.layer_scale{j}.lambda1"] = torch.ones(v.hidden_size)
     return defaults
-
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -787,8 +821,8 @@ class SafetensorsReader:
     def view(self, prefix: str) -> SafetensorsReader:
         view = object.__new__(SafetensorsReader)
         view.path = f"{self.path} ({prefix}*)"
-        view._where = {k[len(prefix):]: h for k, h in self._where.items() if k.startswith(prefix)}
-        view._names = {k[len(prefix):]: self._names.get(k, k) for k in self._where if k.startswith(prefix)}
+        view._where = {k[len(prefix) :]: h for k, h in self._where.items() if k.startswith(prefix)}
+        view._names = {k[len(prefix) :]: self._names.get(k, k) for k in self._where if k.startswith(prefix)}
         return view
 
     def keys(self) -> list[str]:
@@ -830,8 +864,10 @@ def detect_layout(config: Mapping, keys: Iterable[str], source: str) -> Layout |
 def _hub_heads(config: Mapping) -> tuple[int | None, int | None]:
     """Heads from the flat remote-code config of google/tipsv2-* (`vision_fn`, `text_num_heads`) or a nested one."""
     if "vision_config" in config or "text_config" in config:
-        return ((config.get("vision_config") or {}).get("num_attention_heads"),
-                (config.get("text_config") or {}).get("num_attention_heads"))
+        return (
+            (config.get("vision_config") or {}).get("num_attention_heads"),
+            (config.get("text_config") or {}).get("num_attention_heads"),
+        )
     vision_fn = {"vit_small": 6, "vit_base": 12, "vit_large": 16, "vit_so400m": 16, "vit_giant2": 24}
     return vision_fn.get(config.get("vision_fn")), config.get("text_num_heads")
 
@@ -842,8 +878,13 @@ def config_for_foreign(layout: Layout, config: Mapping, reader: SafetensorsReade
         vision_heads, text_heads = _hub_heads(config)
         text = reader.view("text_encoder.")
         max_len = config.get("max_len") or (config.get("text_config") or {}).get("max_position_embeddings") or 64
-        tips = infer_official_config(reader.view("vision_encoder."), text, vision_heads=vision_heads,
-                                     text_heads=text_heads, max_text_length=max_len)
+        tips = infer_official_config(
+            reader.view("vision_encoder."),
+            text,
+            vision_heads=vision_heads,
+            text_heads=text_heads,
+            max_text_length=max_len,
+        )
         if "temperature" in reader:
             tips = TipsConfig(**{**tips.to_dict(), **temperature_overrides(float(reader.read("temperature")))})
         elif config.get("temperature") is not None and "temperature" not in text:
@@ -851,8 +892,9 @@ def config_for_foreign(layout: Layout, config: Mapping, reader: SafetensorsReade
         return tips
     kwargs = config_from_native(config)
     positions = reader.shape(f"{V}.embeddings.position_embeddings")[1] - 1
-    kwargs["vision_config"]["image_size"] = grid_side(positions, f"{reader.path}: position_embeddings") * \
-        kwargs["vision_config"]["patch_size"]
+    kwargs["vision_config"]["image_size"] = (
+        grid_side(positions, f"{reader.path}: position_embeddings") * kwargs["vision_config"]["patch_size"]
+    )
     if "temperature" in reader:
         kwargs.update(temperature_overrides(float(reader.read("temperature").reshape(()))))
     return TipsConfig(**kwargs)
@@ -896,8 +938,11 @@ def load_foreign_checkpoint(path_or_repo: str, **hub_kwargs) -> tuple[TipsConfig
     reader = reader.with_aliases(layout.aliases)
     tips = config_for_foreign(layout, config, reader)
     shapes = {k: tuple(v) for k, v in _our_shapes(tips).items()}
-    state = dict(import_tensors(layout, arch_from_config(tips), context_from_config(tips), reader.keys(),
-                                reader.read, shapes, source))
+    state = dict(
+        import_tensors(
+            layout, arch_from_config(tips), context_from_config(tips), reader.keys(), reader.read, shapes, source
+        )
+    )
     return tips, state
 
 

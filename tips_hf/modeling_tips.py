@@ -452,8 +452,8 @@ class TipsPreTrainedModel(PreTrainedModel):
                 config, state_dict = foreign
                 prefix = {TipsVisionModel: "vision_model.", TipsTextModel: "text_model."}.get(cls)
                 if prefix is not None:
-                    config = getattr(config, f"{prefix[:-len('_model.')]}_config")
-                    state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+                    config = getattr(config, f"{prefix[: -len('_model.')]}_config")
+                    state_dict = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
                 for key in _HUB_KWARGS:
                     kwargs.pop(key, None)
                 return super().from_pretrained(None, *model_args, config=config, state_dict=state_dict, **kwargs)
@@ -631,10 +631,21 @@ class TipsTextModel(TipsPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-def contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
-    """Symmetric softmax cross-entropy of a square (images, texts) logit matrix whose diagonal holds the pairs."""
-    targets = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
-    return 0.5 * (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_image.t(), targets))
+def contrastive_loss(
+    logits_per_image: torch.Tensor,
+    logits_per_text: torch.Tensor | None = None,
+    targets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Symmetric softmax cross-entropy (InfoNCE) of image→text and text→image logits.
+
+    With one square (images, texts) matrix the pairs are on the diagonal. For global negatives across processes,
+    pass each direction's (local rows, global columns) logits and the global column index of every row's pair.
+    """
+    if logits_per_text is None:
+        logits_per_text = logits_per_image.t()
+    if targets is None:
+        targets = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
+    return 0.5 * (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_text, targets))
 
 
 class TipsModel(TipsPreTrainedModel):

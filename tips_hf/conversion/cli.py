@@ -64,9 +64,16 @@ def run(args: argparse.Namespace) -> int:
         from .scenic import convert_scenic
 
         result = convert_scenic(
-            args.vision, args.text, args.output, tokenizer_path=args.tokenizer, preset=args.preset,
-            image_resolution=args.image_size, verify=args.verify, max_shard_size=args.max_shard_size,
-            overwrite=args.overwrite, progress=progress,
+            args.vision,
+            args.text,
+            args.output,
+            tokenizer_path=args.tokenizer,
+            preset=args.preset,
+            image_resolution=args.image_size,
+            verify=args.verify,
+            max_shard_size=args.max_shard_size,
+            overwrite=args.overwrite,
+            progress=progress,
         )
     elif args.command == "official":
         from .official import convert_official
@@ -111,7 +118,9 @@ def _check_scenic_heads(args: argparse.Namespace, config) -> None:
     for tower, flag in (("vision", args.vision_heads), ("text", args.text_heads)):
         found = getattr(config, f"{tower}_config").num_attention_heads
         if flag is not None and flag != found:
-            raise LayoutError(f"--{tower}-heads {flag} disagrees with the checkpoint's attention kernels ({found} heads).")
+            raise LayoutError(
+                f"--{tower}-heads {flag} disagrees with the checkpoint's attention kernels ({found} heads)."
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

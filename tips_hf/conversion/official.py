@@ -32,11 +32,6 @@ class ConversionResult:
         return max(self.parity.values()) if self.parity else None
 
 
-
-
-
-
-
 def build_processor(config: TipsConfig, tokenizer_path: str | os.PathLike | None):
     """Image processor at the config's resolution, plus the tokenizer when a `tokenizer.model` is given."""
     from ..image_processing_tips import TipsImageProcessor

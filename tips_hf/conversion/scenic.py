@@ -47,13 +47,21 @@ def convert_scenic(
         arch, ctx, shapes = arch_from_config(config), context_from_config(config), expected_shapes(config)
 
         def stream():
-            yield from import_tensors(SCENIC, arch, ctx, vision.keys(), vision.read, shapes, str(vision.path),
-                                      ("vision",))
+            yield from import_tensors(
+                SCENIC, arch, ctx, vision.keys(), vision.read, shapes, str(vision.path), ("vision",)
+            )
             yield from import_tensors(SCENIC, arch, ctx, text.keys(), text.read, shapes, str(text.path), ("text",))
 
         out = write_model_folder(
-            output_dir, config, stream(), processor, max_shard_size, defaults=scenic_defaults(config),
-            overwrite=overwrite, progress=progress, description="tips-convert scenic",
+            output_dir,
+            config,
+            stream(),
+            processor,
+            max_shard_size,
+            defaults=scenic_defaults(config),
+            overwrite=overwrite,
+            progress=progress,
+            description="tips-convert scenic",
         )
     result = ConversionResult(out, config)
     if verify is not None:

@@ -1,5 +1,37 @@
-"""Dense-feature tools: PCA pictures of patch features, zero-shot segmentation, probes and retrieval metrics."""
+"""Dense-feature tools: PCA pictures of patch features, zero-shot classification and segmentation, k-NN, linear
+probes, retrieval recall and segmentation pictures. Metrics live in `tips_hf.metrics`."""
 
+from .knn import knn_classify
 from .pca import pca_rgb, save_pca_picture
+from .probe import linear_probe_depth, linear_probe_segmentation, patch_targets
+from .retrieval import retrieval_recall, retrieval_recall_from_similarity
+from .visualize import colorize_segmentation, palette, save_segmentation_picture, segmentation_picture
+from .zero_shot import (
+    BACKGROUND,
+    PROMPT_TEMPLATES,
+    encode_labels,
+    encode_texts,
+    zero_shot_classify,
+    zero_shot_segment,
+)
 
-__all__ = ["pca_rgb", "save_pca_picture"]
+__all__ = [
+    "BACKGROUND",
+    "PROMPT_TEMPLATES",
+    "colorize_segmentation",
+    "encode_labels",
+    "encode_texts",
+    "knn_classify",
+    "linear_probe_depth",
+    "linear_probe_segmentation",
+    "palette",
+    "patch_targets",
+    "pca_rgb",
+    "retrieval_recall",
+    "retrieval_recall_from_similarity",
+    "save_pca_picture",
+    "save_segmentation_picture",
+    "segmentation_picture",
+    "zero_shot_classify",
+    "zero_shot_segment",
+]

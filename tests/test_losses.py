@@ -1,0 +1,197 @@
+"""Loss modules against hand-computed cases, and 2 processes == 1 process on the same global batch."""
+
+import math
+import os
+import tempfile
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from tips_hf.losses import (
+    DINOLoss,
+    DualCaptionContrastiveLoss,
+    IBOTPatchLoss,
+    KoLeoLoss,
+    SoftmaxCenter,
+    sinkhorn_knopp,
+)
+
+
+def test_softmax_contrastive_hand_case():
+    # two images/texts: cos(i0,t0)=1, cos(i0,t1)=0, cos(i1,t0)=0, cos(i1,t1)=1
+    images = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    texts = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    loss = DualCaptionContrastiveLoss().head_loss(images, texts, torch.tensor(0.5))
+    # each row: logits (2, 0) → CE = log(1 + e^-2); both directions alike
+    assert math.isclose(loss.item(), math.log(1 + math.exp(-2)), rel_tol=1e-6)
+
+
+def test_dual_caption_mean_and_ablation():
+    torch.manual_seed(0)
+    img1, img2, alt, syn = (F.normalize(torch.randn(4, 8), dim=-1) for _ in range(4))
+    temps = torch.tensor([0.1, 0.2])
+    loss = DualCaptionContrastiveLoss()
+    out = loss(img1, img2, alt, syn, temps)
+    a = loss.head_loss(img1, alt, temps[0])
+    b = loss.head_loss(img2, syn, temps[1])
+    torch.testing.assert_close(out["loss"], (a + b) / 2)
+    only_alt = loss(img1, img2, alt, None, temps)
+    assert set(only_alt) == {"alt_text_loss", "loss"} and torch.equal(only_alt["loss"], a)
+
+
+def test_sigmoid_contrastive_hand_case():
+    images = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    texts = images.clone()
+    loss = DualCaptionContrastiveLoss("sigmoid").head_loss(images, texts, torch.tensor(0.5), torch.tensor(-1.0))
+    # logits = 2·cos − 1: positives 1, negatives −1; every term is −log σ(1)
+    expected = -4 * math.log(1 / (1 + math.exp(-1))) / 2
+    assert math.isclose(loss.item(), expected, rel_tol=1e-6)
+    with pytest.raises(ValueError, match="bias"):
+        DualCaptionContrastiveLoss("sigmoid").head_loss(images, texts, torch.tensor(0.5))
+
+
+def test_softmax_center_update_and_targets():
+    center = SoftmaxCenter(3, momentum=0.9)
+    logits = torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
+    targets = center(logits, temperature=1.0)
+    torch.testing.assert_close(targets, F.softmax(logits, dim=-1))
+    center.update(logits)
+    torch.testing.assert_close(center.center, torch.tensor([[0.2, 0.2, 0.2]]))  # 0.9·0 + 0.1·mean(=2)
+    torch.testing.assert_close(center(logits, 0.5), F.softmax((logits - 0.2) / 0.5, dim=-1))
+
+
+def test_sinkhorn_marginals():
+    torch.manual_seed(0)
+    logits = torch.randn(12, 4)
+    q = sinkhorn_knopp(logits, temperature=0.5, iterations=3)
+    torch.testing.assert_close(q.sum(dim=1), torch.ones(12))  # every sample a distribution
+    q = sinkhorn_knopp(logits, temperature=0.5, iterations=200)
+    torch.testing.assert_close(q.sum(dim=0), torch.full((4,), 12 / 4), atol=1e-4, rtol=0)  # equal prototype mass
+    weights = torch.tensor([1.0] * 6 + [0.0] * 6)
+    qw = sinkhorn_knopp(logits, temperature=0.5, iterations=200, weights=weights)
+    assert qw[6:].abs().max() == 0
+    torch.testing.assert_close(qw[:6].sum(dim=0), torch.full((4,), 6 / 4), atol=1e-4, rtol=0)
+
+
+def test_dino_loss_hand_case():
+    loss = DINOLoss(out_dim=2, student_temperature=1.0)
+    student = torch.zeros(3, 4, 2)  # 3 crops, batch 4, uniform student → log(1/2) everywhere
+    targets = torch.tensor([[1.0, 0.0]] * 4)
+    assert math.isclose(loss(student, targets).item(), math.log(2), rel_tol=1e-6)
+    teacher = torch.tensor([[2.0, 0.0]] * 4)
+    t = loss.teacher_targets(teacher, temperature=1.0)
+    torch.testing.assert_close(t, F.softmax(teacher, dim=-1))
+    torch.testing.assert_close(loss.center.center, torch.tensor([[0.2, 0.0]]))
+
+
+def _ibot_case():
+    ce = torch.tensor([[1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 6.0, 6.0]])  # target per patch cross-entropies
+    mask = torch.tensor([[True, False, False, False], [True, True, False, False]])
+    # build logits/targets giving those cross-entropies: one-hot targets, student log-probs chosen per patch
+    k = 8
+    targets = F.one_hot(torch.zeros(2, 4, dtype=torch.long), k).float()
+    logits = torch.zeros(2, 4, k)
+    # log_softmax(x)[0] = −ce ⇔ x0 − logsumexp(x) = −ce with other logits 0: x0 = log((k−1)/(e^{ce}−1))
+    logits[..., 0] = torch.log((k - 1) / (torch.exp(ce) - 1))
+    return logits, targets, mask, ce
+
+
+@pytest.mark.parametrize(
+    "mode, normalisation, expected",
+    [
+        ("masked", "masked_plus_visible", (1.0 + 2.0) / 2),  # per-image mean over masked: 1 and (2+2)/2
+        ("all", "masked_plus_visible", ((1 + 3) + (2 + 6)) / 2),  # masked mean + visible mean (9/3=3, 12/2=6)
+        ("all", "mean", ((1 + 2 + 3 + 4) / 4 + (2 + 2 + 6 + 6) / 4) / 2),
+    ],
+)
+def test_ibot_weighting(mode, normalisation, expected):
+    logits, targets, mask, ce = _ibot_case()
+    loss = IBOTPatchLoss(8, student_temperature=1.0, mode=mode, normalisation=normalisation)
+    torch.testing.assert_close(loss.per_patch(logits, targets), ce, atol=1e-5, rtol=0)
+    assert math.isclose(loss(logits, targets, mask).item(), expected, rel_tol=1e-5)
+
+
+def test_ibot_visible_weight_and_centre_on_masked_only():
+    logits, targets, mask, _ = _ibot_case()
+    half = IBOTPatchLoss(8, student_temperature=1.0, mode="all", visible_weight=0.5)
+    assert math.isclose(half(logits, targets, mask).item(), ((1 + 1.5) + (2 + 3)) / 2, rel_tol=1e-5)
+    masked = IBOTPatchLoss(2, mode="masked")
+    teacher = torch.tensor([[[4.0, 0.0], [100.0, 0.0]]])
+    masked.teacher_targets(teacher, 1.0, mask=torch.tensor([[True, False]]))
+    torch.testing.assert_close(masked.center.center, torch.tensor([[0.4, 0.0]]))  # the visible 100 is ignored
+
+
+def test_koleo_hand_case():
+    points = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    # nearest distances: √2, √2, √2
+    assert math.isclose(KoLeoLoss()(points).item(), -math.log(math.sqrt(2)), rel_tol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# two processes == one process on the same global batch
+
+
+def _worker(rank, world_size, init_file, results):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        torch.manual_seed(0)
+        data = {k: torch.randn(8, 6) for k in ("img1", "img2", "alt", "syn")}
+        teacher = torch.randn(8, 5)
+        local = slice(rank * 4, rank * 4 + 4)
+        inputs = {k: F.normalize(v[local], dim=-1).requires_grad_() for k, v in data.items()}
+        for kind in ("softmax", "sigmoid"):
+            loss = DualCaptionContrastiveLoss(kind)(
+                inputs["img1"],
+                inputs["img2"],
+                inputs["alt"],
+                inputs["syn"],
+                torch.tensor([0.1, 0.2]),
+                torch.tensor([-1.0, -2.0]),
+            )["loss"]
+            grads = torch.autograd.grad(loss, list(inputs.values()))
+            # DDP averages gradients over processes: the global loss is the mean of the local losses
+            total = loss.detach().clone()
+            dist.all_reduce(total)
+            results[(kind, rank)] = (total.item() / world_size, [g / world_size for g in grads])
+        dino = DINOLoss(5, center_momentum=0.5)
+        dino.teacher_targets(teacher[local], 0.1)
+        results[("center", rank)] = dino.center.center.clone()
+        results[("sinkhorn", rank)] = sinkhorn_knopp(teacher[local], 0.1)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_equal_one(tmp_path):
+    manager = mp.Manager()
+    results = manager.dict()
+    init_file = os.path.join(tempfile.mkdtemp(dir=tmp_path), "store")
+    mp.spawn(_worker, args=(2, init_file, results), nprocs=2, join=True)
+
+    torch.manual_seed(0)
+    data = {k: torch.randn(8, 6) for k in ("img1", "img2", "alt", "syn")}
+    teacher = torch.randn(8, 5)
+    inputs = {k: F.normalize(v, dim=-1).requires_grad_() for k, v in data.items()}
+    for kind in ("softmax", "sigmoid"):
+        loss = DualCaptionContrastiveLoss(kind)(
+            inputs["img1"],
+            inputs["img2"],
+            inputs["alt"],
+            inputs["syn"],
+            torch.tensor([0.1, 0.2]),
+            torch.tensor([-1.0, -2.0]),
+        )["loss"]
+        grads = torch.autograd.grad(loss, list(inputs.values()))
+        for rank in (0, 1):
+            value, rank_grads = results[(kind, rank)]
+            assert math.isclose(value, loss.item(), rel_tol=1e-5), kind
+            for g_full, g_rank in zip(grads, rank_grads):
+                torch.testing.assert_close(g_rank, g_full[rank * 4 : rank * 4 + 4], atol=1e-6, rtol=1e-5)
+    dino = DINOLoss(5, center_momentum=0.5)
+    dino.teacher_targets(teacher, 0.1)
+    q = sinkhorn_knopp(teacher, 0.1)
+    for rank in (0, 1):
+        torch.testing.assert_close(results[("center", rank)], dino.center.center)
+        torch.testing.assert_close(results[("sinkhorn", rank)], q[rank * 4 : rank * 4 + 4], atol=1e-6, rtol=1e-5)

@@ -1,0 +1,195 @@
+"""Crash-safe checkpoints with everything an exact resume needs.
+
+A checkpoint is a folder `checkpoint-<step>` holding the whole pretraining module (student, teacher, heads, loss
+centres) as safetensors, the optimizer state, every process's RNG states, and `trainer_state.json` (step, data
+position, counters). It is written into a temporary sibling folder and renamed when complete, so a crash while saving
+never damages an existing checkpoint, and a half-written folder is never mistaken for one. Nothing is unpickled on
+load (`torch.load(weights_only=True)`, safetensors).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+COMPLETE = "COMPLETE"
+
+
+@dataclass
+class TrainerState:
+    """Counters restored on resume."""
+
+    step: int = 0  # optimizer steps done
+    micro_batches: int = 0  # micro-batches consumed per process (the data position)
+    samples_seen: int = 0  # global samples consumed
+    skipped_images: int = 0  # unreadable images replaced, summed over processes
+    best: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states as tensors/plain types (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            np_state["name"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
+    py_state = state["python"]
+    random.setstate((py_state["version"], tuple(py_state["state"]), py_state["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _module_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State dict without duplicate storages (shared heads) as contiguous CPU tensors."""
+    seen: dict[int, str] = {}
+    out = {}
+    for key, value in module.state_dict().items():
+        pointer = value.data_ptr()
+        if pointer in seen and value.numel():
+            continue
+        seen[pointer] = key
+        out[key] = value.detach().to("cpu").contiguous()
+    return out
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        match = CHECKPOINT_RE.match(path.name)
+        if match and (path / COMPLETE).is_file():
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def resolve_checkpoint(output_dir: str | os.PathLike, spec: str | None) -> Path | None:
+    """`latest` → the newest complete checkpoint (None when there is none yet); a path → that checkpoint."""
+    if spec is None:
+        return None
+    if spec == "latest":
+        checkpoints = list_checkpoints(output_dir)
+        return checkpoints[-1] if checkpoints else None
+    path = Path(spec)
+    if not (path / COMPLETE).is_file():
+        raise ValueError(f"{path} is not a complete tips-hf checkpoint (no {COMPLETE} marker).")
+    return path
+
+
+def save_checkpoint(
+    accelerator,
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainerState,
+    output_dir: str | os.PathLike,
+    keep_last: int,
+    extra: dict | None = None,
+) -> Path:
+    """Write `checkpoint-<step>` atomically (all processes must call it)."""
+    root = Path(output_dir)
+    final = root / f"checkpoint-{state.step}"
+    staging = root / f".checkpoint-{state.step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    torch.save(rng_state(), staging / f"rng_state_{accelerator.process_index}.pt")
+    model_state = accelerator.get_state_dict(module) if accelerator.distributed_type.name == "FSDP" else None
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(module)
+        tensors = model_state if model_state is not None else _module_tensors(unwrapped)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / "model.safetensors"))
+        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        (staging / "trainer_state.json").write_text(state.to_json())
+        if extra:
+            (staging / "run.json").write_text(json.dumps(extra, indent=2, default=str))
+        (staging / COMPLETE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+        _fsync_dir(staging)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        for old in list_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _fsync_dir(path: Path) -> None:
+    for file in path.iterdir():
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def load_checkpoint(
+    accelerator, module: torch.nn.Module, optimizer: torch.optim.Optimizer, path: str | os.PathLike
+) -> TrainerState:
+    """Restore module, optimizer, this process's RNG states and the counters from a complete checkpoint."""
+    path = Path(path)
+    unwrapped = accelerator.unwrap_model(module)
+    tensors = load_file(str(path / "model.safetensors"))
+    missing, unexpected = unwrapped.load_state_dict(tensors, strict=False)
+    shared = {k for k in missing if _is_shared(unwrapped, k, tensors)}
+    if set(missing) - shared or unexpected:
+        raise ValueError(
+            f"{path}: checkpoint does not match the model (missing {sorted(set(missing) - shared)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}); was it written with another configuration?"
+        )
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+    rng_file = path / f"rng_state_{accelerator.process_index}.pt"
+    if not rng_file.is_file():
+        raise ValueError(
+            f"{path}: no RNG state for process {accelerator.process_index}; resume with as many "
+            "processes as the run that wrote it."
+        )
+    set_rng_state(torch.load(rng_file, weights_only=True))
+    return TrainerState(**json.loads((path / "trainer_state.json").read_text()))
+
+
+def _is_shared(module: torch.nn.Module, key: str, saved: dict[str, torch.Tensor]) -> bool:
+    """A key left out on save because its storage is shared with a saved one (e.g. shared CLS/patch heads)."""
+    state = module.state_dict()
+    pointer = state[key].data_ptr()
+    return any(state[other].data_ptr() == pointer for other in saved if other in state and other != key)

@@ -1,0 +1,226 @@
+"""Pretraining data through HF `datasets`: sources, a deterministic global-batch sampler, multi-crop views, masks
+and tokenised caption pairs.
+
+Determinism: the order of samples is a per-epoch permutation drawn from (seed, epoch); each sample's crops, flips,
+mask and synthetic-caption choice come from a generator seeded by (seed, epoch, index). A global batch therefore
+holds the same views whatever the number of processes or DataLoader workers, and a run resumed at step s sees
+exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .augment import MultiCropTransform
+from .config import DataConfig, ObjectiveConfig
+from .masking import MaskGenerator
+
+logger = logging.getLogger(__name__)
+
+PATCH_SIZE = 14
+
+
+def load_source(config: DataConfig, split: str | None = None, num_examples: int | None = None, seed: int = 0):
+    """The HF dataset named by `config` (map-style, or iterable when streaming), image column left undecoded so that
+    corrupt files can be skipped instead of crashing the loader."""
+    import datasets
+
+    split = split or config.split
+    if config.source == "scenes":
+        from ..data import load_scenes_dataset
+
+        dataset = load_scenes_dataset(
+            split, num_examples or config.num_examples, image_size=config.scene_image_size, seed=seed
+        )
+    else:
+        if not config.path:
+            raise ValueError(f"data.path is required for data.source={config.source!r}.")
+        if config.source == "imagefolder":
+            # a folder of images with metadata.jsonl / metadata.csv (file_name + caption columns)
+            dataset = datasets.load_dataset(
+                "imagefolder", data_dir=config.path, split=split, streaming=config.streaming
+            )
+        elif config.source in ("parquet", "arrow", "webdataset"):
+            dataset = datasets.load_dataset(
+                config.source, data_files=config.path, split=split, streaming=config.streaming
+            )
+        else:
+            dataset = datasets.load_dataset(config.path, split=split, streaming=config.streaming)
+    columns = dataset.column_names or []
+    needed = [config.image_column, config.alt_text_column, *config.synthetic_columns]
+    missing = [c for c in needed if columns and c not in columns]
+    if missing:
+        raise ValueError(
+            f"data: column(s) {missing} not in the dataset (columns: {columns}); set data.image_column / "
+            "data.alt_text_column / data.synthetic_columns."
+        )
+    if isinstance(dataset.features.get(config.image_column) if dataset.features else None, datasets.Image):
+        dataset = dataset.cast_column(config.image_column, datasets.Image(decode=False))
+    return dataset
+
+
+def decode_image(value: Any) -> Image.Image:
+    """A PIL RGB image from a `datasets.Image(decode=False)` value, a PIL image, bytes or a path."""
+    if isinstance(value, Image.Image):
+        image = value
+    elif isinstance(value, dict):
+        if value.get("bytes") is not None:
+            image = Image.open(io.BytesIO(value["bytes"]))
+        elif value.get("path"):
+            image = Image.open(value["path"])
+        else:
+            raise ValueError("empty image")
+    elif isinstance(value, (bytes, bytearray)):
+        image = Image.open(io.BytesIO(value))
+    elif isinstance(value, (str, Path)):
+        image = Image.open(value)
+    else:
+        raise ValueError(f"unsupported image value of type {type(value).__name__}")
+    image.load()
+    return image.convert("RGB")
+
+
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    generator = torch.Generator()
+    generator.manual_seed((seed * 1_000_003 + epoch) * 1_000_033 + index)
+    return generator
+
+
+class PretrainingDataset(torch.utils.data.Dataset):
+    """Map-style view of a source dataset that returns ready views for a `(epoch, index)` key.
+
+    A sample whose image cannot be decoded is replaced by the next decodable one (deterministically), and the number
+    of skipped images travels with the sample so that the trainer can log it.
+    """
+
+    def __init__(self, source, data: DataConfig, objective: ObjectiveConfig, seed: int = 0, max_skips: int = 100):
+        self.source = source
+        self.data = data
+        self.seed = seed
+        self.max_skips = max_skips
+        self.transform = MultiCropTransform(
+            data.global_size,
+            data.local_size,
+            data.num_local_crops,
+            tuple(data.global_scale),
+            tuple(data.local_scale),
+            data.flip_probability,
+        )
+        grid = data.global_size // PATCH_SIZE
+        self.masks = MaskGenerator((grid, grid), objective.mask_ratio, objective.mask_mode)
+        self.synthetic_sampling = objective.synthetic_sampling
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def captions(self, row: dict, generator: torch.Generator) -> tuple[str, str]:
+        alt = row.get(self.data.alt_text_column) or ""
+        options: list[str] = []
+        for column in self.data.synthetic_columns:
+            value = row.get(column)
+            options.extend(value if isinstance(value, (list, tuple)) else [value] if value else [])
+        if not options:
+            synthetic = ""
+        elif self.synthetic_sampling == "first":
+            synthetic = options[0]
+        else:
+            synthetic = options[int(torch.randint(len(options), (), generator=generator))]
+        return str(alt), str(synthetic)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        skipped = 0
+        while True:
+            row = self.source[(index + skipped) % len(self.source)]
+            try:
+                image = decode_image(row[self.data.image_column])
+                break
+            except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as error:
+                skipped += 1
+                logger.warning("skipping unreadable image at index %d: %s", (index + skipped - 1) % len(self), error)
+                if skipped > self.max_skips:
+                    raise RuntimeError(f"more than {self.max_skips} unreadable images in a row near index {index}") from error
+        generator = sample_generator(self.seed, epoch, index)
+        views = self.transform(image, generator)
+        views["mask"] = self.masks(generator)
+        views["alt_text"], views["synthetic"] = self.captions(row, generator)
+        views["skipped"] = skipped
+        return views
+
+
+class GlobalBatchSampler(torch.utils.data.Sampler):
+    """Yields, for this process, its slice of every global batch, forever (epochs chain), from `start_batch`.
+
+    Global batch g of epoch e holds `permutation_e[g·B : (g+1)·B]` (B = per-process batch × processes; the last
+    incomplete batch of an epoch is dropped); process r takes items [r·b, (r+1)·b).
+    """
+
+    def __init__(
+        self, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0, start_batch: int = 0
+    ):
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.global_batch = batch_size * world_size
+        self.per_epoch = num_samples // self.global_batch
+        if self.per_epoch == 0:
+            raise ValueError(
+                f"the dataset has {num_samples} samples, fewer than one global batch "
+                f"({batch_size} per process × {world_size} processes)."
+            )
+        self.start_batch = start_batch
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        batch = self.start_batch
+        while True:
+            epoch, position = divmod(batch, self.per_epoch)
+            order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + epoch))
+            start = position * self.global_batch + self.rank * self.batch_size
+            yield [(epoch, int(i)) for i in order[start : start + self.batch_size]]
+            batch += 1
+
+    def __len__(self) -> int:  # pragma: no cover - infinite; DataLoader only needs it for len()
+        return 2**62
+
+
+class Collator:
+    """Stacks views and tokenises the caption streams (alt-text first, then synthetic) into one (C·B, T) batch, so
+    that the shared text tower runs once for both."""
+
+    def __init__(self, tokenizer, streams: list[str], max_length: int = 64):
+        self.tokenizer = tokenizer
+        self.streams = streams
+        self.max_length = max_length
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = {
+            "global_crop": torch.stack([s["global_crop"] for s in samples]),
+            "mask": torch.stack([s["mask"] for s in samples]),
+            "skipped": torch.tensor(sum(s["skipped"] for s in samples)),
+        }
+        if "local_crops" in samples[0]:
+            batch["local_crops"] = torch.stack([s["local_crops"] for s in samples])
+        if self.streams:
+            texts = [s["alt_text" if stream == "alt_text" else "synthetic"] for stream in self.streams for s in samples]
+            tokens = self.tokenizer(
+                texts, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+            batch["input_ids"], batch["attention_mask"] = tokens["input_ids"], tokens["attention_mask"]
+        return batch
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype = torch.float32):
+    """Move a collated batch to the device; uint8 crops become floats in [0, 1] there (4× less host traffic)."""
+    out = {}
+    for key, value in batch.items():
+        value = value.to(device, non_blocking=True)
+        if key in ("global_crop", "local_crops"):
+            value = value.to(dtype) / 255.0
+        out[key] = value
+    return out

@@ -1,0 +1,283 @@
+"""The TIPS pretraining "meta-architecture": student, teacher, projection heads and losses in one `nn.Module`.
+
+One module, so that DDP/FSDP wrap a single model and one checkpoint holds everything. The student is a plain
+`TipsModel` (exported with `save_pretrained` at the end); the teacher is never exported.
+
+Recipes (SPEC §3):
+- v1: teacher = EMA of the student vision tower and heads; iBOT on masked patches only.
+- v2: teacher encoder = the student's own un-masked forward (detached); only the heads keep an EMA copy; iBOT++ on
+  all patches.
+- distillation (`objective.distillation_teacher`): teacher = a frozen TipsModel (typically larger); the student
+  matches its CLS and patch features through a linear projector (cosine loss, all patches, no masking). [ours]
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..losses import DINOLoss, DualCaptionContrastiveLoss, IBOTPatchLoss, KoLeoLoss
+from ..modeling_tips import TipsModel
+from .config import PretrainConfig
+from .heads import DINOHead
+
+NO_DECAY_NAMES = ("cls_token", "register_tokens", "mask_token", "position_embeddings", "log_temperature", "logit_bias")
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    logs: dict[str, float]
+
+
+def _frozen(module: nn.Module) -> nn.Module:
+    for param in module.parameters():
+        param.requires_grad_(False)
+    return module.eval()
+
+
+class TipsPretrainingModel(nn.Module):
+    """Student `TipsModel` + teacher + heads + losses. `forward(batch, teacher_temperature)` returns the weighted
+    total loss and a dict of detached per-loss values; `update_teacher(momentum)` runs the EMA after each
+    optimizer step.
+
+    Batch keys (all on the model's device): `global_crop` (B, 3, G, G) float in [0, 1], `local_crops`
+    (B, M, 3, L, L), `mask` (B, N) bool, `input_ids`/`attention_mask` (C·B, T) with the caption streams stacked in
+    the order of `caption_streams` (alt-text first).
+    """
+
+    def __init__(self, student: TipsModel, config: PretrainConfig, distillation_teacher: TipsModel | None = None):
+        super().__init__()
+        self.config = config
+        objective = config.objective
+        self.student = student
+        width = student.config.vision_config.hidden_size
+        self.num_registers = student.config.vision_config.num_register_tokens
+        self.recipe = objective.recipe
+        self.distilling = distillation_teacher is not None
+        self.use_distill = objective.distill_weight > 0
+        self.use_mask = objective.mask_weight > 0
+        self.caption_streams = [
+            name for name, on in (("alt_text", objective.use_alt_text), ("synthetic", objective.use_synthetic)) if on
+        ]
+        self.use_clip = objective.clip_weight > 0 and bool(self.caption_streams)
+
+        self.contrastive = DualCaptionContrastiveLoss(objective.contrastive)
+        if objective.contrastive == "sigmoid":
+            self.logit_bias = nn.Parameter(torch.full((2,), -10.0))  # SigLIP's initialisation
+        else:
+            self.logit_bias = None
+        self.koleo = KoLeoLoss() if objective.koleo_weight > 0 else None
+
+        if self.distilling:
+            teacher_width = distillation_teacher.config.vision_config.hidden_size
+            self.teacher_model = _frozen(distillation_teacher)
+            self.projector = nn.Linear(width, teacher_width)
+        elif self.use_distill or self.use_mask:
+            head = dict(
+                hidden_dim=objective.head_hidden_dim,
+                bottleneck_dim=objective.head_bottleneck_dim,
+                num_layers=objective.head_layers,
+            )
+            self.student_cls_head = DINOHead(width, objective.head_prototypes, **head)
+            self.student_patch_head = (
+                self.student_cls_head if objective.share_heads else DINOHead(width, objective.patch_prototypes, **head)
+            )
+            self.teacher_cls_head = _frozen(copy.deepcopy(self.student_cls_head))
+            self.teacher_patch_head = (
+                self.teacher_cls_head if objective.share_heads else _frozen(copy.deepcopy(self.student_patch_head))
+            )
+            if self.recipe == "v1":
+                self.teacher_vision = _frozen(copy.deepcopy(student.vision_model))
+            losses = dict(
+                student_temperature=objective.student_temperature,
+                center_momentum=objective.center_momentum,
+                centering=objective.centering,
+            )
+            self.dino_loss = DINOLoss(objective.head_prototypes, **losses)
+            self.ibot_loss = IBOTPatchLoss(
+                objective.patch_prototypes,
+                mode="masked" if self.recipe == "v1" else "all",
+                normalisation=objective.ibot_normalisation,
+                visible_weight=objective.ibot_visible_weight,
+                **losses,
+            )
+
+    # ------------------------------------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> TipsPretrainingModel:
+        super().train(mode)
+        for name in ("teacher_vision", "teacher_cls_head", "teacher_patch_head", "teacher_model"):
+            if hasattr(self, name):
+                getattr(self, name).eval()  # teachers never drop out
+        return self
+
+    def freeze_unused(self) -> None:
+        """Parameters this objective never uses get no gradient (DDP requires every trainable one to be used)."""
+        unused: list[nn.Module | nn.Parameter] = []
+        if not self.use_mask or self.distilling:
+            unused.append(self.student.vision_model.embeddings.mask_token)
+        if not self.use_clip:
+            unused += [self.student.text_model, self.student.log_temperature]
+            if self.logit_bias is not None:
+                unused.append(self.logit_bias)
+        if hasattr(self, "student_cls_head") and not self.config.objective.share_heads:
+            if not self.use_distill:
+                unused.append(self.student_cls_head)
+            if not self.use_mask:
+                unused.append(self.student_patch_head)
+        for item in unused:
+            for param in item.parameters() if isinstance(item, nn.Module) else [item]:
+                param.requires_grad_(False)
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups: no weight decay on biases, norms, tokens, temperatures (1-D params and named tokens)."""
+        decay, no_decay = [], []
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            if param.ndim < 2 or name.split(".")[-1] in NO_DECAY_NAMES:
+                no_decay.append(param)
+            else:
+                decay.append(param)
+        return [
+            {"params": decay, "weight_decay": weight_decay, "apply_decay": True},
+            {"params": no_decay, "weight_decay": 0.0, "apply_decay": False},
+        ]
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        """EMA: teacher ← m · teacher + (1 − m) · student (v1: vision tower + heads; v2: heads only)."""
+        pairs = []
+        if hasattr(self, "teacher_cls_head"):
+            pairs.append((self.teacher_cls_head, self.student_cls_head))
+            if self.teacher_patch_head is not self.teacher_cls_head:
+                pairs.append((self.teacher_patch_head, self.student_patch_head))
+        if hasattr(self, "teacher_vision"):
+            pairs.append((self.teacher_vision, self.student.vision_model))
+        if not pairs or momentum >= 1.0:
+            return
+        teacher = [p for t, _ in pairs for p in t.parameters()]
+        student = [p.detach() for _, s in pairs for p in s.parameters()]
+        torch._foreach_lerp_(teacher, student, 1.0 - momentum)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor], teacher_temperature: float) -> StepOutput:
+        objective = self.config.objective
+        images = batch["global_crop"]
+        batch_size = images.shape[0]
+        first_patch = 1 + self.num_registers
+        vision = self.student.vision_model
+        logs: dict[str, torch.Tensor] = {}
+        total = images.new_zeros(())
+
+        # Student global view: un-masked (contrastive, v2 teacher) and masked (MIM) in one batched forward.
+        masked_view = self.use_mask and not self.distilling
+        if masked_view:
+            no_mask = torch.zeros_like(batch["mask"])
+            tokens = vision(
+                pixel_values=torch.cat([images, images]), bool_masked_pos=torch.cat([no_mask, batch["mask"]])
+            ).last_hidden_state
+            unmasked, masked = tokens[:batch_size], tokens[batch_size:]
+        else:
+            unmasked, masked = vision(pixel_values=images).last_hidden_state, None
+
+        if self.use_clip:
+            text = self.student.text_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            text_embeds = F.normalize(text.pooler_output, dim=-1).chunk(len(self.caption_streams))
+            captions = dict(zip(self.caption_streams, text_embeds))
+            clip = self.contrastive(
+                F.normalize(unmasked[:, 0], dim=-1),
+                F.normalize(unmasked[:, 1], dim=-1),
+                captions.get("alt_text"),
+                captions.get("synthetic"),
+                self.student.temperature,
+                self.logit_bias,
+            )
+            logs.update({f"clip/{k}": v for k, v in clip.items()})
+            total = total + objective.clip_weight * clip["loss"]
+            temperature = self.student.temperature.detach()
+            logs["temperature/alt_text"], logs["temperature/synthetic"] = temperature[0], temperature[1]
+
+        if self.koleo is not None:
+            koleo = self.koleo(unmasked[:, 0])
+            logs["koleo"] = koleo
+            total = total + objective.koleo_weight * koleo
+
+        if self.distilling:
+            total = total + self._distillation(batch, unmasked, first_patch, logs)
+        elif self.use_distill or self.use_mask:
+            total = total + self._self_distillation(batch, unmasked, masked, first_patch, teacher_temperature, logs)
+        logs["loss"] = total
+        return StepOutput(total, {k: float(v.detach()) for k, v in logs.items()})
+
+    def _teacher_tokens(self, images: torch.Tensor, unmasked: torch.Tensor) -> torch.Tensor:
+        if self.recipe == "v1":
+            with torch.no_grad():
+                return self.teacher_vision(pixel_values=images).last_hidden_state
+        return unmasked.detach()  # v2: the student's own un-masked view is the teacher's
+
+    def _self_distillation(self, batch, unmasked, masked, first_patch, teacher_temperature, logs) -> torch.Tensor:
+        objective = self.config.objective
+        teacher_tokens = self._teacher_tokens(batch["global_crop"], unmasked)
+        total = unmasked.new_zeros(())
+        if self.use_distill:
+            with torch.no_grad():
+                targets = self.dino_loss.teacher_targets(
+                    self.teacher_cls_head(teacher_tokens[:, 0]), teacher_temperature
+                )
+            local = batch["local_crops"]
+            batch_size, crops = local.shape[:2]
+            local_cls = self.student.vision_model(pixel_values=local.flatten(0, 1)).last_hidden_state[:, 0]
+            student = self.student_cls_head(local_cls).reshape(batch_size, crops, -1).transpose(0, 1)
+            dino = self.dino_loss(student, targets)
+            logs["distill"] = dino
+            total = total + objective.distill_weight * dino
+        if self.use_mask:
+            mask = batch["mask"]
+            teacher_patches = teacher_tokens[:, first_patch:]
+            student_patches = masked[:, first_patch:]
+            if self.recipe == "v1":
+                # Only masked patches are supervised: run the heads on them alone (equal counts per image).
+                index = mask.nonzero(as_tuple=True)
+                count = mask.shape[1] if mask.numel() == 0 else int(mask[0].sum())
+                teacher_patches = teacher_patches[index].reshape(mask.shape[0], count, -1)
+                student_patches = student_patches[index].reshape(mask.shape[0], count, -1)
+                patch_mask = torch.ones(mask.shape[0], count, dtype=torch.bool, device=mask.device)
+            else:
+                patch_mask = mask
+            with torch.no_grad():
+                targets = self.ibot_loss.teacher_targets(
+                    self.teacher_patch_head(teacher_patches), teacher_temperature, patch_mask
+                )
+            ibot = self.ibot_loss(self.student_patch_head(student_patches), targets, patch_mask)
+            logs["mask"] = ibot
+            total = total + objective.mask_weight * ibot
+        return total
+
+    def _distillation(self, batch, unmasked, first_patch, logs) -> torch.Tensor:
+        """Feature distillation from a frozen TipsModel: CLS (both heads, from local crops against the teacher's
+        global view) and every patch of the global view, cosine distance through a linear projector."""
+        objective = self.config.objective
+        images = batch["global_crop"]
+        with torch.no_grad():
+            teacher = self.teacher_model.vision_model(pixel_values=images).last_hidden_state
+        teacher_first = 1 + self.teacher_model.config.vision_config.num_register_tokens
+        total = unmasked.new_zeros(())
+        if self.use_distill:
+            local = batch["local_crops"]
+            batch_size, crops = local.shape[:2]
+            local_cls = self.student.vision_model(pixel_values=local.flatten(0, 1)).last_hidden_state[:, :2]
+            student = self.projector(local_cls).reshape(batch_size, crops, 2, -1)
+            cls = 1 - F.cosine_similarity(student, teacher[:, None, :2].float(), dim=-1).mean()
+            logs["distill"] = cls
+            total = total + objective.distill_weight * cls
+        if self.use_mask:
+            student = self.projector(unmasked[:, first_patch:])
+            patches = 1 - F.cosine_similarity(student, teacher[:, teacher_first:].float(), dim=-1).mean()
+            logs["mask"] = patches
+            total = total + objective.mask_weight * patches
+        return total

@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Pretrain TIPS.
+
+    accelerate launch training/pretrain.py --config training/configs/tiny-cpu.yaml [--output_dir D] [--max_steps N]
+        [--save_steps N] [--logging_steps N] [--eval_steps N] [--resume_from_checkpoint latest|PATH] [--seed S]
+        [section.key=value ...]
+
+Any configuration key can be overridden as `section.key=value` (e.g. `objective.recipe=v1`, `data.num_workers=4`).
+Writes OUTPUT_DIR/metrics.jsonl, checkpoints OUTPUT_DIR/checkpoint-<step>, TensorBoard logs, and the final
+TipsModel + processor to OUTPUT_DIR/final.
+"""
+
+import argparse
+import logging
+import sys
+
+from tips_hf.pretraining import load_config, train
+
+SHORTCUTS = ("output_dir", "max_steps", "save_steps", "logging_steps", "eval_steps", "resume_from_checkpoint", "seed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Pretrain TIPS (see the module docstring).")
+    parser.add_argument("--config", help="YAML configuration (training/configs/*.yaml)")
+    for name in SHORTCUTS:
+        parser.add_argument(f"--{name}", default=None, help=f"training.{name}")
+    parser.add_argument("overrides", nargs="*", help="section.key=value")
+    args = parser.parse_args(argv)
+    overrides = [f"training.{name}={getattr(args, name)}" for name in SHORTCUTS if getattr(args, name) is not None]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config, [*overrides, *args.overrides])
+    except ValueError as error:
+        print(f"pretrain.py: error: {error}", file=sys.stderr)
+        return 2
+    result = train(config)
+    if result.metrics:
+        print("final evaluation:")
+        for key, value in result.metrics.items():
+            print(f"  {key:45s} {value:.4f}")
+    print(f"final model: {result.final_model_dir}  ({result.wall_time_s:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
