@@ -24,6 +24,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+# Fault injection for the crash tests: "checkpoint:<step>" SIGKILLs the process halfway through writing that
+# checkpoint, "step:<step>" right after that optimizer step. Never set in normal use.
+FAULT_ENV = "TIPS_HF_FAULT"
+
+
+def maybe_fault(point: str) -> None:
+    if os.environ.get(FAULT_ENV) == point:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 COMPLETE = "COMPLETE"
 
 
@@ -142,6 +152,7 @@ def save_checkpoint(
         unwrapped = accelerator.unwrap_model(module)
         tensors = model_state if model_state is not None else _module_tensors(unwrapped)
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / "model.safetensors"))
+        maybe_fault(f"checkpoint:{state.step}")
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         (staging / "trainer_state.json").write_text(state.to_json())
         if extra:

@@ -40,6 +40,7 @@ class DataConfig:
     synthetic_columns: list[str] = field(default_factory=lambda: ["synthetic_caption"])  # synthetic caption columns
     num_examples: int = 2000  # size of the embedded `scenes` training split
     scene_image_size: int = 112  # image side of the embedded scenes
+    scene_options: dict = field(default_factory=dict)  # other SceneConfig fields (e.g. max_objects) of the scenes
     global_size: int = 112  # global crop side (224 low-res stage, 448 high-res stage)
     local_size: int = 56  # local crop side (98 with 224 globals, 140 with 448)
     num_local_crops: int = 2  # M local crops per image (6 in the paper)
@@ -217,6 +218,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ValueError(f"{key} must be an integer, got {value!r}.")
         return value
     if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{key} must be a number, got {value!r}.")
         return float(value)

@@ -37,7 +37,8 @@ def load_source(config: DataConfig, split: str | None = None, num_examples: int 
         from ..data import load_scenes_dataset
 
         dataset = load_scenes_dataset(
-            split, num_examples or config.num_examples, image_size=config.scene_image_size, seed=seed
+            split, num_examples or config.num_examples, image_size=config.scene_image_size, seed=seed,
+            **config.scene_options,
         )
     else:
         if not config.path:
@@ -208,8 +209,9 @@ class Collator:
             batch["local_crops"] = torch.stack([s["local_crops"] for s in samples])
         if self.streams:
             texts = [s["alt_text" if stream == "alt_text" else "synthetic"] for stream in self.streams for s in samples]
+            # Pad to the batch's longest caption, not to 64: padding is masked, so only the cost changes.
             tokens = self.tokenizer(
-                texts, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+                texts, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
             )
             batch["input_ids"], batch["attention_mask"] = tokens["input_ids"], tokens["attention_mask"]
         return batch

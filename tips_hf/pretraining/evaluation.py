@@ -29,7 +29,7 @@ class ScenesEvaluator:
 
         data, self.eval_config = config.data, config.eval
         self.size = self.eval_config.image_size or data.global_size
-        scene = dict(image_size=data.scene_image_size, seed=seed)
+        scene = dict(image_size=data.scene_image_size, seed=seed, **data.scene_options)
         validation = SpatialScenes("validation", self.eval_config.num_examples, **scene)
         train = SpatialScenes("train", self.eval_config.probe_train_examples, **scene)
         self.val = self._load(validation)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..modeling_tips import TipsModel
-from .checkpointing import TrainerState, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .checkpointing import TrainerState, load_checkpoint, maybe_fault, resolve_checkpoint, save_checkpoint
 from .config import PretrainConfig, save_config
 from .data import Collator, GlobalBatchSampler, PretrainingDataset, load_source, to_device
 from .meta_arch import TipsPretrainingModel
@@ -107,6 +107,10 @@ def train(config: PretrainConfig) -> TrainResult:
     from tqdm.auto import tqdm
 
     start_time = time.time()
+    if not torch.cuda.is_available():
+        # accelerate's own `--cpu` launcher needs MPI for several processes; its torchrun-based launcher works on
+        # CPU once this is set (see training/accelerate_configs/cpu-2proc.yaml).
+        os.environ.setdefault("ACCELERATE_USE_CPU", "1")
     training = config.training
     output_dir = Path(training.output_dir)
     accelerator = Accelerator(
@@ -145,9 +149,8 @@ def train(config: PretrainConfig) -> TrainResult:
     if resume is not None:
         state = load_checkpoint(accelerator, module, optimizer, resume)
         logger.info("resumed from %s at step %d", resume, state.step)
-    if accelerator.is_main_process and state.step == 0:
-        for stale in ("metrics.jsonl",):
-            (output_dir / stale).unlink(missing_ok=True)
+    if accelerator.is_main_process:
+        _truncate_metrics(output_dir / "metrics.jsonl", state.step)
 
     source = load_source(config.data, seed=training.seed)
     dataset = PretrainingDataset(source, config.data, config.objective, seed=training.seed)
@@ -171,7 +174,7 @@ def train(config: PretrainConfig) -> TrainResult:
     )
     batches = iter(loader)
     evaluator = None
-    if config.data.source == "scenes":
+    if config.data.source == "scenes" and config.eval.num_examples > 0:
         from .evaluation import ScenesEvaluator
 
         evaluator = ScenesEvaluator(config, seed=training.seed)
@@ -273,6 +276,7 @@ def train(config: PretrainConfig) -> TrainResult:
                 training.keep_last,
                 extra={"config": config.to_dict()},
             )
+        maybe_fault(f"step:{state.step}")
 
     progress.close()
     last_eval = _evaluate(accelerator, evaluator, unwrapped, tokenizer, state, metrics_file, config) or last_eval
@@ -285,6 +289,17 @@ def train(config: PretrainConfig) -> TrainResult:
     if accelerator.is_main_process:
         metrics_file.write({"event": "end", "step": state.step, "wall_time_s": wall, **last_eval})
     return TrainResult(output_dir, final_dir, state, last_eval, wall)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep the records up to `step` (a resumed run logs the later steps again; a fresh run starts empty)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and step > 0 and json.loads(line).get("step", 0) <= step
+            and json.loads(line).get("event") != "end"]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
 
 
 def _evaluate(accelerator, evaluator, unwrapped, tokenizer, state, metrics_file, config) -> dict[str, float]:

@@ -1,0 +1,116 @@
+"""End-to-end pretraining runs (subprocesses, micro model): exact resume after SIGKILL (mid-run and mid-checkpoint
+write) and 2 processes == 1 process on the same global batch."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+from safetensors.torch import load_file
+
+MICRO = """
+model:
+  vision: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 64, image_size: 56}
+  text: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 64}
+data: {scene_image_size: 56, global_size: 56, local_size: 28, num_examples: 64, num_local_crops: 2}
+objective: {head_prototypes: 32, patch_prototypes: 32, head_hidden_dim: 32, head_bottleneck_dim: 16}
+optim: {warmup_steps: 2}
+training: {max_steps: 6, batch_size: 8, logging_steps: 1, save_steps: 2, keep_last: 2, report_to: none,
+           progress_bar: false}
+eval: {num_examples: 0}
+"""
+SCRIPT = str(ROOT / "training" / "pretrain.py")
+
+
+@pytest.fixture(scope="module")
+def micro_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("micro") / "micro.yaml"
+    path.write_text(MICRO)
+    return path
+
+
+def _env(**extra):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.pop("TIPS_HF_FAULT", None)
+    env.update(extra)
+    return env
+
+
+def _pretrain(config, output, *args, env=None, launcher=None):
+    command = (launcher or [sys.executable]) + [SCRIPT, "--config", str(config), "--output_dir", str(output), *args]
+    return subprocess.run(command, env=env or _env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def _losses(output):
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in records if "loss" in r]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(micro_config, tmp_path_factory):
+    output = tmp_path_factory.mktemp("runs") / "uninterrupted"
+    run = _pretrain(micro_config, output)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return output
+
+
+@pytest.mark.parametrize("fault", ["step:3", "checkpoint:4"])
+def test_sigkill_then_resume_equals_uninterrupted(fault, micro_config, uninterrupted, tmp_path):
+    output = tmp_path / "run"
+    crashed = _pretrain(micro_config, output, env=_env(TIPS_HF_FAULT=fault))
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    assert (output / "checkpoint-2" / "COMPLETE").is_file()
+    assert not (output / "final").exists()
+    if fault.startswith("checkpoint"):
+        # killed while writing checkpoint-4: only its staging folder exists, the previous checkpoint is intact
+        assert (output / ".checkpoint-4.tmp").is_dir() and not (output / "checkpoint-4").exists()
+    resumed = _pretrain(micro_config, output, "--resume_from_checkpoint", "latest")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name in ("checkpoint-6/model.safetensors", "final/model.safetensors"):
+        want, got = load_file(uninterrupted / name), load_file(output / name)
+        assert want.keys() == got.keys()
+        for key in want:
+            assert torch.equal(want[key], got[key]), (name, key)
+    assert _losses(output) == _losses(uninterrupted)  # every step logged once, with the same loss
+    assert sorted(p.name for p in output.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]  # keep_last=2
+
+
+def test_resume_refuses_incomplete_checkpoint(micro_config, tmp_path):
+    (tmp_path / "checkpoint-9").mkdir(parents=True)
+    run = _pretrain(micro_config, tmp_path / "out", "--resume_from_checkpoint", str(tmp_path / "checkpoint-9"))
+    assert run.returncode != 0 and "not a complete tips-hf checkpoint" in run.stderr
+
+
+def test_two_processes_equal_one(micro_config, uninterrupted, tmp_path):
+    output = tmp_path / "two"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                str(ROOT / "training" / "accelerate_configs" / "cpu-2proc.yaml"), "--main_process_port", "29517"]
+    run = _pretrain(micro_config, output, "training.batch_size=4", launcher=launcher)
+    assert run.returncode == 0, run.stderr[-3000:]
+    one, two = _losses(uninterrupted), _losses(output)
+    assert [s for s, _ in one] == [s for s, _ in two] == list(range(1, 7))
+    for (_, a), (_, b) in zip(one, two):
+        assert abs(a - b) <= 1e-5 * abs(a), (a, b)
+    want = load_file(uninterrupted / "checkpoint-6" / "model.safetensors")
+    got = load_file(output / "checkpoint-6" / "model.safetensors")
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_final_export_loads_and_metrics_logged(uninterrupted):
+    from tips_hf import TipsModel, TipsProcessor
+
+    model = TipsModel.from_pretrained(uninterrupted / "final")
+    processor = TipsProcessor.from_pretrained(uninterrupted / "final")
+    assert model.config.vision_config.hidden_size == 32 and processor.tokenizer.pad_token_id == 0
+    assert not any(k.startswith("teacher") for k in load_file(uninterrupted / "final" / "model.safetensors"))
+    records = [json.loads(line) for line in (uninterrupted / "metrics.jsonl").read_text().splitlines()]
+    step = next(r for r in records if r.get("step") == 3 and "loss" in r)
+    for key in ("clip/alt_text_loss", "clip/synthetic_loss", "distill", "mask", "lr", "teacher_momentum",
+                "teacher_temperature", "temperature/alt_text", "images_per_s", "data_wait_s", "skipped_images"):
+        assert key in step, key
+    assert records[-1]["event"] == "end"
