@@ -112,6 +112,16 @@ class EvalConfig:
 
 
 @dataclass
+class LoraConfig:
+    enabled: bool = False  # wrap the student with LoRA adapters (fine-tuning; the base weights stay frozen)
+    preset: str = "all"  # tips_hf.finetuning.lora.PRESETS: vision, text, all, vision-attention, ...
+    r: int = 8  # adapter rank
+    alpha: int = 16  # LoRA scaling numerator
+    dropout: float = 0.0
+    target_modules: str | None = None  # a regex over module names, instead of the preset
+
+
+@dataclass
 class TrainingConfig:
     output_dir: str = "outputs/pretrain"
     max_steps: int = 200
@@ -138,6 +148,7 @@ class PretrainConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -125,6 +125,16 @@ def train(config: PretrainConfig) -> TrainResult:
     set_seed(training.seed)  # same initialisation in every process
     tokenizer = build_tokenizer(config)
     student = build_student(config, len(tokenizer))
+    if config.lora.enabled:
+        from peft import get_peft_model
+
+        from ..finetuning.lora import lora_config
+
+        lora = config.lora
+        student = get_peft_model(student, lora_config(lora.preset, lora.r, lora.alpha, lora.dropout,
+                                                      target_modules=lora.target_modules))
+        if accelerator.is_main_process:
+            student.print_trainable_parameters()
     teacher = None
     if config.objective.distillation_teacher:
         teacher = TipsModel.from_pretrained(config.objective.distillation_teacher)
@@ -328,6 +338,9 @@ def export_final(student: TipsModel, tokenizer, config: PretrainConfig, path: Pa
 
     staging = Path(tempfile.mkdtemp(prefix=".final.tmp-", dir=path.parent))
     try:
+        if hasattr(student, "merge_and_unload"):  # LoRA: keep the adapter, export the merged TipsModel
+            student.save_pretrained(staging / "adapter")
+            student = student.merge_and_unload()
         student.config.image_resolution = config.eval.image_size or config.data.global_size
         student.save_pretrained(staging)
         size = student.config.image_resolution

@@ -1,0 +1,144 @@
+"""PEFT fine-tuning: LoRA presets, adapter save/load/merge round trips, the dense fine-tuning loop, and contrastive
+LoRA through the pretraining loop."""
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_config
+from peft import PeftModel, get_peft_model
+
+from tips_hf import TipsModel
+from tips_hf.finetuning import TipsForDenseTasks, lora_config, matching_modules
+from tips_hf.finetuning.trainer import finetune_dense, load_dense, load_dense_config
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("base") / "model"
+    TipsModel(tiny_config("mlp", image_size=56)).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "preset, expected",
+    [
+        ("vision-attention", {"attention.qkv", "attention.out_proj"}),
+        ("vision", {"attention.qkv", "attention.out_proj", "mlp.fc1", "mlp.fc2"}),
+        ("text-mlp", {"mlp.fc1", "mlp.fc2"}),
+        ("all", {"attention.qkv", "attention.out_proj", "self_attn.qkv", "self_attn.out_proj", "mlp.fc1", "mlp.fc2"}),
+    ],
+)
+def test_presets_select_the_right_tower(preset, expected):
+    model = TipsModel(tiny_config())
+    names = matching_modules(model, preset)
+    towers = {n.split(".")[0] for n in names}
+    assert towers == ({"vision_model", "text_model"} if preset == "all" else {preset.split("-")[0] + "_model"})
+    assert {".".join(n.split(".")[-2:]) for n in names} == expected
+    assert len(names) == {"vision-attention": 4, "vision": 8, "text-mlp": 4, "all": 16}[preset]  # 2 layers per tower
+    swiglu = matching_modules(TipsModel(tiny_config("swiglu")), "vision-mlp")
+    assert {n.split(".")[-1] for n in swiglu} == {"gate_up", "down"}
+    with pytest.raises(ValueError, match="unknown LoRA preset"):
+        matching_modules(model, "decoder")
+
+
+def _perturb_lora(model):
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+
+
+def test_dense_adapter_round_trip_and_merge(base_dir, tmp_path):
+    torch.manual_seed(1)
+    pixels = torch.rand(2, 3, 56, 70)
+    model = TipsForDenseTasks(TipsModel.from_pretrained(base_dir), "segmentation", num_classes=5, head="mlp")
+    peft_model = get_peft_model(model, lora_config("vision", r=4, modules_to_save=["head"]))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert 0 < trainable < sum(p.numel() for p in peft_model.parameters()) / 2
+    assert not any("text_model" in n for n, p in peft_model.named_parameters() if p.requires_grad)
+    _perturb_lora(peft_model)
+    with torch.no_grad():
+        for param in peft_model.base_model.model.head.modules_to_save["default"].parameters():
+            param.add_(0.1)
+    peft_model.eval()
+    with torch.no_grad():
+        adapted = peft_model(pixel_values=pixels).logits
+    peft_model.save_pretrained(tmp_path / "adapter")
+    fresh = TipsForDenseTasks(TipsModel.from_pretrained(base_dir), "segmentation", num_classes=5, head="mlp")
+    loaded = PeftModel.from_pretrained(fresh, tmp_path / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixel_values=pixels).logits, adapted, atol=0, rtol=0)
+        merged = loaded.merge_and_unload().eval()
+        torch.testing.assert_close(merged(pixel_values=pixels).logits, adapted, atol=1e-5, rtol=0)
+        base = TipsForDenseTasks(TipsModel.from_pretrained(base_dir), "segmentation", 5, "mlp").eval()
+        assert (base(pixel_values=pixels).logits - adapted).abs().max() > 1e-3  # the adapter changes outputs
+
+
+def test_full_model_lora_merge(base_dir):
+    torch.manual_seed(2)
+    model = get_peft_model(TipsModel.from_pretrained(base_dir), lora_config("all", r=4)).eval()
+    _perturb_lora(model)
+    pixels, ids = torch.rand(2, 3, 56, 56), torch.randint(2, 100, (2, 9))
+    with torch.no_grad():
+        adapted = model(pixel_values=pixels, input_ids=ids)
+        merged = model.merge_and_unload()(pixel_values=pixels, input_ids=ids)
+    torch.testing.assert_close(merged.logits_per_image, adapted.logits_per_image, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(merged.vision_model_output.patch_embeds, adapted.vision_model_output.patch_embeds,
+                               atol=1e-5, rtol=0)
+
+
+def test_dense_finetune_loop_saves_and_reloads(base_dir, tmp_path, capsys):
+    config = load_dense_config(None, [
+        f"model.base={base_dir}", "model.head=linear", "lora.r=4", "data.num_examples=16", "data.eval_examples=8",
+        "data.scene_image_size=56", "data.image_size=56", "training.max_steps=4", "training.batch_size=4",
+        f"training.output_dir={tmp_path / 'out'}", "training.logging_steps=2",
+    ])
+    result = finetune_dense(config)
+    assert "trainable parameters:" in capsys.readouterr().out
+    assert result["trainable_parameters"] < result["total_parameters"]
+    assert 0.0 <= result["eval"]["mean_iou"] <= 1.0
+    out = tmp_path / "out"
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    described = json.loads((out / "dense_config.json").read_text())
+    assert described["task"] == "segmentation" and described["num_classes"] == 9
+    reloaded = load_dense(out).eval()
+    merged = load_dense(out, merge=True).eval()
+    pixels = torch.rand(1, 3, 56, 56)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(pixel_values=pixels).logits, reloaded(pixel_values=pixels).logits,
+                                   atol=1e-5, rtol=0)
+    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if "loss" in line]
+    assert len(losses) == 2
+
+
+def test_dense_config_errors():
+    with pytest.raises(ValueError, match="training.task must be"):
+        load_dense_config(None, ["training.task=detection"])
+    with pytest.raises(ValueError, match="unknown key lora.rank"):
+        load_dense_config(None, ["lora.rank=4"])
+
+
+def test_contrastive_lora_through_pretraining(tmp_path):
+    from tips_hf.pretraining import load_config, train
+
+    config = tiny_config("mlp", image_size=56)
+    config.text_config.vocab_size = 512  # the embedded dataset's tokenizer
+    base_dir = tmp_path / "base"
+    TipsModel(config).save_pretrained(base_dir)
+
+    config = load_config(None, [
+        f"model.init_from={base_dir}", "objective.distill_weight=0", "objective.mask_weight=0",
+        "data.num_local_crops=0", "data.scene_image_size=56", "data.global_size=56", "data.num_examples=16",
+        "data.max_text_length=16", "lora.enabled=true", "lora.preset=all", "lora.r=4", "training.max_steps=3",
+        "training.batch_size=4", "training.save_steps=0", "training.report_to=none", "training.progress_bar=false",
+        f"training.output_dir={tmp_path / 'run'}", "eval.num_examples=0",
+    ])
+    result = train(config)
+    final = result.final_model_dir
+    assert (final / "adapter" / "adapter_model.safetensors").is_file()
+    merged = TipsModel.from_pretrained(final)
+    base = TipsModel.from_pretrained(base_dir)
+    changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, base.state_dict()[k])]
+    assert changed and all(".qkv." in k or ".out_proj." in k or ".mlp.fc" in k for k in changed), changed[:5]

@@ -1,0 +1,319 @@
+"""Dense fine-tuning (segmentation / depth) of TIPS with a new head, the backbone frozen or adapted with LoRA.
+
+Contrastive domain adaptation with LoRA runs through the pretraining loop instead (`lora` section of a pretraining
+config, see `training/configs/finetune_contrastive_tiny.yaml`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from ..pretraining.config import _coerce
+from ..pretraining.schedules import cosine
+from .dense import TipsForDenseTasks
+from .lora import lora_config
+
+
+@dataclass
+class DenseModelSection:
+    base: str = "outputs/tiny-cpu/final"  # TipsModel folder to fine-tune
+    head: str = "linear"  # linear | mlp
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class LoraSection:
+    enabled: bool = True  # False: frozen backbone, only the head trains
+    preset: str = "vision"  # see tips_hf.finetuning.lora.PRESETS
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: str | None = None  # a regex overriding the preset
+
+
+@dataclass
+class DenseDataSection:
+    source: str = "scenes"  # scenes | imagefolder | parquet | arrow | hub (datasets.load_dataset name)
+    path: str | None = None
+    split: str = "train"
+    eval_split: str = "validation"
+    image_column: str = "image"
+    label_column: str = "class_mask"  # segmentation map (class ids) or depth map, as an image or array
+    num_classes: int | None = None  # None: the scenes' classes
+    num_examples: int = 400
+    eval_examples: int = 200
+    scene_image_size: int = 112
+    scene_options: dict = field(default_factory=dict)
+    image_size: int = 112  # model input side (multiple of 14)
+    flip_probability: float = 0.5
+
+
+@dataclass
+class DenseOptimSection:
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+
+
+@dataclass
+class DenseTrainingSection:
+    task: str = "segmentation"  # segmentation | depth
+    output_dir: str = "outputs/finetune"
+    max_steps: int = 200
+    batch_size: int = 32
+    seed: int = 0
+    logging_steps: int = 20
+    mixed_precision: str = "no"
+
+
+@dataclass
+class DenseFinetuneConfig:
+    model: DenseModelSection = field(default_factory=DenseModelSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    data: DenseDataSection = field(default_factory=DenseDataSection)
+    optim: DenseOptimSection = field(default_factory=DenseOptimSection)
+    training: DenseTrainingSection = field(default_factory=DenseTrainingSection)
+
+
+def load_dense_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> DenseFinetuneConfig:
+    """Like `tips_hf.pretraining.load_config`, for the dense fine-tuning schema."""
+    config = DenseFinetuneConfig()
+    document = yaml.safe_load(Path(path).read_text()) if path else {}
+    items = [(section, key, value) for section, values in (document or {}).items() for key, value in values.items()]
+    for item in overrides or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ValueError(f"override {item!r} must look like section.key=value.")
+        key, raw = item.split("=", 1)
+        section, name = key.split(".", 1)
+        items.append((section, name, yaml.safe_load(raw)))
+    for section, key, value in items:
+        if not hasattr(config, section):
+            raise ValueError(f"unknown section {section!r} (sections: model, lora, data, optim, training).")
+        target = getattr(config, section)
+        if key not in {f.name for f in dataclasses.fields(target)}:
+            raise ValueError(f"unknown key {section}.{key}.")
+        setattr(target, key, _coerce(value, typing.get_type_hints(type(target))[key], f"{section}.{key}"))
+    if config.training.task not in ("segmentation", "depth"):
+        raise ValueError(f"training.task must be 'segmentation' or 'depth', got {config.training.task!r}.")
+    if config.data.image_size % 14:
+        raise ValueError(f"data.image_size must be a multiple of 14, got {config.data.image_size}.")
+    return config
+
+
+class DenseDataset(torch.utils.data.Dataset):
+    """(image uint8 (3, S, S), label map at the source resolution) pairs from the scenes or an HF dataset."""
+
+    def __init__(self, config: DenseDataSection, task: str, split: str, num_examples: int, seed: int = 0):
+        self.config, self.task = config, task
+        if config.source == "scenes":
+            from ..data import SpatialScenes
+
+            self.rows = SpatialScenes(split, num_examples, image_size=config.scene_image_size, seed=seed,
+                                      **config.scene_options)
+            self.label_key = "depth" if task == "depth" else "class_mask"
+        else:
+            from ..pretraining.config import DataConfig
+            from ..pretraining.data import load_source
+
+            source = DataConfig(source=config.source, path=config.path, image_column=config.image_column,
+                                alt_text_column=config.image_column, synthetic_columns=[])
+            self.rows = load_source(source, split=split)
+            self.label_key = config.label_column
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        from torchvision.transforms.v2 import functional as TF
+
+        from ..pretraining.data import decode_image
+
+        row = self.rows[index]
+        image = decode_image(row[self.config.image_column])
+        label = row[self.label_key]
+        label = np.asarray(label if not hasattr(label, "convert") else label, dtype=np.float32 if self.task == "depth"
+                           else np.int64)
+        pixels = TF.resize(TF.pil_to_tensor(image), [self.config.image_size] * 2, antialias=True)
+        return {"pixel_values": pixels, "labels": torch.from_numpy(label)}
+
+
+def _collate(samples, flip_probability: float = 0.0, generator: torch.Generator | None = None):
+    pixels = torch.stack([s["pixel_values"] for s in samples])
+    labels = torch.stack([s["labels"] for s in samples])
+    if flip_probability and generator is not None:
+        flip = torch.rand(len(samples), generator=generator) < flip_probability
+        pixels[flip] = pixels[flip].flip(-1)
+        labels[flip] = labels[flip].flip(-1)
+    return pixels, labels
+
+
+def build_dense_model(config: DenseFinetuneConfig, num_classes: int):
+    """The TipsForDenseTasks model, wrapped with LoRA (head saved with the adapter) or with a frozen backbone."""
+    from ..modeling_tips import TipsModel
+
+    base = TipsModel.from_pretrained(config.model.base)
+    base.set_attn_implementation(config.model.attn_implementation)
+    model = TipsForDenseTasks(base, config.training.task, num_classes, config.model.head)
+    if config.lora.enabled:
+        from peft import get_peft_model
+
+        lora = config.lora
+        model = get_peft_model(model, lora_config(lora.preset, lora.r, lora.alpha, lora.dropout, ["head"],
+                                                  lora.target_modules))
+    else:
+        for param in model.vision_model.parameters():
+            param.requires_grad_(False)
+    return model
+
+
+def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def evaluate_dense(model, dataset: DenseDataset, task: str, num_classes: int, batch_size: int = 50) -> dict:
+    from ..metrics import depth_errors, mean_iou
+
+    model.eval()
+    predictions, references = [], []
+    for start in range(0, len(dataset), batch_size):
+        pixels, labels = _collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        device = next(model.parameters()).device
+        logits = model(pixel_values=pixels.to(device).float() / 255.0, labels=labels.to(device)).logits
+        predictions.append((logits.argmax(1) if task == "segmentation" else logits[:, 0]).cpu())
+        references.append(labels)
+    model.train()
+    predictions, references = torch.cat(predictions).numpy(), torch.cat(references).numpy()
+    if task == "segmentation":
+        scores = mean_iou(predictions, references, num_classes=num_classes, ignore_index=255)
+        return {"mean_iou": float(scores["mean_iou"]), "pixel_accuracy": float(scores["pixel_accuracy"])}
+    errors = depth_errors(predictions, references)
+    return {"rmse": float(errors["rmse"]), "abs_rel": float(errors["abs_rel"])}
+
+
+def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
+    """Train the head (+ LoRA), evaluate before/after, save the adapter (with the head) and the merged model."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    start = time.time()
+    training = config.training
+    accelerator = Accelerator(mixed_precision=training.mixed_precision)
+    set_seed(training.seed)
+    out = Path(training.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    num_classes = config.data.num_classes
+    if num_classes is None:
+        from ..data import CLASS_NAMES
+
+        num_classes = len(CLASS_NAMES)
+    train_set = DenseDataset(config.data, training.task, config.data.split, config.data.num_examples, training.seed)
+    eval_set = DenseDataset(config.data, training.task, config.data.eval_split, config.data.eval_examples,
+                            training.seed)
+    model = build_dense_model(config, num_classes)
+    trainable, total = trainable_parameters(model)
+    print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    generator = torch.Generator().manual_seed(training.seed)
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=training.batch_size, shuffle=True, drop_last=True, generator=generator,
+        collate_fn=lambda s: _collate(s, config.data.flip_probability, generator),
+    )
+    metrics_path = out / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    step, batches = 0, iter(loader)
+    progress = tqdm(total=training.max_steps, desc=f"fine-tuning ({training.task})",
+                    disable=not accelerator.is_main_process)
+    while step < training.max_steps:
+        try:
+            pixels, labels = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            pixels, labels = next(batches)
+        lr = cosine(step, training.max_steps, config.optim.lr, config.optim.min_lr, config.optim.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        output = model(pixel_values=pixels.to(accelerator.device).float() / 255.0, labels=labels.to(accelerator.device))
+        accelerator.backward(output.loss)
+        if config.optim.grad_clip:
+            accelerator.clip_grad_norm_(params, config.optim.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        progress.update(1)
+        if step % training.logging_steps == 0 and accelerator.is_main_process:
+            with open(metrics_path, "a") as handle:
+                handle.write(json.dumps({"step": step, "loss": float(output.loss.detach()), "lr": lr}) + "\n")
+            progress.set_postfix(loss=f"{float(output.loss.detach()):.3f}")
+    progress.close()
+    unwrapped = accelerator.unwrap_model(model)
+    scores = evaluate_dense(unwrapped, eval_set, training.task, num_classes)
+    result = {"task": training.task, "steps": step, "trainable_parameters": trainable, "total_parameters": total,
+              "lora": config.lora.enabled, "eval": scores, "wall_time_s": round(time.time() - start, 1)}
+    if accelerator.is_main_process:
+        save_dense(unwrapped, config, num_classes, out, result)
+        with open(metrics_path, "a") as handle:
+            handle.write(json.dumps({"event": "eval", "step": step, **scores}) + "\n")
+    return result
+
+
+def save_dense(model, config: DenseFinetuneConfig, num_classes: int, out: Path, result: dict) -> None:
+    """`OUT/adapter` (PeftModel.save_pretrained: LoRA weights + the head) and `OUT/dense_config.json`; without LoRA,
+    the head's weights in `OUT/head.safetensors`. Written to a temporary folder, then renamed."""
+    from safetensors.torch import save_file
+
+    staging = Path(tempfile.mkdtemp(prefix=".finetune.tmp-", dir=out))
+    try:
+        if config.lora.enabled:
+            model.save_pretrained(staging / "adapter")
+        else:
+            save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(staging / "head.safetensors"))
+        description = {"base": config.model.base, "task": config.training.task, "num_classes": num_classes,
+                       "head": config.model.head, "lora": dataclasses.asdict(config.lora), "result": result}
+        (staging / "dense_config.json").write_text(json.dumps(description, indent=2) + "\n")
+        for item in staging.iterdir():
+            target = out / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(item, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_dense(folder: str | os.PathLike, merge: bool = False):
+    """Rebuild a fine-tuned dense model from `save_dense`'s folder (`PeftModel.from_pretrained`); with `merge`,
+    the LoRA weights are folded into the backbone (`merge_and_unload`)."""
+    from safetensors.torch import load_file
+
+    from ..modeling_tips import TipsModel
+
+    folder = Path(folder)
+    description = json.loads((folder / "dense_config.json").read_text())
+    model = TipsForDenseTasks(TipsModel.from_pretrained(description["base"]), description["task"],
+                              description["num_classes"], description["head"])
+    if (folder / "adapter").is_dir():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, folder / "adapter")
+        return model.merge_and_unload() if merge else model
+    model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+    return model
