@@ -142,3 +142,34 @@ def test_contrastive_lora_through_pretraining(tmp_path):
     base = TipsModel.from_pretrained(base_dir)
     changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, base.state_dict()[k])]
     assert changed and all(".qkv." in k or ".out_proj." in k or ".mlp.fc" in k for k in changed), changed[:5]
+
+
+def test_dense_finetune_on_an_hf_dataset(base_dir, tmp_path):
+    import io
+
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    def png(array, mode=None):
+        buffer = io.BytesIO()
+        Image.fromarray(array, mode=mode).save(buffer, format="PNG")
+        return {"bytes": buffer.getvalue(), "path": None}
+
+    rows = []
+    for i in range(8):
+        mask = np.zeros((28, 28), np.uint8)
+        mask[: 7 + i, :14] = 1 + i % 2
+        image = np.stack([mask * 100] * 3, axis=-1).astype(np.uint8)
+        rows.append({"picture": png(image), "segmentation": png(mask, "L")})
+    features = datasets.Features({"picture": datasets.Image(), "segmentation": datasets.Image()})
+    datasets.Dataset.from_list(rows, features=features).to_parquet(tmp_path / "seg.parquet")
+    config = load_dense_config(None, [
+        f"model.base={base_dir}", "data.source=parquet", f"data.path={tmp_path / 'seg.parquet'}",
+        "data.image_column=picture", "data.label_column=segmentation", "data.num_classes=3", "data.split=train",
+        "data.eval_split=train", "data.image_size=28", "training.max_steps=3", "training.batch_size=4",
+        f"training.output_dir={tmp_path / 'out'}", "lora.r=2",
+    ])
+    result = finetune_dense(config)
+    assert result["steps"] == 3 and 0.0 <= result["eval"]["mean_iou"] <= 1.0
+    assert json.loads((tmp_path / "out" / "dense_config.json").read_text())["num_classes"] == 3

@@ -62,10 +62,17 @@ def test_config_file_errors(tmp_path):
 
 
 def test_shipped_configs_load():
+    import yaml
     from conftest import ROOT
 
-    for path in sorted((ROOT / "training" / "configs").glob("*.yaml")):
-        assert load_config(path).training.max_steps > 0, path
+    from tips_hf.finetuning.trainer import load_dense_config
+
+    paths = sorted((ROOT / "training" / "configs").glob("*.yaml"))
+    assert len(paths) >= 10
+    for path in paths:
+        dense = (yaml.safe_load(path.read_text()).get("training") or {}).get("task") in ("segmentation", "depth")
+        config = load_dense_config(path) if dense else load_config(path)
+        assert config.training.max_steps > 0, path
 
 
 # ------------------------------------------------------------------------------------------------------- schedules
@@ -265,3 +272,38 @@ def test_teacher_ema_and_parameter_groups():
         assert id(named[name]) in no_decay, name
     assert id(named["student.vision_model.encoder.layers.0.attention.qkv.weight"]) not in no_decay
     assert groups[0]["weight_decay"] == 0.05 and groups[1]["weight_decay"] == 0.0
+
+
+def test_streaming_source_resumes_and_skips_corrupt(tmp_path):
+    import datasets
+
+    from tips_hf.pretraining.data import StreamingPretrainingDataset
+
+    rows = []
+    for i in range(10):
+        image = b"broken" if i == 4 else _png(np.full((20, 20, 3), 20 * i, np.uint8))
+        rows.append({"img": {"bytes": image, "path": None}, "t": f"alt {i}", "s": [f"syn {i}"]})
+    features = datasets.Features({"img": datasets.Image(), "t": datasets.Value("string"),
+                                  "s": datasets.Sequence(datasets.Value("string"))})
+    datasets.Dataset.from_list(rows, features=features).to_parquet(tmp_path / "d.parquet")
+    config = load_config(None, [*MICRO, "data.source=parquet", f"data.path={tmp_path / 'd.parquet'}",
+                                "data.streaming=true", "data.image_column=img", "data.alt_text_column=t",
+                                "data.synthetic_columns=[s]"])
+    source = load_source(config.data)
+
+    def take(start, n):
+        stream = StreamingPretrainingDataset(source, config.data, config.objective, seed=1, start_sample=start,
+                                             shuffle_buffer=4)
+        return [sample for _, sample in zip(range(n), stream)]
+
+    full = take(0, 9)
+    assert len(full) == 9 and sum(s["skipped"] for s in full) == 1  # the broken image: skipped and counted
+    assert len({s["alt_text"] for s in full}) == 9 and "alt 4" not in {s["alt_text"] for s in full}
+    resumed = take(3, 3)
+    for a, b in zip(resumed, full[3:6]):
+        assert a["alt_text"] == b["alt_text"] and torch.equal(a["global_crop"], b["global_crop"])
+        assert torch.equal(a["mask"], b["mask"])
+    two = [StreamingPretrainingDataset(source, config.data, config.objective, seed=1, rank=r, world_size=2,
+                                       shuffle_buffer=0) for r in (0, 1)]
+    seen = [s["alt_text"] for stream in two for s in stream]
+    assert sorted(seen) == sorted(f"alt {i}" for i in range(10) if i != 4)  # the processes split the stream

@@ -75,33 +75,41 @@ def convert_official(
     With `verify`, the written model is re-run on the inputs stored in that expected-outputs `.npz` and the max abs
     differences are returned (and saved as `parity.json` in the folder).
     """
+    return convert_pair(
+        vision_path, text_path, output_dir, OFFICIAL, "official",
+        lambda vision, text: infer_official_config(vision, text, preset, vision_heads, text_heads, image_resolution),
+        tokenizer_path=tokenizer_path, verify=verify, max_shard_size=max_shard_size, overwrite=overwrite,
+        progress=progress,
+    )
+
+
+_REFERENCES = {"official": "official PyTorch reference", "scenic": "official JAX/Scenic reference"}
+
+
+def convert_pair(
+    vision_path, text_path, output_dir, layout, verify_layout: str, infer_config, tokenizer_path=None, defaults=None,
+    verify=None, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE, overwrite: bool = False, progress: bool = True,
+) -> ConversionResult:
+    """Shared by the npz converters: infer the config, stream both towers through `layout` into a model folder, and
+    optionally verify against stored reference outputs (`verify_layout` names their conventions)."""
     with NpzReader(vision_path) as vision, NpzReader(text_path) as text:
-        config = infer_official_config(vision, text, preset, vision_heads, text_heads, image_resolution)
+        config = infer_config(vision, text)
         processor = build_processor(config, tokenizer_path)
         arch, ctx, shapes = arch_from_config(config), context_from_config(config), expected_shapes(config)
-        tensors = _chain(
-            import_tensors(OFFICIAL, arch, ctx, vision.keys(), vision.read, shapes, str(vision.path), ("vision",)),
-            import_tensors(OFFICIAL, arch, ctx, text.keys(), text.read, shapes, str(text.path), ("text",)),
-        )
+
+        def stream():
+            for reader, tower in ((vision, "vision"), (text, "text")):
+                yield from import_tensors(layout, arch, ctx, reader.keys(), reader.read, shapes, str(reader.path),
+                                          (tower,))
+
         out = write_model_folder(
-            output_dir,
-            config,
-            tensors,
-            processor,
-            max_shard_size,
-            overwrite=overwrite,
-            progress=progress,
-            description="tips-convert official",
+            output_dir, config, stream(), processor, max_shard_size, defaults=defaults(config) if defaults else None,
+            overwrite=overwrite, progress=progress, description=f"tips-convert {verify_layout}",
         )
     result = ConversionResult(out, config)
     if verify is not None:
         from .verify import record_parity, verify_model
 
-        result.parity = verify_model(out, verify, layout="official")
-        record_parity(out, result.parity, source="official PyTorch reference", expected=verify)
+        result.parity = verify_model(out, verify, layout=verify_layout)
+        record_parity(out, result.parity, source=_REFERENCES[verify_layout], expected=verify)
     return result
-
-
-def _chain(*iterables):
-    for iterable in iterables:
-        yield from iterable

@@ -13,15 +13,11 @@ import os
 
 from ..layouts_tips import (
     SCENIC,
-    arch_from_config,
-    context_from_config,
-    import_tensors,
     infer_scenic_config,
     scenic_defaults,
 )
-from .npz import NpzReader
-from .official import ConversionResult, build_processor
-from .writer import DEFAULT_MAX_SHARD_SIZE, expected_shapes, write_model_folder
+from .official import ConversionResult, convert_pair
+from .writer import DEFAULT_MAX_SHARD_SIZE
 
 
 def convert_scenic(
@@ -41,32 +37,9 @@ def convert_scenic(
     With `verify`, the written model is re-run on the inputs stored in that Scenic expected-outputs `.npz` (NHWC,
     centre-padded like the reference) and the max abs differences are returned and saved as `parity.json`.
     """
-    with NpzReader(vision_path) as vision, NpzReader(text_path) as text:
-        config = infer_scenic_config(vision, text, preset, image_resolution)
-        processor = build_processor(config, tokenizer_path)
-        arch, ctx, shapes = arch_from_config(config), context_from_config(config), expected_shapes(config)
-
-        def stream():
-            yield from import_tensors(
-                SCENIC, arch, ctx, vision.keys(), vision.read, shapes, str(vision.path), ("vision",)
-            )
-            yield from import_tensors(SCENIC, arch, ctx, text.keys(), text.read, shapes, str(text.path), ("text",))
-
-        out = write_model_folder(
-            output_dir,
-            config,
-            stream(),
-            processor,
-            max_shard_size,
-            defaults=scenic_defaults(config),
-            overwrite=overwrite,
-            progress=progress,
-            description="tips-convert scenic",
-        )
-    result = ConversionResult(out, config)
-    if verify is not None:
-        from .verify import record_parity, verify_model
-
-        result.parity = verify_model(out, verify, layout="scenic")
-        record_parity(out, result.parity, source="official JAX/Scenic reference", expected=verify)
-    return result
+    return convert_pair(
+        vision_path, text_path, output_dir, SCENIC, "scenic",
+        lambda vision, text: infer_scenic_config(vision, text, preset, image_resolution),
+        tokenizer_path=tokenizer_path, defaults=scenic_defaults, verify=verify, max_shard_size=max_shard_size,
+        overwrite=overwrite, progress=progress,
+    )

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import yaml
 
-from ..pretraining.config import _coerce
+from ..pretraining.config import _coerce, parse_overrides
 from ..pretraining.schedules import cosine
 from .dense import TipsForDenseTasks
 from .lora import lora_config
@@ -95,12 +95,7 @@ def load_dense_config(path: str | os.PathLike | None, overrides: list[str] | Non
     config = DenseFinetuneConfig()
     document = yaml.safe_load(Path(path).read_text()) if path else {}
     items = [(section, key, value) for section, values in (document or {}).items() for key, value in values.items()]
-    for item in overrides or []:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ValueError(f"override {item!r} must look like section.key=value.")
-        key, raw = item.split("=", 1)
-        section, name = key.split(".", 1)
-        items.append((section, name, yaml.safe_load(raw)))
+    items += parse_overrides(overrides)
     for section, key, value in items:
         if not hasattr(config, section):
             raise ValueError(f"unknown section {section!r} (sections: model, lora, data, optim, training).")

@@ -257,6 +257,18 @@ def _apply(config: PretrainConfig, section: str, values: dict, source: str) -> N
         setattr(target, key, _coerce(value, hints[key], f"{source}: {section}.{key}"))
 
 
+def parse_overrides(overrides: list[str] | None) -> list[tuple[str, str, Any]]:
+    """`section.key=value` strings → (section, key, YAML-parsed value) triples; a clear error for other shapes."""
+    parsed = []
+    for item in overrides or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ValueError(f"override {item!r} must look like section.key=value (e.g. training.max_steps=100).")
+        key, raw = item.split("=", 1)
+        section, name = key.split(".", 1)
+        parsed.append((section, name, yaml.safe_load(raw)))
+    return parsed
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PretrainConfig:
     """A `PretrainConfig` from a YAML file (sections as in the dataclasses) and `section.key=value` overrides (values
     parsed as YAML, e.g. `objective.recipe=v1`, `data.global_scale=[0.4,1.0]`)."""
@@ -275,12 +287,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             if not isinstance(values, dict):
                 raise ValueError(f"{path}: section {section!r} must be a mapping.")
             _apply(config, section, values, str(path))
-    for item in overrides or []:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ValueError(f"override {item!r} must look like section.key=value (e.g. training.max_steps=100).")
-        key, raw = item.split("=", 1)
-        section, name = key.split(".", 1)
-        _apply(config, section, {name: yaml.safe_load(raw)}, "command line")
+    for section, key, value in parse_overrides(overrides):
+        _apply(config, section, {key: value}, "command line")
     return config.validate()
 
 

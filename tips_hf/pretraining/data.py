@@ -156,6 +156,40 @@ class PretrainingDataset(torch.utils.data.Dataset):
         return views
 
 
+class StreamingPretrainingDataset(torch.utils.data.IterableDataset):
+    """Views from a streamed (iterable) HF dataset: sharded over processes (`split_dataset_by_node`), shuffled with
+    a buffer, resumed by skipping the samples this process already consumed. Each sample's randomness is seeded by
+    its position in the process's stream; unreadable images are skipped and counted. One DataLoader worker at most
+    (the stream is read in order)."""
+
+    def __init__(self, source, data: DataConfig, objective: ObjectiveConfig, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, start_sample: int = 0, shuffle_buffer: int = 10_000):
+        from datasets.distributed import split_dataset_by_node
+
+        self.views = PretrainingDataset([], data, objective, seed)
+        stream = source.shuffle(seed=seed, buffer_size=shuffle_buffer) if shuffle_buffer else source
+        self.stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
+        self.seed, self.rank, self.start = seed, rank, start_sample
+
+    def __iter__(self):
+        skipped = 0
+        position = self.start
+        for row in self.stream.skip(self.start) if self.start else self.stream:
+            try:
+                image = decode_image(row[self.views.data.image_column])
+            except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as error:
+                skipped += 1
+                logger.warning("skipping unreadable image in the stream: %s", error)
+                continue
+            generator = sample_generator(self.seed, self.rank, position)
+            sample = self.views.transform(image, generator)
+            sample["mask"] = self.views.masks(generator)
+            sample["alt_text"], sample["synthetic"] = self.views.captions(row, generator)
+            sample["skipped"], skipped = skipped, 0
+            position += 1
+            yield sample
+
+
 class GlobalBatchSampler(torch.utils.data.Sampler):
     """Yields, for this process, its slice of every global batch, forever (epochs chain), from `start_batch`.
 

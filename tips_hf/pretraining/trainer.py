@@ -163,26 +163,26 @@ def train(config: PretrainConfig) -> TrainResult:
         _truncate_metrics(output_dir / "metrics.jsonl", state.step)
 
     source = load_source(config.data, seed=training.seed)
-    dataset = PretrainingDataset(source, config.data, config.objective, seed=training.seed)
-    sampler = GlobalBatchSampler(
-        len(dataset),
-        training.batch_size,
-        accelerator.process_index,
-        accelerator.num_processes,
-        training.seed,
-        start_batch=state.micro_batches,
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=config.data.num_workers,
-        collate_fn=Collator(
-            tokenizer, unwrapped.caption_streams if unwrapped.use_clip else [], config.data.max_text_length
-        ),
-        pin_memory=accelerator.device.type == "cuda",
-        persistent_workers=config.data.num_workers > 0,
-    )
-    batches = iter(loader)
+    collate = Collator(tokenizer, unwrapped.caption_streams if unwrapped.use_clip else [], config.data.max_text_length)
+    pin = accelerator.device.type == "cuda"
+    if config.data.streaming:
+        from .data import StreamingPretrainingDataset
+
+        stream = StreamingPretrainingDataset(source, config.data, config.objective, training.seed,
+                                             accelerator.process_index, accelerator.num_processes,
+                                             start_sample=state.micro_batches * training.batch_size)
+        loader = torch.utils.data.DataLoader(stream, batch_size=training.batch_size, drop_last=True,
+                                             num_workers=min(config.data.num_workers, 1), collate_fn=collate,
+                                             pin_memory=pin)
+    else:
+        dataset = PretrainingDataset(source, config.data, config.objective, seed=training.seed)
+        sampler = GlobalBatchSampler(len(dataset), training.batch_size, accelerator.process_index,
+                                     accelerator.num_processes, training.seed, start_batch=state.micro_batches)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, num_workers=config.data.num_workers, collate_fn=collate,
+            pin_memory=pin, persistent_workers=config.data.num_workers > 0,
+        )
+    batches = endless(loader)
     evaluator = None
     if config.data.source == "scenes" and config.eval.num_examples > 0:
         from .evaluation import ScenesEvaluator
@@ -299,6 +299,15 @@ def train(config: PretrainConfig) -> TrainResult:
     if accelerator.is_main_process:
         metrics_file.write({"event": "end", "step": state.step, "wall_time_s": wall, **last_eval})
     return TrainResult(output_dir, final_dir, state, last_eval, wall)
+
+
+def endless(loader):
+    """Batches forever: the map-style sampler is infinite already; a finite stream restarts (a new epoch from the
+    start of the stream, no skipping)."""
+    while True:
+        yield from loader
+        if hasattr(loader.dataset, "start"):
+            loader.dataset.start = 0
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

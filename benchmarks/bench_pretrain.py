@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""Throughput and MFU of one full TIPS pretraining step vs a CLIP-only step of transformers' native Tipsv2Model.
+
+Ours: student on the un-masked and the 75%-masked global crop (one batched forward) and on M local crops, teacher
+targets, both captions through the text tower once, contrastive + DINO + iBOT losses, backward, AdamW, EMA.
+Native: `Tipsv2Model(pixel_values, input_ids, return_loss=True)` (one caption, no local crops), backward, AdamW.
+Same random weights for the shared towers, same batch and resolution, synthetic inputs (no data loading), in one run.
+FLOPs are counted with torch.utils.flop_counter over everything each step computes; MFU uses the bf16 matmul peak
+measured in the same run (GPU only). Prints one JSON line per configuration.
+
+    python benchmarks/bench_pretrain.py                                   # CPU: tiny model, 112 + 2×56 px, batch 16
+    python benchmarks/bench_pretrain.py --configs tips-v2-b14 --global-size 448 --local-size 140 --batch-size 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    count_flops,
+    default_device,
+    emit,
+    environment,
+    make_config,
+    model_pair,
+    peak_matmul_flops,
+    time_interleaved,
+)
+
+from tips_hf.pretraining import load_config  # noqa: E402
+from tips_hf.pretraining.masking import MaskGenerator  # noqa: E402
+from tips_hf.pretraining.meta_arch import TipsPretrainingModel  # noqa: E402
+
+
+def synthetic_batch(batch: int, global_size: int, local_size: int, crops: int, vocab: int, device, dtype):
+    grid = global_size // 14
+    masks = MaskGenerator((grid, grid), 0.75)
+    generator = torch.Generator().manual_seed(0)
+    out = {
+        "global_crop": torch.rand(batch, 3, global_size, global_size, device=device, dtype=dtype),
+        "mask": torch.stack([masks(generator) for _ in range(batch)]).to(device),
+        "input_ids": torch.randint(2, vocab, (2 * batch, 64), device=device),
+        "attention_mask": torch.ones(2 * batch, 64, dtype=torch.long, device=device),
+    }
+    if crops:
+        out["local_crops"] = torch.rand(batch, crops, 3, local_size, local_size, device=device, dtype=dtype)
+    return out
+
+
+def make_steps(module, native, ours_opt, native_opt, data, native_ids, cuda: bool):
+    """One optimizer step of each model (closures over this configuration's objects)."""
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+
+    def ours_step():
+        with autocast():
+            loss = module(data, 0.07).loss
+        loss.backward()
+        ours_opt.step()
+        ours_opt.zero_grad(set_to_none=True)
+        module.update_teacher(0.996)
+
+    def native_step():
+        with autocast():
+            loss = native(pixel_values=data["global_crop"], input_ids=native_ids, return_loss=True).loss
+        loss.backward()
+        native_opt.step()
+        native_opt.zero_grad(set_to_none=True)
+
+    return ours_step, native_step
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default=default_device())
+    parser.add_argument("--configs", nargs="+", default=None)
+    parser.add_argument("--recipe", default="v2", choices=["v1", "v2"])
+    parser.add_argument("--global-size", type=int, default=None)
+    parser.add_argument("--local-size", type=int, default=None)
+    parser.add_argument("--local-crops", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--prototypes", type=int, default=None)
+    parser.add_argument("--attn", default="sdpa")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--iters", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    cuda = args.device.startswith("cuda")
+    configs = args.configs or (["tips-v2-b14"] if cuda else ["tiny"])
+    global_size = args.global_size or (448 if cuda else 112)
+    local_size = args.local_size or (140 if cuda else 56)
+    crops = args.local_crops if args.local_crops is not None else (6 if cuda else 2)
+    batch = args.batch_size or (32 if cuda else 16)
+    prototypes = args.prototypes or (32768 if cuda else 1024)
+    iters = args.iters or (5 if cuda else 2)
+    peak = peak_matmul_flops(args.device, torch.bfloat16)
+    env = environment(args.device)
+    if peak:
+        env["peak_matmul_tflops"] = round(peak / 1e12, 1)
+
+    for name in configs:
+        tips_config = make_config(name)
+        tips_config.vision_config.image_size = global_size if name == "tiny" else tips_config.vision_config.image_size
+        ours, native = model_pair(tips_config, args.device, torch.float32, args.attn)
+        pretrain = load_config(None, [
+            f"objective.recipe={args.recipe}", f"objective.head_prototypes={prototypes}",
+            f"objective.patch_prototypes={prototypes}", f"data.global_size={global_size}",
+            f"data.local_size={local_size}", f"data.num_local_crops={crops}",
+            f"objective.head_hidden_dim={2048 if cuda else 512}", f"objective.head_bottleneck_dim={256 if cuda else 128}",
+        ])
+        module = TipsPretrainingModel(ours, pretrain).to(args.device).train()
+        module.freeze_unused()
+        native.train()
+        if args.gradient_checkpointing:
+            ours.gradient_checkpointing_enable()
+            native.gradient_checkpointing_enable()
+        ours_opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4, fused=cuda or None)
+        native_opt = torch.optim.AdamW(native.parameters(), lr=1e-4, fused=cuda or None)
+        data = synthetic_batch(batch, global_size, local_size, crops, tips_config.text_config.vocab_size, args.device,
+                               torch.float32)
+        native_ids = data["input_ids"][:batch]
+
+        ours_step, native_step = make_steps(module, native, ours_opt, native_opt, data, native_ids, cuda)
+        ours_flops, native_flops = count_flops(ours_step), count_flops(native_step)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        seconds = time_interleaved({"ours": ours_step, "native": native_step}, args.device, iters, args.warmup,
+                                   args.rounds)
+        record = {
+            "bench": "pretrain_step",
+            "config": name,
+            "recipe": args.recipe,
+            "global_size": global_size,
+            "local_size": local_size,
+            "local_crops": crops,
+            "prototypes": prototypes,
+            "batch": batch,
+            "dtype": "bfloat16-autocast" if cuda else "float32",
+            "gradient_checkpointing": args.gradient_checkpointing,
+            "img_per_s": round(batch / seconds["ours"], 2),
+            "native_img_per_s": round(batch / seconds["native"], 2),
+            "ratio": round(seconds["native"] / seconds["ours"], 3),
+            "gflop_per_img": round(ours_flops / batch / 1e9, 2),
+            "native_gflop_per_img": round(native_flops / batch / 1e9, 2),
+            "mfu": round(ours_flops / seconds["ours"] / peak, 3) if peak else None,
+            "native_mfu": round(native_flops / seconds["native"] / peak, 3) if peak else None,
+            "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+            **env,
+        }
+        emit(record)
+
+
+if __name__ == "__main__":
+    main()
