@@ -51,14 +51,17 @@ def synchronize(device: str) -> None:
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], device: str, iters: int, warmup: int, rounds: int = 3):
-    """Median seconds per call of each function, measured in alternating rounds so drift hits all alike."""
+    """Median seconds per call of each function, measured in rounds of alternating order so that drift and the
+    position within a round hit every function alike."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     synchronize(device)
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    order = list(fns.items())
+    for round_index in range(rounds):
+        # ABBA: alternate the order each round, so that being measured first or last favours nobody
+        for name, fn in order if round_index % 2 == 0 else order[::-1]:
             synchronize(device)
             start = time.perf_counter()
             for _ in range(iters):
