@@ -181,14 +181,17 @@ def test_imagefolder_parquet_and_corrupt_images(tmp_path):
     import datasets
 
     datasets.Dataset.from_list(
-        [{"img": {"bytes": _png(np.zeros((20, 20, 3), np.uint8)), "path": None}, "t": "x", "s": ["y", "z"]}] * 4,
-        features=datasets.Features({"img": datasets.Image(), "t": datasets.Value("string"),
+        [{"img": {"bytes": _png(np.zeros((20, 20, 3), np.uint8)), "path": None}, "t": "x", "s": ["y", "z"], "n": 1}] * 4,
+        features=datasets.Features({"img": datasets.Image(), "t": datasets.Value("string"), "n": datasets.Value("int64"),
                                     "s": datasets.Sequence(datasets.Value("string"))}),
     ).to_parquet(tmp_path / "d.parquet")
     config = load_config(None, [*MICRO, "data.source=parquet", f"data.path={tmp_path / 'd.parquet'}",
                                 "data.image_column=img", "data.alt_text_column=t", "data.synthetic_columns=[s]"])
     dataset = PretrainingDataset(load_source(config.data), config.data, config.objective)
     assert dataset[(0, 0)]["synthetic"] in ("y", "z") and dataset[(0, 0)]["global_crop"].shape == (3, 56, 56)
+    # columns the recipe does not read are dropped (never decoded); fine-tuning asks for its label column
+    assert load_source(config.data).column_names == ["img", "t", "s"]
+    assert load_source(config.data, extra_columns=["img"]).column_names == ["img", "t", "s"]
     config.data.alt_text_column = "missing"
     with pytest.raises(ValueError, match=r"column\(s\) \['missing'\] not in the dataset"):
         load_source(config.data)

@@ -127,7 +127,7 @@ class DenseDataset(torch.utils.data.Dataset):
 
             source = DataConfig(source=config.source, path=config.path, image_column=config.image_column,
                                 alt_text_column=config.image_column, synthetic_columns=[])
-            self.rows = load_source(source, split=split)
+            self.rows = load_source(source, split=split, extra_columns=[config.label_column])
             self.label_key = config.label_column
 
     def __len__(self) -> int:

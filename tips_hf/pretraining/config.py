@@ -138,6 +138,7 @@ class TrainingConfig:
     report_to: str = "tensorboard"  # tensorboard | trackio | none
     resume_from_checkpoint: str | None = None  # latest | a checkpoint folder
     progress_bar: bool = True
+    cpu_threads: int | None = None  # torch threads per process on CPU; None: cores ÷ processes (accelerate sets 1)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,16 @@ logger = logging.getLogger(__name__)
 PATCH_SIZE = 14
 
 
-def load_source(config: DataConfig, split: str | None = None, num_examples: int | None = None, seed: int = 0):
+def load_source(
+    config: DataConfig,
+    split: str | None = None,
+    num_examples: int | None = None,
+    seed: int = 0,
+    extra_columns: Sequence[str] = (),
+):
     """The HF dataset named by `config` (map-style, or iterable when streaming), image column left undecoded so that
-    corrupt files can be skipped instead of crashing the loader."""
+    corrupt files can be skipped instead of crashing the loader. Only the configured columns (plus `extra_columns`)
+    are kept, so unused image columns such as label maps are never decoded."""
     import datasets
 
     split = split or config.split
@@ -55,13 +62,15 @@ def load_source(config: DataConfig, split: str | None = None, num_examples: int 
         else:
             dataset = datasets.load_dataset(config.path, split=split, streaming=config.streaming)
     columns = dataset.column_names or []
-    needed = [config.image_column, config.alt_text_column, *config.synthetic_columns]
+    needed = list(dict.fromkeys([config.image_column, config.alt_text_column, *config.synthetic_columns, *extra_columns]))
     missing = [c for c in needed if columns and c not in columns]
     if missing:
         raise ValueError(
             f"data: column(s) {missing} not in the dataset (columns: {columns}); set data.image_column / "
             "data.alt_text_column / data.synthetic_columns."
         )
+    if columns and set(columns) - set(needed):
+        dataset = dataset.select_columns(needed)
     if isinstance(dataset.features.get(config.image_column) if dataset.features else None, datasets.Image):
         dataset = dataset.cast_column(config.image_column, datasets.Image(decode=False))
     return dataset

@@ -119,6 +119,9 @@ def train(config: PretrainConfig) -> TrainResult:
         project_dir=str(output_dir),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
+    if accelerator.device.type == "cpu":
+        # `accelerate launch` exports OMP_NUM_THREADS=1 for every process, which halves a 2-core CPU run
+        torch.set_num_threads(training.cpu_threads or max(1, (os.cpu_count() or 1) // accelerator.num_processes))
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, output_dir / "config.yaml")
