@@ -60,37 +60,24 @@ def run(args: argparse.Namespace) -> int:
         for item in not_carried:
             print(f"  not carried: {item}")
         return 0
+    common = dict(
+        tokenizer_path=args.tokenizer,
+        preset=args.preset,
+        image_resolution=args.image_size,
+        verify=args.verify,
+        max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite,
+        progress=progress,
+    )
     if args.command == "scenic":
         from .scenic import convert_scenic
 
-        result = convert_scenic(
-            args.vision,
-            args.text,
-            args.output,
-            tokenizer_path=args.tokenizer,
-            preset=args.preset,
-            image_resolution=args.image_size,
-            verify=args.verify,
-            max_shard_size=args.max_shard_size,
-            overwrite=args.overwrite,
-            progress=progress,
-        )
+        result = convert_scenic(args.vision, args.text, args.output, **common)
     elif args.command == "official":
         from .official import convert_official
 
         result = convert_official(
-            args.vision,
-            args.text,
-            args.output,
-            tokenizer_path=args.tokenizer,
-            preset=args.preset,
-            vision_heads=args.vision_heads,
-            text_heads=args.text_heads,
-            image_resolution=args.image_size,
-            verify=args.verify,
-            max_shard_size=args.max_shard_size,
-            overwrite=args.overwrite,
-            progress=progress,
+            args.vision, args.text, args.output, vision_heads=args.vision_heads, text_heads=args.text_heads, **common
         )
     else:  # pragma: no cover - argparse restricts the choices
         raise AssertionError(args.command)
