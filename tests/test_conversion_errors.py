@@ -156,3 +156,34 @@ def test_sharded_output_loads(tmp_path, max_shard):
 
     parity = verify_model(TipsModel.from_pretrained(out), official_files(NAME)[2])
     assert max(parity.values()) < 1e-5
+
+
+def test_heads_flag_must_agree_with_preset():
+    # `--preset` and `--vision-heads/--text-heads` are alternatives; given both, they must agree
+    from tips_hf.layouts_tips import LayoutError, resolve_heads
+
+    assert resolve_heads(384, 6, "vision", 6) == 6 and resolve_heads(384, None, "vision", 6) == 6
+    with pytest.raises(LayoutError, match=r"--vision-heads 4 disagrees with the preset \(6 vision heads\)"):
+        resolve_heads(384, 4, "vision", 6)
+
+
+def test_to_transformers_bad_sources(converted_official, tmp_path, capsys):
+    """A missing folder and a truncated weights file are named, exit status 2, no traceback, nothing written."""
+    import shutil
+
+    def run(model):
+        code = cli_main(["to-transformers", "--model", str(model), "--output", str(tmp_path / "out"),
+                         "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err and not (tmp_path / "out").exists()
+        return err
+
+    assert f"model folder {tmp_path / 'nowhere'} does not exist" in run(tmp_path / "nowhere")
+    folder = tmp_path / "truncated"
+    shutil.copytree(converted_official[NAME], folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4000])
+    err = run(folder)
+    assert "model.safetensors" in err and "truncated" in err
+    weights.write_bytes(b"\x00")
+    assert "model.safetensors: not a readable safetensors file" in run(folder)

@@ -9,7 +9,7 @@ import transformers
 from conftest import SCENIC_DIR, SCENIC_INDEX, TOKENIZER_MODEL, official_files, tiny_config
 from safetensors.torch import load_file, save_file
 
-from tips_hf import TipsModel, TipsTextModel, TipsVisionModel
+from tips_hf import TipsConfig, TipsModel, TipsTextModel, TipsVisionModel
 from tips_hf.conversion import verify_model
 from tips_hf.conversion.cli import main as cli_main
 from tips_hf.layouts_tips import HUB, LayoutError, arch_from_config, context_from_config, export_tensors
@@ -57,6 +57,17 @@ def test_scenic_head_flags_must_agree(tmp_path, capsys):
     code = cli_main(["scenic", "--vision", str(vision), "--text", str(text), "--vision-heads", "8",
                      "--output", str(tmp_path / "m"), "--no-progress"])
     assert code == 2 and "--vision-heads 8 disagrees" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists(), "the check runs before anything is written"
+
+
+def test_scenic_mismatched_widths(tmp_path, capsys):
+    vision, _, _ = scenic_files("scenic-mlp-v1")
+    _, text, _ = scenic_files("scenic-swiglu-v2")
+    code = cli_main(["scenic", "--vision", str(vision), "--text", str(text), "--output", str(tmp_path / "m"),
+                     "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "vision width 64" in err and "differs from text width 96" in err
+    assert not (tmp_path / "m").exists()
 
 
 def _native_model(swiglu: bool, seed: int = 0):
@@ -155,10 +166,41 @@ def test_hub_layout_flat_config(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(flat))
     with pytest.raises(LayoutError, match="vision width 64 is not divisible by 12 heads"):
         TipsModel.from_pretrained(tmp_path)
+    flat["vision_fn"] = "vit_small"  # 6 heads do not fit either; a fitting head count is given explicitly below
+    (tmp_path / "config.json").write_text(json.dumps(flat))
+    with pytest.raises(LayoutError, match="not divisible by 6 heads"):
+        TipsModel.from_pretrained(tmp_path)
     flat["vision_fn"] = "unknown_fn"
     (tmp_path / "config.json").write_text(json.dumps(flat))
     with pytest.raises(LayoutError, match="not a released TIPS width"):
         TipsModel.from_pretrained(tmp_path)
+
+
+def test_hub_layout_flat_config_loads(tmp_path):
+    """The passing case of a flat google/tipsv2-* config: `vision_fn` gives the vision heads (vit_small: 6 at width
+    384), `text_num_heads` the text heads, `temperature` the temperature; the weights load bit-exact."""
+    config = TipsConfig(
+        vision_config={"hidden_size": 384, "num_hidden_layers": 1, "num_attention_heads": 6,
+                       "intermediate_size": 1536, "image_size": 56},
+        text_config={"hidden_size": 384, "num_hidden_layers": 1, "num_attention_heads": 6, "intermediate_size": 1536,
+                     "vocab_size": 100},
+    )
+    torch.manual_seed(0)
+    source = TipsModel(config).eval()
+    tensors = dict(export_tensors(HUB, arch_from_config(config), context_from_config(config),
+                                  source.state_dict().__getitem__))
+    tensors.pop("temperature")  # the released folders keep it in config.json
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp_path / "model.safetensors"))
+    flat = {"vision_fn": "vit_small", "img_size": 56, "patch_size": 14, "ffn_layer": "mlp", "text_num_heads": 6,
+            "max_len": 64, "temperature": 0.02}
+    (tmp_path / "config.json").write_text(json.dumps(flat))
+    model = TipsModel.from_pretrained(tmp_path).eval()
+    assert model.config.vision_config.num_attention_heads == 6 and model.config.text_config.num_attention_heads == 6
+    torch.testing.assert_close(model.temperature, torch.tensor([0.02, 0.02]))
+    loaded, original = model.state_dict(), source.state_dict()
+    for key in original:
+        if key != "log_temperature":
+            assert torch.equal(loaded[key], original[key]), key
 
 
 def test_to_transformers_loads_in_plain_transformers(converted_official, tmp_path, capsys):

@@ -456,21 +456,6 @@ def _load_processor(folder: Path):
     return None
 
 
-def _load_model(folder: Path):
-    from .modeling_tips import TipsModel
-
-    try:
-        model, info = TipsModel.from_pretrained(folder, dtype="auto", output_loading_info=True)
-    except (OSError, ValueError, RuntimeError) as error:
-        raise PublishError(f"could not load the model in {folder}: {error}") from None
-    # A partly initialised model would load fine and publish random weights: refuse it.
-    problems = {k: info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)}
-    if problems:
-        details = "; ".join(f"{k}: {sorted(map(str, v))[:5]}" for k, v in problems.items())
-        raise PublishError(f"the weights in {folder} do not match its config.json ({details}).")
-    return model.eval()
-
-
 def _list_files(folder: Path) -> list[tuple[str, int]]:
     return sorted((p.relative_to(folder).as_posix(), p.stat().st_size) for p in folder.rglob("*") if p.is_file())
 
@@ -483,24 +468,49 @@ def _build_folder(
     base_model: str | None,
 ) -> tuple[TipsConfig, ModelCard, list[str], list[str]]:
     """Write the folder to upload into `staging`; return its config, card, the source files left out, and warnings."""
+    from .conversion.writer import meta_model, open_checkpoint, write_model_folder
+    from .layouts_tips import LayoutError
+
     warnings: list[str] = []
-    model = _load_model(model_dir)
     processor = _load_processor(model_dir)
-    model.save_pretrained(staging, max_shard_size=max_shard_size)
+    try:
+        config, keys, read = open_checkpoint(model_dir)
+    except (OSError, ValueError) as error:
+        raise PublishError(f"could not read the model in {model_dir}: {error}") from None
+    # Streamed tensor by tensor (memory near one shard); a partial or mismatched checkpoint is refused, never
+    # published with random weights.
+    model = meta_model(config)
+    expected = model.state_dict()
+    problems = {"missing_keys": sorted(set(expected) - set(keys)), "unexpected_keys": sorted(set(keys) - set(expected))}
+    if any(problems.values()):
+        details = "; ".join(f"{k}: {v[:5]}" for k, v in problems.items() if v)
+        raise PublishError(f"the weights in {model_dir} do not match its config.json ({details}).")
+    try:
+        write_model_folder(
+            staging,
+            config,
+            ((key, read(key)) for key in expected),
+            processor,
+            max_shard_size,
+            overwrite=True,
+            description="tips-publish",
+            source=str(model_dir),
+        )
+    except LayoutError as error:
+        raise PublishError(f"the weights in {model_dir} do not match its config.json ({error}).") from None
+    # the card reads the temperatures: a meta-device model carrying only those
+    model.load_state_dict({"log_temperature": read("log_temperature")}, strict=False, assign=True)
     if processor is None:
         warnings.append(
             f"{model_dir} has no processor files (tokenizer.model, processor_config.json): the repository will not "
             "work with AutoProcessor or pipeline(); convert with --tokenizer to ship them."
         )
-    else:
-        processor.save_pretrained(staging)
-        if not (staging / "tokenizer.model").is_file():
-            warnings.append(f"{model_dir} has no tokenizer.model: the repository can embed images but not text.")
+    elif not (staging / "tokenizer.model").is_file():
+        warnings.append(f"{model_dir} has no tokenizer.model: the repository can embed images but not text.")
     parity = None
     if (model_dir / PARITY_FILE).is_file():
         parity = _load_parity(model_dir / PARITY_FILE)
         shutil.copyfile(model_dir / PARITY_FILE, staging / PARITY_FILE)
-    config = model.config
     if base_model is None and config.preset and config.preset not in GOOGLE_HUB_IDS:
         warnings.append(f"preset {config.preset!r} has no known Google release; pass --base-model to set one.")
     if config.preset in PRESETS:
@@ -601,21 +611,13 @@ def publish(
                 )
                 files = _list_files(Path(tmp))
             return PublishResult(repo_id, files, card, True, None, None, not_included, warnings)
-        from .conversion.writer import _replace_dir
+        from .conversion.writer import atomic_folder
 
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-        try:
+        with atomic_folder(output_dir, overwrite) as staging:
             config, card, not_included, warnings = _build_folder(
                 model_dir, staging, repo_id, max_shard_size, base_model
             )
             files = _list_files(staging)
-            if output_dir.exists() and not any(output_dir.iterdir()):
-                output_dir.rmdir()
-            _replace_dir(staging, output_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return PublishResult(repo_id, files, card, True, output_dir, None, not_included, warnings)
 
     api = api if api is not None else HfApi()

@@ -600,7 +600,9 @@ def require(reader: TensorReader, key: str, ndim: int) -> tuple[int, ...]:
 
 
 def resolve_heads(width: int, flag: int | None, tower: str, preset_heads: int | None) -> int:
-    """Heads from the flag, the preset, or the released-width table, in that order."""
+    """Heads from the flag, the preset, or the released-width table, in that order; a flag and a preset must agree."""
+    if flag is not None and preset_heads is not None and flag != preset_heads:
+        raise LayoutError(f"--{tower}-heads {flag} disagrees with the preset ({preset_heads} {tower} heads).")
     heads = flag or preset_heads or HEADS_BY_WIDTH.get(width)
     if heads is None:
         raise LayoutError(
@@ -796,12 +798,15 @@ class SafetensorsReader:
     under a prefix, without it (the Hub layout keeps each tower under `vision_encoder.` / `text_encoder.`)."""
 
     def __init__(self, files: list[str], name: str = "checkpoint"):
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         self.path = name
         self._where = {}
         for file in files:
-            handle = safe_open(file, framework="pt")
+            try:
+                handle = safe_open(file, framework="pt")
+            except (SafetensorError, OSError) as error:
+                raise LayoutError(f"{file}: not a readable safetensors file ({error}); is it truncated?") from None
             self._where.update(dict.fromkeys(handle.keys(), handle))
         self._names: dict[str, str] = {}  # visible name -> name in the file, where they differ
 
@@ -835,7 +840,14 @@ class SafetensorsReader:
         return tuple(self._where[key].get_slice(self._names.get(key, key)).get_shape())
 
     def read(self, key: str) -> torch.Tensor:
-        return self._where[key].get_tensor(self._names.get(key, key))
+        from safetensors import SafetensorError
+
+        try:
+            return self._where[key].get_tensor(self._names.get(key, key))
+        except KeyError:
+            raise LayoutError(f"{self.path}: no tensor {key!r}") from None
+        except (SafetensorError, OSError, RuntimeError) as error:  # data shorter than the header says
+            raise LayoutError(f"{self.path}: could not read {key!r} ({error}); is the file truncated?") from None
 
 
 def _is_our_config(config: Mapping) -> bool:
@@ -900,6 +912,32 @@ def config_for_foreign(layout: Layout, config: Mapping, reader: SafetensorsReade
     return TipsConfig(**kwargs)
 
 
+def safetensors_files(path_or_repo: str, resolve: Callable[[str], str | None]) -> list[str]:
+    """The weight files of a folder or repo (sharded through `model.safetensors.index.json`, or one file); `resolve`
+    maps a file name to a local path or None."""
+    import json
+
+    index = resolve("model.safetensors.index.json")
+    if index is None:
+        single = resolve("model.safetensors")
+        if single is None:
+            raise LayoutError(
+                f"{path_or_repo}: no model.safetensors or model.safetensors.index.json; tips-hf loads weights from "
+                "safetensors only."
+            )
+        return [single]
+    try:
+        with open(index) as handle:
+            shards = sorted(set(json.load(handle)["weight_map"].values()))
+    except (ValueError, KeyError, TypeError) as error:
+        raise LayoutError(f"{index}: not a safetensors index ({error!r}).") from None
+    files = [resolve(name) for name in shards]
+    missing = [name for name, file in zip(shards, files) if file is None]
+    if missing:
+        raise LayoutError(f"{index} names shard(s) {missing} that are not in {path_or_repo}.")
+    return files
+
+
 def load_foreign_checkpoint(path_or_repo: str, **hub_kwargs) -> tuple[TipsConfig, dict[str, torch.Tensor]] | None:
     """(config, state dict in our keys) for a transformers-native Tipsv2 folder or a google/tipsv2-* Hub-layout
     folder/repo; None for a TipsModel folder (or one without config.json: the caller's usual error applies)."""
@@ -917,21 +955,8 @@ def load_foreign_checkpoint(path_or_repo: str, **hub_kwargs) -> tuple[TipsConfig
         config = json.load(handle)
     if _is_our_config(config):
         return None
-    index = resolve("model.safetensors.index.json")
-    if index is not None:
-        with open(index) as handle:
-            shards = sorted(set(json.load(handle)["weight_map"].values()))
-        files = [resolve(name) for name in shards]
-    else:
-        single = resolve("model.safetensors")
-        if single is None:
-            raise LayoutError(
-                f"{path_or_repo}: no model.safetensors or model.safetensors.index.json; tips-hf loads weights from "
-                "safetensors only."
-            )
-        files = [single]
     source = str(path_or_repo)
-    reader = SafetensorsReader(files, name=source)
+    reader = SafetensorsReader(safetensors_files(path_or_repo, resolve), name=source)
     layout = detect_layout(config, reader.keys(), source)
     if layout is None:
         return None

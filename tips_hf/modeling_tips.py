@@ -228,7 +228,7 @@ def check_image_size(height: int, width: int, patch_size: int) -> None:
     if height % patch_size or width % patch_size or height <= 0 or width <= 0:
         raise ValueError(
             f"TIPS needs image sides that are multiples of the patch size {patch_size}, got {height}x{width}. "
-            f"Use TipsImageProcessor (it resizes, or centre-pads with `pad_to_multiple=True`), or resize to e.g. "
+            f"Use TipsImageProcessor (it resizes, or with `do_resize=False` centre-pads to a multiple), or resize to e.g. "
             f"{max(1, round(height / patch_size)) * patch_size}x{max(1, round(width / patch_size)) * patch_size}."
         )
 

@@ -54,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "to-transformers":
         from .native import export_to_transformers
 
-        out = export_to_transformers(args.model, args.output, args.max_shard_size, overwrite=args.overwrite)
+        out = export_to_transformers(
+            args.model, args.output, args.max_shard_size, overwrite=args.overwrite, progress=progress
+        )
         print(f"wrote {out} (loads with transformers.Tipsv2Model.from_pretrained, no remote code)")
         not_carried = json.loads((out / "tips_hf_export.json").read_text())["not_carried"]
         for item in not_carried:
@@ -68,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         max_shard_size=args.max_shard_size,
         overwrite=args.overwrite,
         progress=progress,
+        vision_heads=args.vision_heads,
+        text_heads=args.text_heads,
     )
     if args.command == "scenic":
         from .scenic import convert_scenic
@@ -76,13 +80,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "official":
         from .official import convert_official
 
-        result = convert_official(
-            args.vision, args.text, args.output, vision_heads=args.vision_heads, text_heads=args.text_heads, **common
-        )
+        result = convert_official(args.vision, args.text, args.output, **common)
     else:  # pragma: no cover - argparse restricts the choices
         raise AssertionError(args.command)
-    if args.command == "scenic":
-        _check_scenic_heads(args, result.config)
     config = result.config
     v, t = config.vision_config, config.text_config
     print(f"wrote {result.output_dir}")
@@ -98,16 +98,6 @@ def run(args: argparse.Namespace) -> int:
         print("parity against the reference outputs (float32, CPU):")
         print(format_parity(result.parity))
     return 0
-
-
-def _check_scenic_heads(args: argparse.Namespace, config) -> None:
-    """Scenic kernels carry the head counts; flags, when given, must agree with them."""
-    for tower, flag in (("vision", args.vision_heads), ("text", args.text_heads)):
-        found = getattr(config, f"{tower}_config").num_attention_heads
-        if flag is not None and flag != found:
-            raise LayoutError(
-                f"--{tower}-heads {flag} disagrees with the checkpoint's attention kernels ({found} heads)."
-            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -11,6 +13,8 @@ from pathlib import Path
 import torch
 
 from ..layouts_tips import (
+    _HUB_PREFIXES,
+    HUB,
     NATIVE,
     NATIVE_CANNOT_CARRY,
     arch_from_config,
@@ -18,7 +22,7 @@ from ..layouts_tips import (
     context_from_config,
     export_tensors,
 )
-from .writer import _replace_dir
+from .writer import atomic_folder, open_checkpoint, write_safetensors
 
 CANNOT_CARRY = NATIVE_CANNOT_CARRY + (
     "bit-exact tokenization: transformers' Tipsv2Tokenizer (a `tokenizers` conversion of tokenizer.model) drops "
@@ -31,44 +35,72 @@ def export_to_transformers(
     output_dir: str | os.PathLike,
     max_shard_size: int | str = "2GB",
     overwrite: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Write a folder that plain transformers loads with `Tipsv2Model.from_pretrained` (no tips-hf, no remote code).
 
-    The weights are handed to a `Tipsv2Model` built on the meta device (no copy) and saved by transformers itself, so
-    the folder is in the exact layout transformers writes and reads. What cannot be carried is listed in
-    `CANNOT_CARRY` and in `tips_hf_export.json` inside the folder.
+    The tensors stream from `model_dir` to the shards one by one (memory stays near one shard). Their names are the
+    ones transformers itself writes from a `Tipsv2Model`, taken from its weight-conversion mapping on a model built on
+    the meta device: the Hub layout, through our `HUB` table. What cannot be carried is listed in `CANNOT_CARRY` and
+    in `tips_hf_export.json` inside the folder.
     """
     import transformers
 
-    from ..modeling_tips import TipsModel
-
-    output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{output_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
-    model = TipsModel.from_pretrained(model_dir)
-    config = model.config
+    model_dir = Path(model_dir)
+    config, _, read = open_checkpoint(model_dir)
     native_config = transformers.Tipsv2Config(**config_to_native(config))
     with torch.device("meta"):
         native = transformers.Tipsv2Model(native_config)
-    state = model.state_dict()
-    weights = dict(export_tensors(NATIVE, arch_from_config(config), context_from_config(config), state.__getitem__))
-    native.load_state_dict(weights, strict=True, assign=True)
-    native.eval()
+    saved = _saved_layout(native)
+    arch, ctx = arch_from_config(config), context_from_config(config)
+    with atomic_folder(output_dir, overwrite) as staging:
+        if saved is None:  # a transformers whose saved names we cannot predict: let it save a materialised model
+            weights = dict(export_tensors(NATIVE, arch, ctx, read))
+            native.load_state_dict(weights, strict=True, assign=True)
+            native.save_pretrained(staging, max_shard_size=max_shard_size)
+        else:
+            canonical, dtypes = _hub_names(saved), collections.Counter()
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
-        native.save_pretrained(staging, max_shard_size=max_shard_size)
-        _export_processor(Path(model_dir), staging, config)
+            def stream():
+                for key, tensor in export_tensors(HUB, arch, ctx, read):
+                    dtypes[tensor.dtype] += tensor.numel()
+                    yield canonical.get(key, key), tensor
+
+            write_safetensors(
+                staging, saved, stream(), max_shard_size, progress=progress,
+                description="tips-convert to-transformers", source=str(model_dir),
+            )
+            native_config.dtype = max(dtypes, key=dtypes.get)  # as save_pretrained records the model's dtype
+            native_config.architectures = ["Tipsv2Model"]
+            native_config.save_pretrained(staging)
+        _export_processor(model_dir, staging, config)
         lost = [item for item in CANNOT_CARRY if _applies(item, config)]
         (staging / "tips_hf_export.json").write_text(
             json.dumps({"source": str(model_dir), "not_carried": lost}, indent=2) + "\n"
         )
-        _replace_dir(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return output_dir
+    return Path(output_dir)
+
+
+def _saved_layout(native) -> dict[str, torch.Tensor] | None:
+    """{name: meta tensor} as `native.save_pretrained` writes them, or None where transformers cannot tell us."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+
+        saved = revert_weight_conversion(native, dict(native.state_dict()))
+    except (ImportError, RuntimeError, NotImplementedError, TypeError, ValueError):  # older transformers, etc.
+        return None
+    return dict(saved) if all(k.startswith(_HUB_PREFIXES + ("temperature",)) for k in saved) else None
+
+
+def _hub_names(saved) -> dict[str, str]:
+    """Our HUB export's canonical names -> the spelling transformers saves (it differs for the vision MLP)."""
+    out = {}
+    for name in saved:
+        canonical = name
+        for pattern, replacement in HUB.aliases:
+            canonical = re.sub(pattern, replacement, canonical)
+        out[canonical] = name
+    return out
 
 
 def _applies(item: str, config) -> bool:

@@ -13,6 +13,7 @@ import os
 
 from ..layouts_tips import (
     SCENIC,
+    LayoutError,
     infer_scenic_config,
     scenic_defaults,
 )
@@ -26,6 +27,8 @@ def convert_scenic(
     output_dir: str | os.PathLike,
     tokenizer_path: str | os.PathLike | None = None,
     preset: str | None = None,
+    vision_heads: int | None = None,
+    text_heads: int | None = None,
     image_resolution: int | None = None,
     verify: str | os.PathLike | None = None,
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
@@ -38,8 +41,29 @@ def convert_scenic(
     centre-padded like the reference) and the max abs differences are returned and saved as `parity.json`.
     """
     return convert_pair(
-        vision_path, text_path, output_dir, SCENIC, "scenic",
-        lambda vision, text: infer_scenic_config(vision, text, preset, image_resolution),
-        tokenizer_path=tokenizer_path, defaults=scenic_defaults, verify=verify, max_shard_size=max_shard_size,
-        overwrite=overwrite, progress=progress,
+        vision_path,
+        text_path,
+        output_dir,
+        SCENIC,
+        "scenic",
+        lambda vision, text: _check_heads(
+            infer_scenic_config(vision, text, preset, image_resolution), vision_heads, text_heads
+        ),
+        tokenizer_path=tokenizer_path,
+        defaults=scenic_defaults,
+        verify=verify,
+        max_shard_size=max_shard_size,
+        overwrite=overwrite,
+        progress=progress,
     )
+
+
+def _check_heads(config, vision_heads: int | None, text_heads: int | None):
+    """Scenic kernels carry the head counts; flags, when given, must agree with them (checked before any write)."""
+    for tower, flag in (("vision", vision_heads), ("text", text_heads)):
+        found = getattr(config, f"{tower}_config").num_attention_heads
+        if flag is not None and flag != found:
+            raise LayoutError(
+                f"--{tower}-heads {flag} disagrees with the checkpoint's attention kernels ({found} heads)."
+            )
+    return config

@@ -7,11 +7,12 @@ half-written model where one is expected.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers.dynamic_module_utils import custom_object_save
 
 from ..configuration_tips import TipsConfig
-from ..layouts_tips import LayoutError
+from ..layouts_tips import LayoutError, SafetensorsReader, load_foreign_checkpoint, safetensors_files
 from ..modeling_tips import TipsModel
 
 DEFAULT_MAX_SHARD_SIZE = "2GB"
@@ -37,6 +38,79 @@ def expected_shapes(config: TipsConfig) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in meta_model(config).state_dict().items()}
 
 
+@contextlib.contextmanager
+def atomic_folder(output_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary sibling of `output_dir` to fill; renamed into place when the block succeeds, removed otherwise."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"{output_dir} exists and is a file.")
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{output_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        yield staging
+        _replace_dir(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_safetensors(
+    folder: Path,
+    layout: Mapping[str, torch.Tensor],
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    defaults: Mapping[str, torch.Tensor] | None = None,
+    progress: bool = True,
+    description: str = "converting",
+    source: str = "checkpoint",
+) -> None:
+    """Write a stream of tensors as `model.safetensors` (or shards + index) in `folder`, holding one shard at a time.
+
+    `layout` maps every key to write to a tensor of the expected shape (meta tensors do: only shapes and sizes are
+    read). `defaults` supplies tensors the stream may lack. A key outside `layout`, a key twice, a wrong shape or a
+    key never produced raises `LayoutError` naming it and `source`.
+    """
+    plan = split_torch_state_dict_into_shards(dict(layout), max_shard_size=max_shard_size)
+    shard_of = {key: name for name, keys in plan.filename_to_tensors.items() for key in keys}
+    remaining = {name: set(keys) for name, keys in plan.filename_to_tensors.items()}
+    buffers: dict[str, dict[str, torch.Tensor]] = {name: {} for name in remaining}
+    seen: set[str] = set()
+
+    def add(key: str, tensor: torch.Tensor) -> None:
+        if key not in shard_of:
+            raise LayoutError(f"{source}: produced unknown key {key!r}")
+        if key in seen:
+            raise LayoutError(f"{source}: key {key!r} produced twice")
+        if tuple(tensor.shape) != tuple(layout[key].shape):
+            raise LayoutError(
+                f"{source}: {key!r} has shape {tuple(tensor.shape)}, the config expects {tuple(layout[key].shape)}"
+            )
+        seen.add(key)
+        name = shard_of[key]
+        buffers[name][key] = tensor.detach().to("cpu").contiguous()
+        remaining[name].discard(key)
+        if not remaining[name]:
+            save_file(buffers.pop(name), str(folder / name), metadata={"format": "pt"})
+
+    with tqdm(total=len(layout), desc=description, unit="tensor", disable=not progress) as bar:
+        for key, tensor in tensors:
+            add(key, tensor)
+            bar.update(1)
+        for key, tensor in (defaults or {}).items():
+            if key not in seen:
+                add(key, tensor)
+                bar.update(1)
+    missing = sorted(k for keys in remaining.values() for k in keys)
+    if missing:
+        raise LayoutError(f"{source}: no value for {len(missing)} model tensor(s), e.g. {missing[:5]}")
+    if plan.is_sharded:
+        total = sum(t.numel() for t in layout.values())
+        index = {"metadata": {"total_parameters": total, **plan.metadata}, "weight_map": plan.tensor_to_filename}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
 def write_model_folder(
     output_dir: str | os.PathLike,
     config: TipsConfig,
@@ -48,55 +122,16 @@ def write_model_folder(
     overwrite: bool = False,
     progress: bool = True,
     description: str = "converting",
+    source: str = "checkpoint",
 ) -> Path:
     """Write `tensors` (our keys) as a `TipsModel.from_pretrained`-loadable folder, atomically.
 
     `defaults` supplies tensors the stream may lack (e.g. the mask token of a Scenic checkpoint). `extra_files`
     maps file names to text written beside the weights (e.g. a parity report).
     """
-    output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{output_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
     model = meta_model(config)
-    shapes = {k: v for k, v in model.state_dict().items()}
-    plan = split_torch_state_dict_into_shards(shapes, max_shard_size=max_shard_size)
-    shard_of = {key: name for name, keys in plan.filename_to_tensors.items() for key in keys}
-    remaining = {name: set(keys) for name, keys in plan.filename_to_tensors.items()}
-
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
-        buffers: dict[str, dict[str, torch.Tensor]] = {name: {} for name in remaining}
-        seen: set[str] = set()
-
-        def add(key: str, tensor: torch.Tensor) -> None:
-            if key not in shard_of:
-                raise LayoutError(f"internal: produced unknown key {key!r}")
-            if key in seen:
-                raise LayoutError(f"internal: key {key!r} produced twice")
-            seen.add(key)
-            name = shard_of[key]
-            buffers[name][key] = tensor.detach().to("cpu").contiguous()
-            remaining[name].discard(key)
-            if not remaining[name]:
-                save_file(buffers.pop(name), str(staging / name), metadata={"format": "pt"})
-
-        bar = tqdm(total=len(shapes), desc=description, unit="tensor", disable=not progress)
-        for key, tensor in tensors:
-            add(key, tensor)
-            bar.update(1)
-        for key, tensor in (defaults or {}).items():
-            if key not in seen:
-                add(key, tensor)
-                bar.update(1)
-        bar.close()
-        missing = sorted(k for keys in remaining.values() for k in keys)
-        if missing:
-            raise LayoutError(f"no value for {len(missing)} model tensor(s), e.g. {missing[:5]}")
-        if plan.is_sharded:
-            index = {"metadata": plan.metadata, "weight_map": plan.tensor_to_filename}
-            (staging / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-
+    with atomic_folder(output_dir, overwrite) as staging:
+        write_safetensors(staging, model.state_dict(), tensors, max_shard_size, defaults, progress, description, source)
         config.architectures = ["TipsModel"]
         config.auto_map = {
             "AutoConfig": "configuration_tips.TipsConfig",
@@ -109,11 +144,33 @@ def write_model_folder(
             processor.save_pretrained(staging)
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text)
-        _replace_dir(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return output_dir
+    return Path(output_dir)
+
+
+def open_checkpoint(path: str | os.PathLike) -> tuple[TipsConfig, list[str], Callable[[str], torch.Tensor]]:
+    """The config of any folder `TipsModel.from_pretrained` reads, its tensor names and a reader, under our keys.
+
+    A TipsModel folder is read tensor by tensor from its safetensors files (memory stays near one tensor); the
+    foreign layouts (transformers-native, Hub) are imported in memory first.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"model folder {folder} does not exist" + (" (it is a file)" if folder.exists() else "")
+        )
+    if not (folder / "config.json").is_file():
+        raise LayoutError(f"{folder}: no config.json; not a model folder (convert .npz checkpoints with tips-convert).")
+    foreign = load_foreign_checkpoint(str(folder))
+    if foreign is not None:
+        config, state = foreign
+        return config, list(state), state.__getitem__
+
+    def resolve(name: str) -> str | None:
+        return str(folder / name) if (folder / name).is_file() else None
+
+    config = TipsConfig.from_pretrained(folder)
+    reader = SafetensorsReader(safetensors_files(str(folder), resolve), name=str(folder))
+    return config, reader.keys(), reader.read
 
 
 def _replace_dir(staging: Path, target: Path) -> None:
