@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import ROOT, tiny_config
 from peft import PeftModel, get_peft_model
 
 from tips_hf import TipsModel
@@ -173,3 +173,47 @@ def test_dense_finetune_on_an_hf_dataset(base_dir, tmp_path):
     result = finetune_dense(config)
     assert result["steps"] == 3 and 0.0 <= result["eval"]["mean_iou"] <= 1.0
     assert json.loads((tmp_path / "out" / "dense_config.json").read_text())["num_classes"] == 3
+
+
+def test_dense_dataset_label_sizes_and_subset(tmp_path):
+    """Label maps of different sizes batch together (nearest resize to data.image_size) and num_examples selects a
+    subset of an HF dataset."""
+    import io
+
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    from tips_hf.finetuning.trainer import DenseDataset
+
+    def png(array):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        return {"bytes": buffer.getvalue(), "path": None}
+
+    rng = np.random.default_rng(0)
+    masks = [rng.integers(0, 3, (side, side), dtype=np.uint8) for side in (28, 56, 28, 56, 28, 56)]
+    rows = [{"img": png(np.stack([m * 80] * 3, -1)), "seg": png(m)} for m in masks]
+    features = datasets.Features({"img": datasets.Image(), "seg": datasets.Image()})
+    datasets.Dataset.from_list(rows, features=features).to_parquet(tmp_path / "seg.parquet")
+    config = load_dense_config(None, ["data.source=parquet", f"data.path={tmp_path / 'seg.parquet'}",
+                                      "data.image_column=img", "data.label_column=seg", "data.image_size=28"])
+    dataset = DenseDataset(config.data, "segmentation", "train", 4, 0)
+    assert len(dataset) == 4
+    assert torch.equal(dataset[0]["labels"], torch.from_numpy(masks[0].astype(np.int64)))
+    assert torch.equal(dataset[1]["labels"], torch.from_numpy(masks[1][::2, ::2].astype(np.int64)))
+    assert dataset[1]["pixel_values"].shape == (3, 28, 28)
+
+
+def test_dense_config_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: segmentation\n")
+    with pytest.raises(ValueError, match="bad.yaml: expected a mapping of sections"):
+        load_dense_config(bad)
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "training/finetune.py", "--config", str(tmp_path / "missing.yaml")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and "cannot read config" in run.stderr and "missing.yaml" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -21,7 +21,7 @@ MICRO = [
     "model.vision={hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 64, image_size: 56}",
     "model.text={hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 64}",
     "data.scene_image_size=56", "data.global_size=56", "data.local_size=28", "data.num_examples=64",
-    "objective.head_prototypes=32", "objective.patch_prototypes=32", "objective.head_hidden_dim=32",
+    "data.num_local_crops=2", "objective.head_prototypes=32", "objective.patch_prototypes=32", "objective.head_hidden_dim=32",
     "objective.head_bottleneck_dim=16",
 ]
 

@@ -25,9 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="section.key=value")
     args = parser.parse_args(argv)
     extra = [f"training.{k}={getattr(args, k)}" for k in ("output_dir", "max_steps") if getattr(args, k)]
-    with open(args.config) as handle:
-        document = yaml.safe_load(handle) or {}
     try:
+        with open(args.config) as handle:
+            document = yaml.safe_load(handle) or {}
+    except (OSError, yaml.YAMLError) as error:
+        print(f"finetune.py: error: cannot read config {args.config}: {error}", file=sys.stderr)
+        return 2
+    try:
+        if not isinstance(document, dict):
+            raise ValueError(f"{args.config}: expected a mapping of config sections.")
         if (document.get("training") or {}).get("task") in ("segmentation", "depth"):
             from tips_hf.finetuning.trainer import finetune_dense, load_dense_config
 

@@ -93,8 +93,10 @@ class DenseFinetuneConfig:
 def load_dense_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> DenseFinetuneConfig:
     """Like `tips_hf.pretraining.load_config`, for the dense fine-tuning schema."""
     config = DenseFinetuneConfig()
-    document = yaml.safe_load(Path(path).read_text()) if path else {}
-    items = [(section, key, value) for section, values in (document or {}).items() for key, value in values.items()]
+    document = (yaml.safe_load(Path(path).read_text()) if path else None) or {}
+    if not isinstance(document, dict) or not all(isinstance(v, dict) for v in document.values()):
+        raise ValueError(f"{path}: expected a mapping of sections (model, lora, data, optim, training) to mappings.")
+    items = [(section, key, value) for section, values in document.items() for key, value in values.items()]
     items += parse_overrides(overrides)
     for section, key, value in items:
         if not hasattr(config, section):
@@ -128,6 +130,8 @@ class DenseDataset(torch.utils.data.Dataset):
             source = DataConfig(source=config.source, path=config.path, image_column=config.image_column,
                                 alt_text_column=config.image_column, synthetic_columns=[])
             self.rows = load_source(source, split=split, extra_columns=[config.label_column])
+            if num_examples and num_examples < len(self.rows):
+                self.rows = self.rows.select(range(num_examples))
             self.label_key = config.label_column
 
     def __len__(self) -> int:
@@ -143,8 +147,14 @@ class DenseDataset(torch.utils.data.Dataset):
         label = row[self.label_key]
         label = np.asarray(label if not hasattr(label, "convert") else label, dtype=np.float32 if self.task == "depth"
                            else np.int64)
-        pixels = TF.resize(TF.pil_to_tensor(image), [self.config.image_size] * 2, antialias=True)
-        return {"pixel_values": pixels, "labels": torch.from_numpy(label)}
+        side = self.config.image_size
+        pixels = TF.resize(TF.pil_to_tensor(image), [side] * 2, antialias=True)
+        label = torch.from_numpy(label)
+        if label.ndim != 2:
+            raise ValueError(f"data.label_column {self.label_key!r}: row {index} is not a 2-D map (shape {tuple(label.shape)}).")
+        if tuple(label.shape) != (side, side):  # label maps of any size batch together; nearest keeps ids and depths
+            label = TF.resize(label[None], [side] * 2, interpolation=TF.InterpolationMode.NEAREST)[0]
+        return {"pixel_values": pixels, "labels": label}
 
 
 def _collate(samples, flip_probability: float = 0.0, generator: torch.Generator | None = None):

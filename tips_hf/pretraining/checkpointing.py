@@ -146,11 +146,9 @@ def save_checkpoint(
         staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
     torch.save(rng_state(), staging / f"rng_state_{accelerator.process_index}.pt")
-    model_state = accelerator.get_state_dict(module) if accelerator.distributed_type.name == "FSDP" else None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(module)
-        tensors = model_state if model_state is not None else _module_tensors(unwrapped)
+        tensors = _module_tensors(accelerator.unwrap_model(module))
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / "model.safetensors"))
         maybe_fault(f"checkpoint:{state.step}")
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")

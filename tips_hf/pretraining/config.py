@@ -43,7 +43,7 @@ class DataConfig:
     scene_options: dict = field(default_factory=dict)  # other SceneConfig fields (e.g. max_objects) of the scenes
     global_size: int = 112  # global crop side (224 low-res stage, 448 high-res stage)
     local_size: int = 56  # local crop side (98 with 224 globals, 140 with 448)
-    num_local_crops: int = 2  # M local crops per image (6 in the paper)
+    num_local_crops: int = 6  # M local crops per image (the paper's 6)
     global_scale: tuple[float, float] = (0.32, 1.0)  # random-resized-crop area range of the global crop
     local_scale: tuple[float, float] = (0.05, 0.32)  # ... of the local crops
     flip_probability: float = 0.5  # horizontal flips

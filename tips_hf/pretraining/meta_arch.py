@@ -1,6 +1,6 @@
 """The TIPS pretraining "meta-architecture": student, teacher, projection heads and losses in one `nn.Module`.
 
-One module, so that DDP/FSDP wrap a single model and one checkpoint holds everything. The student is a plain
+One module, so that DDP wraps a single model and one checkpoint holds everything. The student is a plain
 `TipsModel` (exported with `save_pretrained` at the end); the teacher is never exported.
 
 Recipes (SPEC §3):

@@ -119,6 +119,12 @@ def train(config: PretrainConfig) -> TrainResult:
         project_dir=str(output_dir),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
+    if accelerator.distributed_type.name == "FSDP":
+        raise NotImplementedError(
+            "FSDP is not supported by the tips-hf trainer yet: its checkpoints would hold only the main process's "
+            "optimizer shard. Launch with a DDP config (training/accelerate_configs/ddp-8gpu.yaml) and "
+            "training.gradient_checkpointing=true; a g/14 student + teacher fits one 80 GB GPU in bf16."
+        )
     if accelerator.device.type == "cpu":
         # `accelerate launch` exports OMP_NUM_THREADS=1 for every process, which halves a 2-core CPU run
         torch.set_num_threads(training.cpu_threads or max(1, (os.cpu_count() or 1) // accelerator.num_processes))
@@ -342,14 +348,11 @@ def _evaluate(accelerator, evaluator, unwrapped, tokenizer, state, metrics_file,
 
 def export_final(student: TipsModel, tokenizer, config: PretrainConfig, path: Path, metrics: dict) -> None:
     """`save_pretrained` of the student TipsModel and its processor, atomically; the teacher is not exported."""
-    import shutil
-    import tempfile
-
+    from ..conversion.writer import atomic_folder
     from ..image_processing_tips import TipsImageProcessor
     from ..processing_tips import TipsProcessor
 
-    staging = Path(tempfile.mkdtemp(prefix=".final.tmp-", dir=path.parent))
-    try:
+    with atomic_folder(path, overwrite=True) as staging:
         if hasattr(student, "merge_and_unload"):  # LoRA: keep the adapter, export the merged TipsModel
             student.save_pretrained(staging / "adapter")
             student = student.merge_and_unload()
@@ -359,9 +362,3 @@ def export_final(student: TipsModel, tokenizer, config: PretrainConfig, path: Pa
         processor = TipsProcessor(TipsImageProcessor(size={"height": size, "width": size}), tokenizer)
         processor.save_pretrained(staging)
         (staging / "training_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
