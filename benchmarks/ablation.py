@@ -26,10 +26,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "objective.use_synthetic=false", "objective.distill_weight=0", "objective.mask_weight=0"]),
     "dual_caption": ("2. + synthetic captions (both heads)", [
         "objective.distill_weight=0", "objective.mask_weight=0"]),
-    "dual_mim": ("3. + MIM (iBOT, EMA teacher)", [
-        "objective.recipe=v1", "objective.synthetic_sampling=first", "objective.distill_weight=0"]),
-    "v1": ("4. full v1 recipe (+ self-distillation)", [
-        "objective.recipe=v1", "objective.synthetic_sampling=first"]),
+    # rows 3-4 keep row 2's caption sampling (random short/dense), so each row changes one thing
+    "dual_mim": ("3. + MIM (iBOT, EMA teacher)", ["objective.recipe=v1", "objective.distill_weight=0"]),
+    "v1": ("4. + CLS self-distillation (v1 losses)", ["objective.recipe=v1"]),
     "v2": ("5. v2 recipe (head-only EMA, iBOT++)", ["objective.recipe=v2"]),
 }
 COLUMNS = [

@@ -297,3 +297,47 @@ def test_scenic_malformed_inputs(tmp_path, capsys):
     code = cli_main(["scenic", "--vision", str(vision), "--text", str(official_files("v1-mlp-224")[1]),
                      "--output", str(tmp_path / "out"), "--no-progress"])
     assert code == 2 and "missing key 'token_emb/emb_var'" in capsys.readouterr().err
+
+
+def test_streamed_native_export_equals_transformers_save(converted_official, tmp_path, monkeypatch):
+    """The streamed export writes exactly what `Tipsv2Model.save_pretrained` writes (the fallback path, forced here):
+    the same tensor names, bits, shards and config."""
+    from tips_hf.conversion import native as native_module
+
+    folder = converted_official["v1-swiglu-448"]
+    native_module.export_to_transformers(folder, tmp_path / "streamed", max_shard_size="200KB", progress=False)
+    monkeypatch.setattr(native_module, "_saved_layout", lambda model: None)
+    native_module.export_to_transformers(folder, tmp_path / "saved", max_shard_size="200KB", progress=False)
+    for name in ("streamed", "saved"):
+        assert (tmp_path / name / "model.safetensors.index.json").is_file()
+    index = {n: json.loads((tmp_path / n / "model.safetensors.index.json").read_text()) for n in ("streamed", "saved")}
+    assert index["streamed"]["weight_map"].keys() == index["saved"]["weight_map"].keys()
+    assert index["streamed"]["metadata"] == index["saved"]["metadata"]
+    tensors = {}
+    for name in ("streamed", "saved"):
+        tensors[name] = {}
+        for shard in sorted(set(index[name]["weight_map"].values())):
+            tensors[name].update(load_file(tmp_path / name / shard))
+    for key, value in tensors["saved"].items():
+        assert torch.equal(tensors["streamed"][key], value), key
+    configs = [transformers.Tipsv2Config.from_pretrained(tmp_path / n).to_dict() for n in ("streamed", "saved")]
+    assert configs[0] == configs[1]
+
+
+def test_released_architecture_is_named():
+    """A converted folder without --preset still names its release (for the card's base_model): by architecture,
+    and by image resolution where two releases share one (g/14 high-res vs low-res); tiny models match nothing."""
+    from tips_hf.layouts_tips import with_matched_preset
+
+    def bare(name):
+        config = TipsConfig.from_preset(name)
+        config.preset = None
+        return config
+
+    assert with_matched_preset(bare("tips-v2-b14")).preset == "tips-v2-b14"
+    assert with_matched_preset(bare("tips-v1-so400m14-hr")).preset == "tips-v1-so400m14-hr"
+    assert with_matched_preset(bare("tips-v1-g14-hr")).preset is None  # hr and lr: same weights' shapes
+    matched = with_matched_preset(bare("tips-v1-g14-hr"), image_resolution=224)
+    assert matched.preset == "tips-v1-g14-lr" and matched.image_resolution == 224
+    assert with_matched_preset(bare("tips-v2-b14"), image_resolution=224).preset is None
+    assert with_matched_preset(tiny_config("mlp")).preset is None

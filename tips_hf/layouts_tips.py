@@ -688,7 +688,32 @@ def infer_official_config(
         overrides["image_resolution"] = image_resolution
     if "temperature" in text:
         overrides.update(temperature_overrides(float(text.read("temperature").reshape(()))))
-    return TipsConfig(vision_config=vision_config, text_config=text_config, **overrides)
+    config = TipsConfig(vision_config=vision_config, text_config=text_config, **overrides)
+    return config if preset is not None else with_matched_preset(config, image_resolution)
+
+
+def _architecture(config: TipsConfig) -> tuple:
+    v, t = config.vision_config, config.text_config
+    return (
+        v.hidden_size, v.num_hidden_layers, v.num_attention_heads, v.intermediate_size, v.ffn_type, v.patch_size,
+        v.position_grid_size, t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.intermediate_size,
+        t.vocab_size,
+    )
+
+
+def with_matched_preset(config: TipsConfig, image_resolution: int | None = None) -> TipsConfig:
+    """Name the released checkpoint a config's architecture belongs to (`config.preset`, and its image resolution
+    unless one is given), so that converted folders carry their origin; left as is when none or several match."""
+    matches = [
+        name
+        for name in PRESETS
+        if _architecture(TipsConfig.from_preset(name)) == _architecture(config)
+        and image_resolution in (None, PRESETS[name][2])
+    ]
+    if len(matches) == 1:
+        config.preset = matches[0]
+        config.image_resolution = image_resolution or PRESETS[matches[0]][2]
+    return config
 
 
 def temperature_overrides(value: float) -> dict[str, float]:
@@ -793,6 +818,13 @@ def scenic_defaults(config: TipsConfig) -> dict[str, torch.Tensor]:
 _HUB_PREFIXES = ("vision_encoder.", "text_encoder.")
 
 
+def canonical_key(key: str, aliases: Iterable[tuple[str, str]]) -> str:
+    """A foreign key under its canonical spelling (each `(regex, replacement)` of a layout's aliases applied)."""
+    for pattern, replacement in aliases:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
 class SafetensorsReader:
     """`TensorReader` over the safetensors files of a folder (sharded or not). `view(prefix)` shows only the keys
     under a prefix, without it (the Hub layout keeps each tower under `vision_encoder.` / `text_encoder.`)."""
@@ -816,9 +848,7 @@ class SafetensorsReader:
         view = object.__new__(SafetensorsReader)
         view.path, view._where, view._names = self.path, {}, {}
         for key, handle in self._where.items():
-            canonical = key
-            for pattern, replacement in aliases:
-                canonical = re.sub(pattern, replacement, canonical)
+            canonical = canonical_key(key, aliases)
             view._where[canonical] = handle
             view._names[canonical] = self._names.get(key, key)
         return view
@@ -895,6 +925,7 @@ def config_for_foreign(layout: Layout, config: Mapping, reader: SafetensorsReade
             text,
             vision_heads=vision_heads,
             text_heads=text_heads,
+            image_resolution=config.get("img_size"),
             max_text_length=max_len,
         )
         if "temperature" in reader:
@@ -909,7 +940,7 @@ def config_for_foreign(layout: Layout, config: Mapping, reader: SafetensorsReade
     )
     if "temperature" in reader:
         kwargs.update(temperature_overrides(float(reader.read("temperature").reshape(()))))
-    return TipsConfig(**kwargs)
+    return with_matched_preset(TipsConfig(**kwargs))
 
 
 def safetensors_files(path_or_repo: str, resolve: Callable[[str], str | None]) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from ..layouts_tips import (
     NATIVE,
     NATIVE_CANNOT_CARRY,
     arch_from_config,
+    canonical_key,
     config_to_native,
     context_from_config,
     export_tensors,
@@ -67,8 +67,13 @@ def export_to_transformers(
                     yield canonical.get(key, key), tensor
 
             write_safetensors(
-                staging, saved, stream(), max_shard_size, progress=progress,
-                description="tips-convert to-transformers", source=str(model_dir),
+                staging,
+                saved,
+                stream(),
+                max_shard_size,
+                progress=progress,
+                description="tips-convert to-transformers",
+                source=str(model_dir),
             )
             native_config.dtype = max(dtypes, key=dtypes.get)  # as save_pretrained records the model's dtype
             native_config.architectures = ["Tipsv2Model"]
@@ -94,13 +99,7 @@ def _saved_layout(native) -> dict[str, torch.Tensor] | None:
 
 def _hub_names(saved) -> dict[str, str]:
     """Our HUB export's canonical names -> the spelling transformers saves (it differs for the vision MLP)."""
-    out = {}
-    for name in saved:
-        canonical = name
-        for pattern, replacement in HUB.aliases:
-            canonical = re.sub(pattern, replacement, canonical)
-        out[canonical] = name
-    return out
+    return {canonical_key(name, HUB.aliases): name for name in saved}
 
 
 def _applies(item: str, config) -> bool:

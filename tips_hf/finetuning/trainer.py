@@ -75,7 +75,7 @@ class DenseTrainingSection:
     task: str = "segmentation"  # segmentation | depth
     output_dir: str = "outputs/finetune"
     max_steps: int = 200
-    batch_size: int = 32
+    batch_size: int = 32  # per process
     seed: int = 0
     logging_steps: int = 20
     mixed_precision: str = "no"
@@ -243,6 +243,7 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
         train_set, batch_size=training.batch_size, shuffle=True, drop_last=True, generator=generator,
         collate_fn=lambda s: _collate(s, config.data.flip_probability, generator),
     )
+    loader = accelerator.prepare(loader)  # each process reads its own share of every epoch
     metrics_path = out / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
     step, batches = 0, iter(loader)
