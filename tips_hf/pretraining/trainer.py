@@ -197,6 +197,11 @@ def train(config: PretrainConfig) -> TrainResult:
         from .evaluation import ScenesEvaluator
 
         evaluator = ScenesEvaluator(config, seed=training.seed)
+    elif config.eval.num_examples > 0 and accelerator.is_main_process:
+        logger.info(
+            "eval: the built-in evaluation uses the embedded scenes and runs only with data.source=scenes; evaluate "
+            "%s/final with tips_hf.dense and tips_hf.metrics on your own benchmark.", output_dir
+        )
 
     metrics_file = MetricsWriter(output_dir / "metrics.jsonl", accelerator.is_main_process)
     if accelerator.is_main_process and _tracker(config):
