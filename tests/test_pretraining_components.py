@@ -45,6 +45,7 @@ def test_config_file_and_overrides(tmp_path):
         ("objective.mask_ratio=1.5", "objective.mask_ratio must be in"),
         ("data.global_size=100", "data.global_size must be a multiple of the patch size"),
         ("training_max_steps", "must look like section.key=value"),
+        ("data.source=parquet", "data.path is required with data.source='parquet'"),
     ],
 )
 def test_config_errors_name_the_key(override, message):

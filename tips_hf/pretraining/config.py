@@ -179,6 +179,8 @@ class PretrainConfig:
         for key in ("global_size", "local_size"):
             if getattr(self.data, key) % 14:
                 raise ValueError(f"data.{key} must be a multiple of the patch size 14, got {getattr(self.data, key)}.")
+        if self.data.source != "scenes" and not self.data.path:
+            raise ValueError(f"data.path is required with data.source={self.data.source!r} (a folder, files or a Hub id).")
         if self.objective.distill_weight > 0 and self.data.num_local_crops < 1:
             raise ValueError("objective.distill_weight > 0 needs data.num_local_crops >= 1.")
         for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "logging_steps"):
