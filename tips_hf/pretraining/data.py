@@ -172,18 +172,24 @@ class StreamingPretrainingDataset(torch.utils.data.IterableDataset):
     (the stream is read in order)."""
 
     def __init__(self, source, data: DataConfig, objective: ObjectiveConfig, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, start_sample: int = 0, shuffle_buffer: int = 10_000):
+                 world_size: int = 1, start_sample: int = 0, shuffle_buffer: int = 10_000,
+                 start_row: int | None = None):
         from datasets.distributed import split_dataset_by_node
 
         self.views = PretrainingDataset([], data, objective, seed)
         stream = source.shuffle(seed=seed, buffer_size=shuffle_buffer) if shuffle_buffer else source
         self.stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
+        # `start_sample` samples were yielded before; `start_row` rows were read to yield them (more when some
+        # images were unreadable); without it, no skipped rows are assumed
         self.seed, self.rank, self.start = seed, rank, start_sample
+        self.start_row = start_sample if start_row is None else start_row
 
     def __iter__(self):
         skipped = 0
         position = self.start
-        for row in self.stream.skip(self.start) if self.start else self.stream:
+        rows = self.start_row
+        for row in self.stream.skip(rows) if rows else self.stream:
+            rows += 1
             try:
                 image = decode_image(row[self.views.data.image_column])
             except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as error:
@@ -195,6 +201,7 @@ class StreamingPretrainingDataset(torch.utils.data.IterableDataset):
             sample["mask"] = self.views.masks(generator)
             sample["alt_text"], sample["synthetic"] = self.views.captions(row, generator)
             sample["skipped"], skipped = skipped, 0
+            sample["rows_read"] = rows  # the resume point after this sample
             position += 1
             yield sample
 
@@ -248,6 +255,8 @@ class Collator:
             "mask": torch.stack([s["mask"] for s in samples]),
             "skipped": torch.tensor(sum(s["skipped"] for s in samples)),
         }
+        if "rows_read" in samples[0]:
+            batch["rows_read"] = torch.tensor(max(s["rows_read"] for s in samples))
         if "local_crops" in samples[0]:
             batch["local_crops"] = torch.stack([s["local_crops"] for s in samples])
         if self.streams:

@@ -179,7 +179,9 @@ def train(config: PretrainConfig) -> TrainResult:
 
         stream = StreamingPretrainingDataset(source, config.data, config.objective, training.seed,
                                              accelerator.process_index, accelerator.num_processes,
-                                             start_sample=state.micro_batches * training.batch_size)
+                                             start_sample=state.micro_batches * training.batch_size,
+                                             start_row=state.stream_rows[accelerator.process_index]
+                                             if state.stream_rows else None)
         loader = torch.utils.data.DataLoader(stream, batch_size=training.batch_size, drop_last=True,
                                              num_workers=min(config.data.num_workers, 1), collate_fn=collate,
                                              pin_memory=pin)
@@ -231,6 +233,8 @@ def train(config: PretrainConfig) -> TrainResult:
             batch = next(batches)
             window_data_s += time.perf_counter() - wait
             skipped += batch.pop("skipped").to(accelerator.device)
+            if "rows_read" in batch:
+                rows_read = batch.pop("rows_read")
             batch = to_device(batch, accelerator.device)
             last = micro == training.gradient_accumulation_steps - 1
             sync = contextlib.nullcontext() if last else accelerator.no_sync(module)
@@ -291,6 +295,8 @@ def train(config: PretrainConfig) -> TrainResult:
         if training.eval_steps and state.step % training.eval_steps == 0 and state.step < training.max_steps:
             last_eval = _evaluate(accelerator, evaluator, unwrapped, tokenizer, state, metrics_file, config)
         if training.save_steps and state.step % training.save_steps == 0:
+            if config.data.streaming:
+                state.stream_rows = [int(r) for r in accelerator.gather(rows_read.reshape(1).to(accelerator.device))]
             save_checkpoint(
                 accelerator,
                 module,
