@@ -117,8 +117,8 @@ def test_final_export_loads_and_metrics_logged(uninterrupted):
 
 
 def test_streaming_resume_after_unreadable_images_is_exact(tmp_path):
-    """A streamed source with corrupt images: a run killed after step 3 and resumed from checkpoint-2 ends with the
-    uninterrupted run's weights (the checkpoint records how many rows each process read, skipped ones included)."""
+    """A streamed source with corrupt images: a run killed after step 5 and resumed from checkpoint-4, in the stream's
+    second pass, ends with the uninterrupted run's weights (checkpoints record each process's pass and rows read)."""
     import io
 
     import datasets
@@ -127,7 +127,7 @@ def test_streaming_resume_after_unreadable_images_is_exact(tmp_path):
 
     rng = np.random.default_rng(0)
     rows = []
-    for i in range(40):
+    for i in range(20):
         buffer = io.BytesIO()
         Image.fromarray(rng.integers(0, 255, (56, 56, 3), dtype=np.uint8)).save(buffer, format="PNG")
         image = b"corrupt" if i in (3, 9, 17) else buffer.getvalue()
@@ -138,13 +138,13 @@ def test_streaming_resume_after_unreadable_images_is_exact(tmp_path):
     config = tmp_path / "stream.yaml"
     config.write_text(MICRO.replace("data: {", "data: {source: parquet, streaming: true, image_column: img, "
                                     f"alt_text_column: t, synthetic_columns: [s], path: '{tmp_path / 'd.parquet'}', ")
-                      .replace("max_steps: 6", "max_steps: 4"))
+                      )  # 6 steps × 8 = 48 samples from 17 readable rows a pass: three passes
     full = _pretrain(config, tmp_path / "full")
     assert full.returncode == 0, full.stderr[-3000:]
-    crashed = _pretrain(config, tmp_path / "run", env=_env(TIPS_HF_FAULT="step:3"))
+    crashed = _pretrain(config, tmp_path / "run", env=_env(TIPS_HF_FAULT="step:5"))
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
-    state = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())
-    assert state["stream_rows"][0] > 16  # 16 samples yielded, plus the unreadable rows read on the way
+    state = json.loads((tmp_path / "run" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["stream_positions"] == [[1, 15 + 3]]  # 32 samples = 17 in pass 0, 15 in pass 1 (+3 unreadable)
     resumed = _pretrain(config, tmp_path / "run", "--resume_from_checkpoint", "latest")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     want, got = load_file(tmp_path / "full" / "final" / "model.safetensors"), load_file(tmp_path / "run" / "final" /

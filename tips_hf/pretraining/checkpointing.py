@@ -45,7 +45,7 @@ class TrainerState:
     micro_batches: int = 0  # micro-batches consumed per process (the data position)
     samples_seen: int = 0  # global samples consumed
     skipped_images: int = 0  # unreadable images replaced, summed over processes
-    stream_rows: list[int] = field(default_factory=list)  # streaming: rows read per process (the resume point)
+    stream_positions: list[list[int]] = field(default_factory=list)  # streaming: [pass, rows read] per process
     best: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:

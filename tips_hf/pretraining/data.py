@@ -10,6 +10,7 @@ exactly the batches an uninterrupted run would.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -166,44 +167,53 @@ class PretrainingDataset(torch.utils.data.Dataset):
 
 
 class StreamingPretrainingDataset(torch.utils.data.IterableDataset):
-    """Views from a streamed (iterable) HF dataset: sharded over processes (`split_dataset_by_node`), shuffled with
-    a buffer, resumed by skipping the samples this process already consumed. Each sample's randomness is seeded by
-    its position in the process's stream; unreadable images are skipped and counted. One DataLoader worker at most
+    """Views from a streamed (iterable) HF dataset, forever: sharded over processes (`split_dataset_by_node`),
+    shuffled with a buffer and reshuffled every pass (`set_epoch`). Each sample's randomness is seeded by its position
+    in the process's stream; unreadable images are skipped and counted. Every sample carries `stream_position`
+    (pass, rows read in it): resuming there reads on exactly where the run stopped. One DataLoader worker at most
     (the stream is read in order)."""
 
     def __init__(self, source, data: DataConfig, objective: ObjectiveConfig, seed: int = 0, rank: int = 0,
                  world_size: int = 1, start_sample: int = 0, shuffle_buffer: int = 10_000,
-                 start_row: int | None = None):
+                 start_position: tuple[int, int] = (0, 0)):
         from datasets.distributed import split_dataset_by_node
 
         self.views = PretrainingDataset([], data, objective, seed)
         stream = source.shuffle(seed=seed, buffer_size=shuffle_buffer) if shuffle_buffer else source
         self.stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
-        # `start_sample` samples were yielded before; `start_row` rows were read to yield them (more when some
-        # images were unreadable); without it, no skipped rows are assumed
-        self.seed, self.rank, self.start = seed, rank, start_sample
-        self.start_row = start_sample if start_row is None else start_row
+        # `start_sample` samples were yielded before, up to row `start_position[1]` of pass `start_position[0]`
+        self.seed, self.rank, self.start, self.start_position = seed, rank, start_sample, tuple(start_position)
 
     def __iter__(self):
-        skipped = 0
-        position = self.start
-        rows = self.start_row
-        for row in self.stream.skip(rows) if rows else self.stream:
-            rows += 1
-            try:
-                image = decode_image(row[self.views.data.image_column])
-            except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as error:
-                skipped += 1
-                logger.warning("skipping unreadable image in the stream: %s", error)
-                continue
-            generator = sample_generator(self.seed, self.rank, position)
-            sample = self.views.transform(image, generator)
-            sample["mask"] = self.views.masks(generator)
-            sample["alt_text"], sample["synthetic"] = self.views.captions(row, generator)
-            sample["skipped"], skipped = skipped, 0
-            sample["rows_read"] = rows  # the resume point after this sample
-            position += 1
-            yield sample
+        skipped, position = 0, self.start
+        epoch, rows = self.start_position
+        while True:
+            self.stream.set_epoch(epoch)
+            first_row, yielded = rows, False
+            # read past the rows already consumed (`IterableDataset.skip` does not compose with the node split)
+            for row in itertools.islice(iter(self.stream), rows, None):
+                rows += 1
+                try:
+                    image = decode_image(row[self.views.data.image_column])
+                except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as error:
+                    skipped += 1
+                    logger.warning("skipping unreadable image in the stream: %s", error)
+                    continue
+                generator = sample_generator(self.seed, self.rank, position)
+                sample = self.views.transform(image, generator)
+                sample["mask"] = self.views.masks(generator)
+                sample["alt_text"], sample["synthetic"] = self.views.captions(row, generator)
+                sample["skipped"], skipped = skipped, 0
+                sample["stream_position"] = (epoch, rows)
+                position += 1
+                yielded = True
+                yield sample
+            if not yielded and first_row == 0:
+                raise ValueError(
+                    f"process {self.rank}: a whole pass over its share of the stream gave no readable image "
+                    f"({rows} rows read); check data.image_column and the files."
+                )
+            epoch, rows = epoch + 1, 0
 
 
 class GlobalBatchSampler(torch.utils.data.Sampler):
@@ -255,8 +265,8 @@ class Collator:
             "mask": torch.stack([s["mask"] for s in samples]),
             "skipped": torch.tensor(sum(s["skipped"] for s in samples)),
         }
-        if "rows_read" in samples[0]:
-            batch["rows_read"] = torch.tensor(max(s["rows_read"] for s in samples))
+        if "stream_position" in samples[0]:
+            batch["stream_position"] = torch.tensor(samples[-1]["stream_position"])  # samples arrive in order
         if "local_crops" in samples[0]:
             batch["local_crops"] = torch.stack([s["local_crops"] for s in samples])
         if self.streams:

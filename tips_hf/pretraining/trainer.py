@@ -180,8 +180,8 @@ def train(config: PretrainConfig) -> TrainResult:
         stream = StreamingPretrainingDataset(source, config.data, config.objective, training.seed,
                                              accelerator.process_index, accelerator.num_processes,
                                              start_sample=state.micro_batches * training.batch_size,
-                                             start_row=state.stream_rows[accelerator.process_index]
-                                             if state.stream_rows else None)
+                                             start_position=state.stream_positions[accelerator.process_index]
+                                             if state.stream_positions else (0, 0))
         loader = torch.utils.data.DataLoader(stream, batch_size=training.batch_size, drop_last=True,
                                              num_workers=min(config.data.num_workers, 1), collate_fn=collate,
                                              pin_memory=pin)
@@ -233,8 +233,8 @@ def train(config: PretrainConfig) -> TrainResult:
             batch = next(batches)
             window_data_s += time.perf_counter() - wait
             skipped += batch.pop("skipped").to(accelerator.device)
-            if "rows_read" in batch:
-                rows_read = batch.pop("rows_read")
+            if "stream_position" in batch:
+                stream_position = batch.pop("stream_position")
             batch = to_device(batch, accelerator.device)
             last = micro == training.gradient_accumulation_steps - 1
             sync = contextlib.nullcontext() if last else accelerator.no_sync(module)
@@ -296,7 +296,8 @@ def train(config: PretrainConfig) -> TrainResult:
             last_eval = _evaluate(accelerator, evaluator, unwrapped, tokenizer, state, metrics_file, config)
         if training.save_steps and state.step % training.save_steps == 0:
             if config.data.streaming:
-                state.stream_rows = [int(r) for r in accelerator.gather(rows_read.reshape(1).to(accelerator.device))]
+                gathered = accelerator.gather(stream_position.reshape(1, 2).to(accelerator.device))
+                state.stream_positions = gathered.tolist()
             save_checkpoint(
                 accelerator,
                 module,
@@ -322,12 +323,9 @@ def train(config: PretrainConfig) -> TrainResult:
 
 
 def endless(loader):
-    """Batches forever: the map-style sampler is infinite already; a finite stream restarts (a new epoch from the
-    start of the stream, no skipping)."""
+    """Batches forever (both the map-style sampler and the stream are infinite already; this guards the loader)."""
     while True:
         yield from loader
-        if hasattr(loader.dataset, "start"):
-            loader.dataset.start = 0
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
