@@ -152,3 +152,27 @@ def test_streaming_resume_after_unreadable_images_is_exact(tmp_path):
     for key in want:
         assert torch.equal(want[key], got[key]), key
     assert _losses(tmp_path / "run") == _losses(tmp_path / "full")
+
+
+def test_next_stage_starts_from_previous_heads(micro_config, uninterrupted, tmp_path):
+    """`model.init_heads_from` (e.g. the 448-px stage after the 224-px run) carries the self-distillation heads, the
+    teacher and the loss centres of a checkpoint; the student comes from `model.init_from`."""
+    from tips_hf import TipsModel
+    from tips_hf.pretraining import load_config
+    from tips_hf.pretraining.checkpointing import load_module_state
+    from tips_hf.pretraining.meta_arch import TipsPretrainingModel
+
+    config = load_config(micro_config, [f"model.init_from={uninterrupted / 'final'}"])
+    module = TipsPretrainingModel(TipsModel.from_pretrained(uninterrupted / "final"), config)
+    saved = load_file(uninterrupted / "checkpoint-6" / "model.safetensors")
+    loaded = load_module_state(module, uninterrupted / "checkpoint-6")
+    assert {k.split(".")[0] for k in loaded} >= {"teacher_cls_head", "student_patch_head", "dino_loss"}
+    state = module.state_dict()
+    for key in loaded:
+        assert torch.equal(state[key], saved[key]), key
+    with pytest.raises(ValueError, match="not a complete tips-hf checkpoint"):
+        load_module_state(module, uninterrupted / "final")
+    run = _pretrain(micro_config, tmp_path / "stage2", "--max_steps", "1", f"model.init_from={uninterrupted / 'final'}",
+                    f"model.init_heads_from={uninterrupted / 'checkpoint-6'}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"loaded {len(loaded)} head/teacher/centre tensors" in run.stderr

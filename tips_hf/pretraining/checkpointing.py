@@ -34,6 +34,8 @@ def maybe_fault(point: str) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
 COMPLETE = "COMPLETE"
 
 
@@ -203,3 +205,32 @@ def _is_shared(module: torch.nn.Module, key: str, saved: dict[str, torch.Tensor]
     state = module.state_dict()
     pointer = state[key].data_ptr()
     return any(state[other].data_ptr() == pointer for other in saved if other in state and other != key)
+
+
+def load_module_state(
+    module: torch.nn.Module, path: str | os.PathLike, exclude: tuple[str, ...] = ("student.",)
+) -> list[str]:
+    """Load every tensor of a checkpoint's module except those under `exclude` (the student, which the caller
+    initialises otherwise); shapes must match. Returns the keys loaded."""
+    path = Path(path)
+    file = path / "model.safetensors"
+    if not (path / COMPLETE).is_file() or not file.is_file():
+        raise ValueError(f"{path} is not a complete tips-hf checkpoint (checkpoint-<step> folder with {COMPLETE}).")
+    own = module.state_dict()
+    tensors = {k: v for k, v in load_file(str(file)).items() if not k.startswith(exclude)}
+    unexpected = sorted(k for k in tensors if k not in own)
+    mismatched = sorted(
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in tensors.items()
+        if k in own and own[k].shape != v.shape
+    )
+    missing = sorted(
+        k for k in own if not k.startswith(exclude) and k not in tensors and not _is_shared(module, k, tensors)
+    )
+    if unexpected or mismatched or missing:
+        raise ValueError(
+            f"{path}: its heads do not fit this run (unexpected {unexpected[:3]}, wrong shape {mismatched[:3]}, "
+            f"missing {missing[:3]}); check objective.head_* and the recipe against the run that wrote it."
+        )
+    module.load_state_dict(tensors, strict=False)
+    return sorted(tensors)

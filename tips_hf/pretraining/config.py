@@ -21,6 +21,9 @@ class ModelConfig:
     vision: dict = field(default_factory=dict)  # TipsVisionConfig fields (override the preset's)
     text: dict = field(default_factory=dict)  # TipsTextConfig fields (override the preset's)
     init_from: str | None = None  # start from a TipsModel folder instead of random weights
+    # a previous stage's checkpoint-<step> folder: its self-distillation heads, teacher and loss centres carry over
+    # (the student comes from init_from); e.g. the 448-px stage continuing the 224-px run
+    init_heads_from: str | None = None
     tokenizer: str | None = None  # tokenizer.model; None: the embedded dataset's tokenizer
     temperature_init: float = 0.07  # initial softmax temperature of both heads (released models end near 0.005)
     temperature_min: float = 0.001  # clamp range of the learnable temperatures (admits the released values)

@@ -20,7 +20,14 @@ from pathlib import Path
 import torch
 
 from ..modeling_tips import TipsModel
-from .checkpointing import TrainerState, load_checkpoint, maybe_fault, resolve_checkpoint, save_checkpoint
+from .checkpointing import (
+    TrainerState,
+    load_checkpoint,
+    load_module_state,
+    maybe_fault,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from .config import PretrainConfig, save_config
 from .data import Collator, GlobalBatchSampler, PretrainingDataset, load_source, to_device
 from .meta_arch import TipsPretrainingModel
@@ -148,6 +155,9 @@ def train(config: PretrainConfig) -> TrainResult:
     if config.objective.distillation_teacher:
         teacher = TipsModel.from_pretrained(config.objective.distillation_teacher)
     module = TipsPretrainingModel(student, config, teacher)
+    if config.model.init_heads_from:
+        loaded = load_module_state(module, config.model.init_heads_from)
+        logger.info("loaded %d head/teacher/centre tensors from %s", len(loaded), config.model.init_heads_from)
     module.freeze_unused()
     if training.gradient_checkpointing:
         student.gradient_checkpointing_enable()
