@@ -116,7 +116,8 @@ def test_final_export_loads_and_metrics_logged(uninterrupted):
     assert records[-1]["event"] == "end"
 
 
-def test_streaming_resume_after_unreadable_images_is_exact(tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_streaming_resume_after_unreadable_images_is_exact(processes, tmp_path):
     """A streamed source with corrupt images: a run killed after step 5 and resumed from checkpoint-4, in the stream's
     second pass, ends with the uninterrupted run's weights (checkpoints record each process's pass and rows read)."""
     import io
@@ -139,13 +140,22 @@ def test_streaming_resume_after_unreadable_images_is_exact(tmp_path):
     config.write_text(MICRO.replace("data: {", "data: {source: parquet, streaming: true, image_column: img, "
                                     f"alt_text_column: t, synthetic_columns: [s], path: '{tmp_path / 'd.parquet'}', ")
                       )  # 6 steps × 8 = 48 samples from 17 readable rows a pass: three passes
-    full = _pretrain(config, tmp_path / "full")
+    args, launcher = [], None
+    if processes == 2:  # each process reads every other row: its own share, with its own resume point
+        args = ["training.batch_size=4"]
+        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                    str(ROOT / "training" / "accelerate_configs" / "cpu-2proc.yaml"), "--main_process_port", "29518"]
+    full = _pretrain(config, tmp_path / "full", *args, launcher=launcher)
     assert full.returncode == 0, full.stderr[-3000:]
-    crashed = _pretrain(config, tmp_path / "run", env=_env(TIPS_HF_FAULT="step:5"))
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    crashed = _pretrain(config, tmp_path / "run", *args, env=_env(TIPS_HF_FAULT="step:5"), launcher=launcher)
+    assert crashed.returncode != 0, crashed.stderr[-2000:]
     state = json.loads((tmp_path / "run" / "checkpoint-4" / "trainer_state.json").read_text())
-    assert state["stream_positions"] == [[1, 15 + 3]]  # 32 samples = 17 in pass 0, 15 in pass 1 (+3 unreadable)
-    resumed = _pretrain(config, tmp_path / "run", "--resume_from_checkpoint", "latest")
+    if processes == 1:  # 32 samples = 17 in pass 0, 15 in pass 1 (+3 unreadable rows)
+        assert state["stream_positions"] == [[1, 15 + 3]]
+    else:  # 16 samples each from half of every (reshuffled) pass: both processes are in their second pass
+        assert [epoch for epoch, _ in state["stream_positions"]] == [1, 1]
+        assert sum(rows for _, rows in state["stream_positions"]) > 2 * 16 - 20  # rows read in pass 1, both shares
+    resumed = _pretrain(config, tmp_path / "run", *args, "--resume_from_checkpoint", "latest", launcher=launcher)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     want, got = load_file(tmp_path / "full" / "final" / "model.safetensors"), load_file(tmp_path / "run" / "final" /
                                                                                          "model.safetensors")
