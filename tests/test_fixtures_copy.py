@@ -9,7 +9,7 @@ SHARED = ROOT.parent / "shared" / "fixtures"
 
 
 def test_reference_fixtures_present():
-    for sub in ("official", "scenic", "tokenizer"):
+    for sub in ("official", "scenic", "tokenizer", "dense"):
         assert any((REFERENCE / sub).iterdir()), sub
     assert (REFERENCE / "tokenizer" / "expected.json").stat().st_size > 1000
 
