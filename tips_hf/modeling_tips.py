@@ -69,13 +69,16 @@ class TipsOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*):
-            Mean of the symmetric contrastive losses of the two heads; returned when `return_loss=True`.
+            Mean of the symmetric contrastive losses of the two heads (alt-text head against `input_ids`, synthetic
+            head against `synthetic_input_ids` when given, else against `input_ids` too); returned when
+            `return_loss=True`. Negatives are the other pairs of the local batch.
         logits_per_image (`torch.FloatTensor` of shape `(image_batch_size, text_batch_size)`):
             Alt-text head: cosine similarity of the alt-text CLS and the texts divided by its temperature.
         logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, image_batch_size)`):
             Transpose of `logits_per_image`.
         synthetic_logits_per_image (`torch.FloatTensor` of shape `(image_batch_size, text_batch_size)`):
-            Synthetic-caption head: the same with the second CLS token and its own temperature.
+            Synthetic-caption head: the same with the second CLS token and its own temperature, against
+            `synthetic_text_embeds` when `synthetic_input_ids` are given (else against `text_embeds`).
         synthetic_logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, image_batch_size)`):
             Transpose of `synthetic_logits_per_image`.
         image_embeds (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
@@ -86,6 +89,10 @@ class TipsOutput(ModelOutput):
             L2-normalised text embeddings (masked mean of the text tokens).
         text_model_output (`BaseModelOutputWithPooling`): output of the [`TipsTextModel`].
         vision_model_output (`TipsVisionModelOutput`): output of the [`TipsVisionModel`].
+        synthetic_text_embeds (`torch.FloatTensor` of shape `(synthetic_text_batch_size, hidden_size)`, *optional*):
+            L2-normalised embeddings of `synthetic_input_ids`; returned when they are given.
+        synthetic_text_model_output (`BaseModelOutputWithPooling`, *optional*): the text tower's output for
+            `synthetic_input_ids`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -98,6 +105,9 @@ class TipsOutput(ModelOutput):
     text_embeds: torch.FloatTensor | None = None
     text_model_output: BaseModelOutputWithPooling | None = None
     vision_model_output: TipsVisionModelOutput | None = None
+    # Last, so that positions in `to_tuple()` of the fields above do not move when they are set.
+    synthetic_text_embeds: torch.FloatTensor | None = None
+    synthetic_text_model_output: BaseModelOutputWithPooling | None = None
 
     def to_tuple(self) -> tuple[Any, ...]:
         return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
@@ -712,22 +722,30 @@ class TipsModel(TipsPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        synthetic_input_ids: torch.LongTensor | None = None,
+        synthetic_attention_mask: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> TipsOutput | tuple:
         r"""
         Args:
-            input_ids (`torch.LongTensor` of shape `(text_batch_size, length)`, *optional*): token ids.
+            input_ids (`torch.LongTensor` of shape `(text_batch_size, length)`, *optional*): token ids (alt-text
+                captions when training; scored by both heads unless `synthetic_input_ids` are given).
             pixel_values (`torch.FloatTensor` of shape `(image_batch_size, 3, height, width)`, *optional*): images in
                 [0, 1].
             attention_mask (`torch.Tensor` of shape `(text_batch_size, length)`, *optional*): 1 = token, 0 = pad.
             return_loss (`bool`, *optional*): return the mean of the two heads' symmetric contrastive losses
                 (needs as many texts as images, pairs on the diagonal).
+            synthetic_input_ids (`torch.LongTensor` of shape `(synthetic_text_batch_size, length)`, *optional*):
+                token ids of the synthetic captions, scored by the synthetic-caption head (CLS-2) only; with them the
+                two heads train on their own caption streams, as in TIPS pretraining.
+            synthetic_attention_mask (`torch.Tensor` of shape `(synthetic_text_batch_size, length)`, *optional*):
+                1 = token, 0 = pad, for `synthetic_input_ids`.
         """
-        if pixel_values is None and input_ids is None:
-            raise ValueError("TipsModel needs pixel_values, input_ids, or both.")
+        if pixel_values is None and input_ids is None and synthetic_input_ids is None:
+            raise ValueError("TipsModel needs pixel_values, input_ids (or synthetic_input_ids), or both.")
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        vision = text = image_embeds = synthetic_image_embeds = text_embeds = None
-        logits = synthetic_logits = loss = None
+        vision = text = synthetic_text = image_embeds = synthetic_image_embeds = None
+        text_embeds = synthetic_text_embeds = logits = synthetic_logits = loss = None
         if pixel_values is not None:
             vision = self.vision_model(
                 pixel_values=pixel_values,
@@ -739,29 +757,35 @@ class TipsModel(TipsPreTrainedModel):
             )
             image_embeds = F.normalize(vision.alt_text_embeds, dim=-1)
             synthetic_image_embeds = F.normalize(vision.synthetic_embeds, dim=-1)
+        text_kwargs = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
         if input_ids is not None:
-            text = self.text_model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                output_hidden_states=output_hidden_states,
-                output_attentions=output_attentions,
-                return_dict=True,
-            )
+            text = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **text_kwargs)
             text_embeds = F.normalize(text.pooler_output, dim=-1)
-        if vision is not None and text is not None:
+        if synthetic_input_ids is not None:
+            synthetic_text = self.text_model(
+                input_ids=synthetic_input_ids, attention_mask=synthetic_attention_mask, return_dict=True, **text_kwargs
+            )
+            synthetic_text_embeds = F.normalize(synthetic_text.pooler_output, dim=-1)
+        # The synthetic head scores its own captions when given, else the same texts as the alt-text head.
+        synthetic_targets = synthetic_text_embeds if synthetic_text_embeds is not None else text_embeds
+        if vision is not None and synthetic_targets is not None:
             temperature = self.temperature.to(image_embeds.dtype)
-            texts_t = text_embeds.to(image_embeds.dtype).t()
-            logits = image_embeds @ texts_t / temperature[0]
-            synthetic_logits = synthetic_image_embeds @ texts_t / temperature[1]
+            if text_embeds is not None:
+                logits = image_embeds @ text_embeds.to(image_embeds.dtype).t() / temperature[0]
+            synthetic_logits = synthetic_image_embeds @ synthetic_targets.to(image_embeds.dtype).t() / temperature[1]
             if return_loss:
-                if logits.shape[0] != logits.shape[1]:
-                    raise ValueError(
-                        "return_loss=True needs one text per image (pairs on the diagonal), got "
-                        f"{logits.shape[0]} images and {logits.shape[1]} texts."
-                    )
-                loss = 0.5 * (contrastive_loss(logits) + contrastive_loss(synthetic_logits))
+                heads = [head for head in (logits, synthetic_logits) if head is not None]
+                for head in heads:
+                    if head.shape[0] != head.shape[1]:
+                        raise ValueError(
+                            "return_loss=True needs one text per image (pairs on the diagonal), got "
+                            f"{head.shape[0]} images and {head.shape[1]} texts."
+                        )
+                # Same objective as pretraining's DualCaptionContrastiveLoss (which calls this function), with
+                # local negatives: the mean of the heads' symmetric InfoNCE losses.
+                loss = sum(contrastive_loss(head) for head in heads) / len(heads)
         elif return_loss:
-            raise ValueError("return_loss=True needs both pixel_values and input_ids.")
+            raise ValueError("return_loss=True needs both pixel_values and input_ids (or synthetic_input_ids).")
         out = TipsOutput(
             loss=loss,
             logits_per_image=logits,
@@ -773,6 +797,8 @@ class TipsModel(TipsPreTrainedModel):
             text_embeds=text_embeds,
             text_model_output=text,
             vision_model_output=vision,
+            synthetic_text_embeds=synthetic_text_embeds,
+            synthetic_text_model_output=synthetic_text,
         )
         return out if return_dict else out.to_tuple()
 

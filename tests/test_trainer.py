@@ -1,0 +1,211 @@
+"""Fine-tuning under `transformers.Trainer`: TipsModel's two-stream contrastive loss, the data collators, retrieval
+metrics through `compute_metrics`, and the LoRA example (train, save, reload, merge)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import ROOT, tiny_config
+from PIL import Image
+
+from tips_hf import TipsImageProcessor, TipsModel, TipsProcessor, TipsTokenizer
+from tips_hf.data import load_scenes_dataset
+from tips_hf.data.build_tokenizer import TOKENIZER_PATH
+from tips_hf.dense.retrieval import retrieval_recall
+from tips_hf.training_utils import ContrastiveRetrievalMetrics, TipsDataCollator, TipsDenseDataCollator
+
+
+def scenes_processor(side: int = 56) -> TipsProcessor:
+    tokenizer = TipsTokenizer(str(TOKENIZER_PATH), model_max_length=64)
+    return TipsProcessor(TipsImageProcessor(size={"height": side, "width": side}), tokenizer)
+
+
+def scenes_model(seed: int = 0) -> TipsModel:
+    """tiny_config with the scenes tokenizer's vocabulary (512 pieces)."""
+    config = tiny_config("mlp", image_size=56)
+    config.text_config.vocab_size = 512
+    config.text_config.max_position_embeddings = 64
+    torch.manual_seed(seed)
+    return TipsModel(config)
+
+
+@pytest.fixture(scope="module")
+def scenes_rows():
+    return load_scenes_dataset("validation", 12, image_size=56, max_objects=2)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("trainer") / "base"
+    scenes_model().save_pretrained(folder)
+    scenes_processor().save_pretrained(folder)
+    return folder
+
+
+def info_nce(logits: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE written out: mean over rows of -log softmax at the diagonal, both directions."""
+    diagonal = logits.diagonal()
+    image_to_text = (logits.exp().sum(1).log() - diagonal).mean()
+    text_to_image = (logits.exp().sum(0).log() - diagonal).mean()
+    return (image_to_text + text_to_image) / 2
+
+
+def test_forward_scores_each_head_on_its_own_captions():
+    torch.manual_seed(0)
+    model = scenes_model().eval()
+    pixels = torch.rand(3, 3, 56, 56)
+    alt, synthetic = torch.randint(2, 512, (3, 7)), torch.randint(2, 512, (3, 9))
+    synthetic_mask = torch.ones_like(synthetic)
+    synthetic_mask[1, 5:] = 0
+    with torch.no_grad():
+        out = model(input_ids=alt, pixel_values=pixels, synthetic_input_ids=synthetic,
+                    synthetic_attention_mask=synthetic_mask, return_loss=True)
+        vision = model.get_image_features(pixels)
+        alt_text = F.normalize(model.get_text_features(alt).pooler_output, dim=-1)
+        synthetic_text = F.normalize(model.get_text_features(synthetic, synthetic_mask).pooler_output, dim=-1)
+    temperature = model.temperature
+    alt_logits = F.normalize(vision.alt_text_embeds, dim=-1) @ alt_text.T / temperature[0]
+    synthetic_logits = F.normalize(vision.synthetic_embeds, dim=-1) @ synthetic_text.T / temperature[1]
+    # Same maths in another order (explicit exp/log vs cross_entropy): float32 rounding of O(10) logits, ~1e-6.
+    torch.testing.assert_close(out.logits_per_image, alt_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.synthetic_logits_per_image, synthetic_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.synthetic_text_embeds, synthetic_text, atol=1e-6, rtol=1e-6)
+    expected = (info_nce(alt_logits) + info_nce(synthetic_logits)) / 2
+    torch.testing.assert_close(out.loss, expected, atol=1e-5, rtol=1e-5)
+    # The padding of synthetic row 1 matters (it is masked out, not embedded).
+    assert (out.synthetic_text_embeds[1] - F.normalize(model.get_text_features(synthetic).pooler_output[1],
+                                                       dim=-1)).abs().max() > 1e-3
+
+    # One text stream: both heads score the same texts (unchanged behaviour); the new fields stay absent, so tuple
+    # positions of the existing outputs do not move.
+    with torch.no_grad():
+        single = model(input_ids=alt, pixel_values=pixels, return_loss=True)
+    synthetic_on_alt = F.normalize(vision.synthetic_embeds, dim=-1) @ alt_text.T / temperature[1]
+    torch.testing.assert_close(single.loss, (info_nce(alt_logits) + info_nce(synthetic_on_alt)) / 2,
+                               atol=1e-5, rtol=1e-5)
+    assert single.synthetic_text_embeds is None and "synthetic_text_embeds" not in single.keys()
+    assert len(single.to_tuple()) == 10
+    # Only synthetic captions: the synthetic head alone.
+    with torch.no_grad():
+        only = model(pixel_values=pixels, synthetic_input_ids=synthetic, synthetic_attention_mask=synthetic_mask,
+                     return_loss=True)
+    assert only.logits_per_image is None
+    torch.testing.assert_close(only.loss, info_nce(synthetic_logits), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="one text per image"):
+        model(input_ids=alt, pixel_values=pixels, synthetic_input_ids=synthetic[:2], return_loss=True)
+
+
+def test_caption_collator(scenes_rows):
+    processor = scenes_processor()
+    rows = [scenes_rows[i] for i in range(4)]
+    collator = TipsDataCollator(processor, synthetic_column="synthetic_captions", seed=0)
+    batch = collator(rows)
+    assert batch["pixel_values"].shape == (4, 3, 56, 56) and batch["return_loss"] is True
+    expected_alt = processor(text=[r["alt_text"] for r in rows], return_tensors="pt")
+    torch.testing.assert_close(batch["input_ids"], expected_alt["input_ids"], atol=0, rtol=0)
+    assert batch["input_ids"].shape == (4, 64)  # the processor's default: padded to 64, as the official pipeline
+    # Each synthetic row is one of that row's two captions, drawn reproducibly from the seed.
+    for i, row in enumerate(rows):
+        options = [processor(text=[c], return_tensors="pt")["input_ids"][0] for c in row["synthetic_captions"]]
+        assert any(torch.equal(batch["synthetic_input_ids"][i], o) for o in options)
+    again = TipsDataCollator(processor, synthetic_column="synthetic_captions", seed=0)(rows)
+    assert torch.equal(again["synthetic_input_ids"], batch["synthetic_input_ids"])
+    draws = {tuple(TipsDataCollator(processor, synthetic_column="synthetic_captions", seed=s)(rows[:1])
+                   ["synthetic_input_ids"][0].tolist()) for s in range(8)}
+    assert len(draws) == 2  # both captions get drawn
+    # A string column, padding to the longest caption.
+    short = TipsDataCollator(processor, text_kwargs={"padding": "longest"})(rows)
+    longest = max(int(m.sum()) for m in short["synthetic_attention_mask"])
+    assert short["synthetic_input_ids"].shape == (4, longest)
+    with pytest.raises(ValueError, match="'caption'.*remove_unused_columns=False"):
+        TipsDataCollator(processor, text_column="caption")(rows)
+    with pytest.raises(ValueError, match="'label': row 0 holds int"):
+        TipsDataCollator(processor, text_column="label")(rows)
+
+
+def test_dense_collator_follows_the_image_geometry():
+    # Resize: a 7x7 map becomes 14x14 with each id repeated 2x2 (nearest).
+    ids = torch.arange(49, dtype=torch.uint8).reshape(7, 7)
+    rows = [{"image": Image.new("RGB", (7, 7)), "class_mask": Image.fromarray(ids.numpy())}]
+    batch = TipsDenseDataCollator(TipsImageProcessor(size={"height": 14, "width": 14}))(rows)
+    assert batch["pixel_values"].shape == (1, 3, 14, 14) and batch["labels"].dtype == torch.int64
+    torch.testing.assert_close(batch["labels"][0], ids.long().repeat_interleave(2, 0).repeat_interleave(2, 1))
+    # No resize: a 10x12 image is centre-padded to 14x14 (rows 2 + 2, columns 1 + 1); padding is ignore_index.
+    label = np.random.default_rng(0).integers(0, 9, (10, 12)).astype(np.uint8)
+    rows = [{"image": np.zeros((10, 12, 3), np.uint8), "mask": label}] * 2
+    batch = TipsDenseDataCollator(TipsImageProcessor(do_resize=False), label_column="mask")(rows)
+    assert batch["labels"].shape == (2, 14, 14)
+    torch.testing.assert_close(batch["labels"][1, 2:12, 1:13], torch.from_numpy(label).long())
+    assert (batch["labels"][:, :2] == 255).all() and (batch["labels"][:, 12:] == 255).all()
+    assert (batch["labels"][:, :, 0] == 255).all() and (batch["labels"][:, :, 13] == 255).all()
+    # Depth: float maps, the invalid value and the padding become NaN.
+    depth = np.full((10, 12), 3.5, np.float32)
+    depth[0, 0] = 0.0
+    batch = TipsDenseDataCollator(TipsImageProcessor(do_resize=False), label_column="depth", task="depth",
+                                  invalid_depth=0.0)([{"image": np.zeros((10, 12, 3), np.uint8), "depth": depth}])
+    labels = batch["labels"][0]
+    assert labels.dtype == torch.float32 and torch.isnan(labels[2, 1]) and labels[2, 2] == 3.5
+    assert int(torch.isnan(labels).sum()) == 14 * 14 - 10 * 12 + 1
+    with pytest.raises(ValueError, match="label column 'depth': row 0 is not a 2-D map"):
+        TipsDenseDataCollator(TipsImageProcessor(), label_column="depth")([{"image": depth, "depth": depth[0]}])
+
+
+def test_retrieval_metrics_match_a_whole_set_forward(scenes_rows, tmp_path):
+    """Trainer.evaluate over batches of 5 gives the Recall@K of one forward over all 12 rows."""
+    from transformers import Trainer, TrainingArguments
+
+    model, processor = scenes_model(3).eval(), scenes_processor()
+    collator = TipsDataCollator(processor)
+    metrics = ContrastiveRetrievalMetrics(ks=(1, 3))
+    args = TrainingArguments(str(tmp_path), per_device_eval_batch_size=5, report_to="none",
+                             remove_unused_columns=False, use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model, args, eval_dataset=scenes_rows, data_collator=collator, compute_metrics=metrics,
+                      preprocess_logits_for_metrics=metrics.preprocess_logits_for_metrics)
+    scores = trainer.evaluate()
+    with torch.no_grad():
+        out = model(**collator([scenes_rows[i] for i in range(12)]))
+    for head, images, texts in (("alt_text", out.image_embeds, out.text_embeds),
+                                ("synthetic", out.synthetic_image_embeds, out.synthetic_text_embeds)):
+        for key, value in retrieval_recall(images, texts, ks=(1, 3)).items():
+            assert scores[f"eval_{head}_{key}"] == pytest.approx(value, abs=1e-12)
+    assert np.isfinite(scores["eval_loss"])
+    # Hand-checked case: identical embeddings retrieve perfectly, reversed pairs never at K=1.
+    eye = np.eye(4, dtype=np.float32)
+
+    class Prediction:
+        predictions = (eye, eye, eye, eye[::-1].copy())
+
+    scores = metrics(Prediction())
+    assert scores["alt_text_image_to_text_recall@1"] == 1.0 and scores["synthetic_image_to_text_recall@1"] == 0.0
+
+
+def _example():
+    spec = importlib.util.spec_from_file_location("finetune_with_trainer", ROOT / "examples" / "finetune_with_trainer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_trains_lora_with_trainer_and_reloads(model_dir, tmp_path):
+    """The README example, shortened: the loss falls, the saved adapter reproduces the trained model."""
+    out = tmp_path / "run"
+    result = _example().main(["--output_dir", str(out), "--model", str(model_dir), "--max_steps", "12",
+                              "--batch_size", "16", "--train_examples", "64", "--eval_examples", "32",
+                              "--logging_steps", "3", "--learning_rate", "3e-3"])
+    assert result["steps"] == 12 and len(result["train_losses"]) == 4
+    # Training pulls the pairs together: the validation loss and the training loss both fall.
+    assert result["eval_after"]["eval_loss"] < result["eval_before"]["eval_loss"] - 0.05
+    assert result["train_losses"][-1] < result["train_losses"][0]
+    assert set(result["eval_after"]) >= {f"eval_{h}_image_to_text_recall@5" for h in ("alt_text", "synthetic")}
+    # Our own round trip (same weights, same ops): bit-equal. The merged model folds W + BA: float32 rounding.
+    assert result["reloaded_max_abs_diff"] == 0.0
+    assert result["merged_max_abs_diff"] < 1e-5
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    merged = TipsModel.from_pretrained(out / "merged")
+    base = TipsModel.from_pretrained(model_dir)
+    changed = [n for n, p in merged.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
+    assert changed and all(".qkv." in n or ".out_proj." in n or ".fc1." in n or ".fc2." in n for n in changed)

@@ -1,0 +1,233 @@
+# Copyright 2026 The tips-hf authors. Licensed under the Apache License, Version 2.0.
+"""Pieces for fine-tuning TIPS with `transformers.Trainer`: data collators and `compute_metrics` helpers.
+
+- [`TipsDataCollator`]: image–caption rows of a `datasets.Dataset` → `pixel_values`, the alt-text captions
+  (`input_ids`, `attention_mask`) and the synthetic captions (`synthetic_input_ids`, `synthetic_attention_mask`)
+  for `TipsModel(..., return_loss=True)`: each head trains on its own caption stream.
+- [`TipsDenseDataCollator`]: image + label-map rows (segmentation masks, depth maps) → `pixel_values`, `labels`;
+  the label maps follow the image processor's geometry (nearest resize, padding with the ignore value).
+- [`ContrastiveRetrievalMetrics`]: `preprocess_logits_for_metrics` + `compute_metrics` giving image↔text Recall@K of
+  both heads over the whole evaluation set with the shipped `retrieval_recall` `evaluate` module.
+
+The collators read raw columns, so the `Trainer` needs `TrainingArguments(remove_unused_columns=False)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ContrastiveRetrievalMetrics", "TipsDataCollator", "TipsDenseDataCollator"]
+
+
+def _column(rows: Sequence[Mapping[str, Any]], column: str, role: str) -> list[Any]:
+    """The values of `column` in every row, or a ValueError naming the column and the keys that exist."""
+    if not rows:
+        raise ValueError("the collator got an empty batch.")
+    if column not in rows[0]:
+        raise ValueError(
+            f"{role} column {column!r} is not in the rows (keys: {sorted(rows[0])}); pass {role.replace(' ', '_')}"
+            f"_column=..., and TrainingArguments(remove_unused_columns=False) so that Trainer keeps raw columns."
+        )
+    return [row[column] for row in rows]
+
+
+class TipsDataCollator:
+    r"""Collates image–caption rows for contrastive fine-tuning of [`TipsModel`] under `Trainer`.
+
+    Args:
+        processor ([`TipsProcessor`]): resizes the images and tokenises both caption streams (padded/cut to 64
+            tokens by default, as the official pipeline does).
+        image_column (`str`, defaults to `"image"`): PIL images, arrays or tensors (what `datasets` decodes).
+        text_column (`str`, defaults to `"alt_text"`): the captions of the alt-text head (CLS-1).
+        synthetic_column (`str` or `None`, defaults to `"synthetic_caption"`): the captions of the synthetic-caption
+            head (CLS-2). A row may hold a list of captions (e.g. the scenes' `synthetic_captions`): one is drawn at
+            random per row and batch. `None`: both heads train on `text_column`.
+        return_loss (`bool`, defaults to `True`): put `return_loss=True` in every batch (Trainer then also computes the
+            evaluation loss of a model without `labels`).
+        seed (`int`, *optional*): seed of the generator that draws among several synthetic captions; by default the
+            global torch RNG (seeded by `Trainer`).
+        text_kwargs (`dict`, *optional*): tokenizer options for both streams, e.g. `{"padding": "longest"}` to pad
+            to the batch's longest caption (padding is masked out, so only the cost changes).
+
+    Returns (from `__call__`): a dict of `pixel_values` (B, 3, H, W), `input_ids` / `attention_mask` (B, L),
+    `synthetic_input_ids` / `synthetic_attention_mask` (B, L) and `return_loss`.
+    """
+
+    def __init__(
+        self,
+        processor: Any,
+        image_column: str = "image",
+        text_column: str = "alt_text",
+        synthetic_column: str | None = "synthetic_caption",
+        return_loss: bool = True,
+        seed: int | None = None,
+        text_kwargs: dict[str, Any] | None = None,
+    ):
+        self.processor = processor
+        self.image_column, self.text_column, self.synthetic_column = image_column, text_column, synthetic_column
+        self.return_loss = return_loss
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.text_kwargs = dict(text_kwargs or {})
+
+    def _pick(self, captions: list[Any]) -> list[str]:
+        picked = []
+        for index, caption in enumerate(captions):
+            if isinstance(caption, (list, tuple)):
+                if not caption:
+                    raise ValueError(f"synthetic column {self.synthetic_column!r}: row {index} has no caption.")
+                caption = caption[int(torch.randint(len(caption), (), generator=self.generator))]
+            picked.append(caption)
+        return picked
+
+    def _check_texts(self, texts: list[Any], column: str) -> list[str]:
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(f"caption column {column!r}: row {index} holds {type(text).__name__}, not a string.")
+        return texts
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        images = _column(rows, self.image_column, "image")
+        texts = self._check_texts(_column(rows, self.text_column, "text"), self.text_column)
+        batch = dict(self.processor(images=images, text=texts, return_tensors="pt", **self.text_kwargs))
+        if self.synthetic_column is not None:
+            captions = self._check_texts(self._pick(_column(rows, self.synthetic_column, "synthetic")),
+                                         self.synthetic_column)
+            synthetic = self.processor(text=captions, return_tensors="pt", **self.text_kwargs)
+            batch["synthetic_input_ids"] = synthetic["input_ids"]
+            batch["synthetic_attention_mask"] = synthetic["attention_mask"]
+        if self.return_loss:
+            batch["return_loss"] = True
+        return batch
+
+
+class TipsDenseDataCollator:
+    r"""Collates image + label-map rows (semantic segmentation or depth) for dense fine-tuning under `Trainer`.
+
+    Images go through the image processor; every label map then follows the image's geometry: resized with nearest
+    neighbour to the processor's output size (`do_resize=True`), and centre-padded like the image (the extra pixel
+    bottom/right) with the ignore value, so padding is never scored.
+
+    Args:
+        image_processor ([`TipsImageProcessor`] or [`TipsProcessor`]): the processor's image part is used.
+        image_column (`str`, defaults to `"image"`).
+        label_column (`str`, defaults to `"class_mask"`): (H, W) maps as PIL images (e.g. `datasets.Image(mode="L")`),
+            arrays or tensors; for the scenes, `"class_mask"` (segmentation) or `"depth"`.
+        task (`str`, defaults to `"segmentation"`): `"segmentation"` → int64 class ids; `"depth"` → float32 depths.
+        ignore_index (`int`, defaults to 255): segmentation pixels that are not scored (padding gets this value).
+        invalid_depth (`float`, *optional*): depth value marking invalid pixels (e.g. 0 for sparse LiDAR maps); such
+            pixels and the padding become NaN, which the depth losses and `depth_rmse` skip.
+
+    Returns (from `__call__`): `{"pixel_values": (B, 3, H, W), "labels": (B, H, W)}`.
+    """
+
+    def __init__(
+        self,
+        image_processor: Any,
+        image_column: str = "image",
+        label_column: str = "class_mask",
+        task: str = "segmentation",
+        ignore_index: int = 255,
+        invalid_depth: float | None = None,
+    ):
+        if task not in ("segmentation", "depth"):
+            raise ValueError(f"task must be 'segmentation' or 'depth', got {task!r}.")
+        self.image_processor = getattr(image_processor, "image_processor", image_processor)
+        self.image_column, self.label_column, self.task = image_column, label_column, task
+        self.ignore_index, self.invalid_depth = ignore_index, invalid_depth
+
+    def _label(self, value: Any, index: int) -> torch.Tensor:
+        if hasattr(value, "detach"):
+            array = value.detach().cpu()
+        else:
+            array = torch.from_numpy(np.array(value))  # PIL image, array or nested lists; a copy we may modify
+        if array.ndim == 3 and 1 in (array.shape[0], array.shape[-1]):
+            array = array.squeeze(0 if array.shape[0] == 1 else -1)
+        if array.ndim != 2:
+            raise ValueError(
+                f"label column {self.label_column!r}: row {index} is not a 2-D map (shape {tuple(array.shape)})."
+            )
+        if self.task == "segmentation":
+            if array.is_floating_point() and not torch.equal(array, array.round()):
+                raise ValueError(f"label column {self.label_column!r}: row {index} holds non-integer class ids.")
+            return array.long()
+        array = array.float()
+        if self.invalid_depth is not None:
+            array[array == self.invalid_depth] = float("nan")
+        return array
+
+    def _fit(self, label: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Nearest-resize `label` to the processor's resize size, then centre-pad to (height, width)."""
+        processor = self.image_processor
+        if processor.do_resize:
+            size = (processor.size["height"], processor.size["width"])
+            if tuple(label.shape) != size:
+                # Nearest keeps class ids and depths intact (no blend across object borders).
+                label = F.interpolate(label[None, None].double(), size=size, mode="nearest")[0, 0].to(label.dtype)
+        pad_h, pad_w = height - label.shape[0], width - label.shape[1]
+        if pad_h < 0 or pad_w < 0:
+            raise ValueError(f"label map {tuple(label.shape)} is larger than the processed image {(height, width)}.")
+        if pad_h or pad_w:
+            fill = self.ignore_index if self.task == "segmentation" else float("nan")
+            label = F.pad(label, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=fill)
+        return label
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        images = _column(rows, self.image_column, "image")
+        labels = _column(rows, self.label_column, "label")
+        pixel_values = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        height, width = pixel_values.shape[-2:]
+        maps = [self._fit(self._label(value, i), height, width) for i, value in enumerate(labels)]
+        return {"pixel_values": pixel_values, "labels": torch.stack(maps)}
+
+
+class ContrastiveRetrievalMetrics:
+    r"""Image↔text Recall@K of both TIPS heads over a whole evaluation set, for `Trainer`.
+
+    Pass the instance as `compute_metrics` and its `preprocess_logits_for_metrics` method as
+    `preprocess_logits_for_metrics`: per batch the latter keeps only the normalised embeddings (not the (B, B) logits
+    of each batch, which cannot rank across batches), and `compute_metrics` scores every image against every text
+    of the evaluation set with the shipped `retrieval_recall` `evaluate` module (paired-embeddings form).
+
+    Args:
+        ks (`tuple[int]`, defaults to `(1, 5)`): the K values.
+
+    Returns (from `__call__`): `alt_text_image_to_text_recall@K`, `alt_text_text_to_image_recall@K` (CLS-1 against
+    the `input_ids` captions) and `synthetic_...` (CLS-2 against `synthetic_input_ids`, or `input_ids` without them).
+    """
+
+    # Fields of a `TipsOutput` with images and texts, in order, without `loss` (which Trainer removes).
+    _FIELDS = ("logits_per_image", "logits_per_text", "synthetic_logits_per_image", "synthetic_logits_per_text",
+               "image_embeds", "synthetic_image_embeds", "text_embeds", "text_model_output", "vision_model_output",
+               "synthetic_text_embeds", "synthetic_text_model_output")
+
+    def __init__(self, ks: tuple[int, ...] = (1, 5)):
+        from .metrics import load_metric
+
+        self.ks = tuple(ks)
+        self.metric = load_metric("retrieval_recall")
+
+    def preprocess_logits_for_metrics(self, logits: tuple[Any, ...], labels: Any) -> tuple[torch.Tensor, ...]:
+        """Trainer hands the output values in `TipsOutput` field order; keep the embeddings of both heads."""
+        if not isinstance(logits, (tuple, list)) or len(logits) not in (9, 11):
+            raise ValueError(
+                "ContrastiveRetrievalMetrics expects the outputs of TipsModel called with pixel_values and input_ids "
+                f"(and optionally synthetic_input_ids), got {len(logits) if isinstance(logits, (tuple, list)) else 1}"
+                " output values; do not set keys_to_ignore_at_inference on the config."
+            )
+        fields = dict(zip(self._FIELDS, logits))
+        synthetic_texts = fields.get("synthetic_text_embeds", fields["text_embeds"])
+        return fields["image_embeds"], fields["synthetic_image_embeds"], fields["text_embeds"], synthetic_texts
+
+    def __call__(self, eval_prediction: Any) -> dict[str, float]:
+        image_embeds, synthetic_image_embeds, text_embeds, synthetic_text_embeds = eval_prediction.predictions
+        scores = {}
+        for head, images, texts in (("alt_text", image_embeds, text_embeds),
+                                    ("synthetic", synthetic_image_embeds, synthetic_text_embeds)):
+            result = self.metric.compute(predictions=np.asarray(images), references=np.asarray(texts), ks=self.ks)
+            scores.update({f"{head}_{key}": float(value) for key, value in result.items()})
+        return scores
