@@ -6,16 +6,27 @@ that `save_pretrained` writes the self-contained module files and `auto_map` int
 """
 
 from transformers import (
+    AutoBackbone,
     AutoConfig,
     AutoImageProcessor,
     AutoModel,
+    AutoModelForDepthEstimation,
+    AutoModelForSemanticSegmentation,
     AutoModelForZeroShotImageClassification,
     AutoProcessor,
     AutoTokenizer,
 )
 
+from .configuration_dense_tips import TipsBackboneConfig, TipsDPTConfig
 from .configuration_tips import TipsConfig, TipsTextConfig, TipsVisionConfig
 from .image_processing_tips import TipsImageProcessor
+from .modeling_dense_tips import (
+    TipsBackbone,
+    TipsForDepthEstimation,
+    TipsForNormalEstimation,
+    TipsForSemanticSegmentation,
+    TipsNormalEstimatorOutput,
+)
 from .modeling_tips import (
     TipsModel,
     TipsOutput,
@@ -48,12 +59,35 @@ def _register() -> None:
     TipsImageProcessor.register_for_auto_class("AutoImageProcessor")
     TipsTokenizer.register_for_auto_class("AutoTokenizer")
     TipsProcessor.register_for_auto_class("AutoProcessor")
+    _register_dense()
+
+
+def _register_dense() -> None:
+    """DPT models (one config class, one folder per task) and the backbone."""
+    for config in (TipsDPTConfig, TipsBackboneConfig):
+        AutoConfig.register(config.model_type, config, exist_ok=True)
+        AutoImageProcessor.register(config, fast_image_processor_class=TipsImageProcessor, exist_ok=True)
+        config.register_for_auto_class()
+    AutoModelForSemanticSegmentation.register(TipsDPTConfig, TipsForSemanticSegmentation, exist_ok=True)
+    AutoModelForDepthEstimation.register(TipsDPTConfig, TipsForDepthEstimation, exist_ok=True)
+    AutoBackbone.register(TipsBackboneConfig, TipsBackbone, exist_ok=True)
+    TipsForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
+    TipsForDepthEstimation.register_for_auto_class("AutoModelForDepthEstimation")
+    TipsForNormalEstimation.register_for_auto_class("AutoModel")
+    TipsBackbone.register_for_auto_class("AutoBackbone")
 
 
 _register()
 
 __all__ = [
+    "TipsBackbone",
+    "TipsBackboneConfig",
     "TipsConfig",
+    "TipsDPTConfig",
+    "TipsForDepthEstimation",
+    "TipsForNormalEstimation",
+    "TipsForSemanticSegmentation",
+    "TipsNormalEstimatorOutput",
     "TipsImageProcessor",
     "TipsModel",
     "TipsOutput",

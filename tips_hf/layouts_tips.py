@@ -347,11 +347,37 @@ SCENIC_DEFAULTS = {"mask_token": "zeros", "layer_scale": "ones"}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# transformers-native `Tipsv2Model` (model_type "tipsv2", transformers >= 5.14): separate q/k/v and gate/up matrices.
+# transformers-native `Tipsv2Model` (model_type "tipsv2", transformers >= 5.14): separate q/k/v matrices; SwiGLU as
+# gate/up/down projections since transformers 5.24, as one fused `weights_in` (gate first) + `weights_out` before.
 
 _NV, _NT = f"{V}.encoder.layer.{{i}}", f"{T}.encoder.layers.{{i}}"
 
-NATIVE_RULES: tuple[KeyRule, ...] = (
+
+def _native_swiglu_rules(fused: bool) -> tuple[KeyRule, ...]:
+    if fused:  # transformers 5.14-5.23 (Dinov2-style SwiGLU module)
+        gate_up = tuple(
+            _rule(f"{_VB}.mlp.gate_up.{p}", f"{_NV}.mlp.weights_in.{p}", tower="vision", when=_is_swiglu)
+            for p in ("weight", "bias")
+        )
+    else:
+        gate_up = tuple(
+            _rule(
+                f"{_VB}.mlp.gate_up.{p}",
+                (f"{_NV}.mlp.gate_proj.{p}", f"{_NV}.mlp.up_proj.{p}"),
+                _concat(),
+                _split(2),
+                tower="vision",
+                when=_is_swiglu,
+            )
+            for p in ("weight", "bias")
+        )
+    return gate_up + tuple(
+        _rule(f"{_VB}.mlp.down.{p}", f"{_NV}.mlp.down_proj.{p}", tower="vision", when=_is_swiglu)
+        for p in ("weight", "bias")
+    )
+
+
+_NATIVE_COMMON_RULES: tuple[KeyRule, ...] = (
     *(
         _rule(f"{V}.embeddings.{k}", f"{V}.embeddings.{k}")
         for k in ("cls_token", "register_tokens", "mask_token", "position_embeddings")
@@ -384,21 +410,6 @@ NATIVE_RULES: tuple[KeyRule, ...] = (
     *(
         _rule(f"{_VB}.mlp.{k}", f"{_NV}.mlp.{k}", tower="vision", when=_is_mlp)
         for k in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
-    ),
-    *(
-        _rule(
-            f"{_VB}.mlp.gate_up.{p}",
-            (f"{_NV}.mlp.gate_proj.{p}", f"{_NV}.mlp.up_proj.{p}"),
-            _concat(),
-            _split(2),
-            tower="vision",
-            when=_is_swiglu,
-        )
-        for p in ("weight", "bias")
-    ),
-    *(
-        _rule(f"{_VB}.mlp.down.{p}", f"{_NV}.mlp.down_proj.{p}", tower="vision", when=_is_swiglu)
-        for p in ("weight", "bias")
     ),
     _rule(f"{V}.layernorm.weight", f"{V}.layernorm.weight"),
     _rule(f"{V}.layernorm.bias", f"{V}.layernorm.bias"),
@@ -433,7 +444,31 @@ NATIVE_RULES: tuple[KeyRule, ...] = (
     _temperature_rule("temperature", "model"),
 )
 
-NATIVE = Layout("native", "transformers-native Tipsv2Model folder (model_type 'tipsv2')", NATIVE_RULES)
+# Module names of transformers 5.14-5.23 (in folders saved with `save_original_format=False`), read on import.
+_NATIVE_ALIASES = (
+    (r"(\.encoder\.layer\.\d+\.attention\.)attention\.query\.", r"\1q_proj."),
+    (r"(\.encoder\.layer\.\d+\.attention\.)attention\.key\.", r"\1k_proj."),
+    (r"(\.encoder\.layer\.\d+\.attention\.)attention\.value\.", r"\1v_proj."),
+    (r"(\.encoder\.layer\.\d+\.attention\.)output\.dense\.", r"\1o_proj."),
+    (r"(\.encoder\.layer\.\d+\.mlp\.)weights_out\.", r"\1down_proj."),
+)
+NATIVE = Layout(
+    "native",
+    "transformers-native Tipsv2Model folder (model_type 'tipsv2')",
+    _NATIVE_COMMON_RULES + _native_swiglu_rules(fused=False),
+    aliases=_NATIVE_ALIASES,
+)
+NATIVE_FUSED_SWIGLU = Layout(
+    "native",
+    "transformers-native Tipsv2Model folder (model_type 'tipsv2', SwiGLU module names of transformers < 5.24)",
+    _NATIVE_COMMON_RULES + _native_swiglu_rules(fused=True),
+    aliases=_NATIVE_ALIASES,
+)
+
+
+def native_layout_for(keys: Iterable[str]) -> Layout:
+    """The native layout whose SwiGLU names match these (module or saved) keys."""
+    return NATIVE_FUSED_SWIGLU if any(".mlp.weights_in." in k for k in keys) else NATIVE
 
 
 def _native_mlp_ratio(hidden: int, width: int, swiglu: bool) -> float:
@@ -616,15 +651,18 @@ def resolve_heads(width: int, flag: int | None, tower: str, preset_heads: int | 
 
 def infer_official_config(
     vision: TensorReader,
-    text: TensorReader,
+    text: TensorReader | None,
     preset: str | None = None,
     vision_heads: int | None = None,
     text_heads: int | None = None,
     image_resolution: int | None = None,
     max_text_length: int = 64,
 ) -> TipsConfig:
-    """Read the architecture from the array shapes (depth, width, FFN type and width, position grid, vocabulary)."""
-    src_v, src_t = str(vision.path), str(text.path)
+    """Read the architecture from the array shapes (depth, width, FFN type and width, position grid, vocabulary).
+
+    With `text=None` (a vision tower alone) the text config is a placeholder of the same width: use `.vision_config`.
+    """
+    src_v, src_t = str(vision.path), str(text.path) if text is not None else None
     width = require(vision, "cls_token", 3)[-1]
     patch = require(vision, "patch_embed.proj.weight", 4)
     num_pos = require(vision, "pos_embed", 3)[1] - 1
@@ -635,9 +673,12 @@ def infer_official_config(
         ffn_type, intermediate = "swiglu", require(vision, "blocks.0.mlp.w12.weight", 2)[0] // 2
     else:
         ffn_type, intermediate = "mlp", require(vision, "blocks.0.mlp.fc1.weight", 2)[0]
-    vocab, text_width = require(text, "token_embedding.weight", 2)
-    text_depth = count_blocks(text.keys(), r"transformer\.resblocks\.(\d+)\.", src_t)
-    text_mlp = require(text, "transformer.resblocks.0.mlp.c_fc.weight", 2)[0]
+    if text is None:
+        vocab, text_width, text_depth, text_mlp = 32000, width, None, 4 * width
+    else:
+        vocab, text_width = require(text, "token_embedding.weight", 2)
+        text_depth = count_blocks(text.keys(), r"transformer\.resblocks\.(\d+)\.", src_t)
+        text_mlp = require(text, "transformer.resblocks.0.mlp.c_fc.weight", 2)[0]
     if text_width != width:
         raise LayoutError(
             f"vision width {width} ({src_v}) differs from text width {text_width} ({src_t}); the two files do not "
@@ -655,6 +696,8 @@ def infer_official_config(
                     f"{src_v} does not match preset {preset!r}: vision {name} is {value}, the preset has "
                     f"{getattr(reference.vision_config, name)}."
                 )
+        if text_depth is None:
+            text_depth = reference.text_config.num_hidden_layers
         if reference.text_config.num_hidden_layers != text_depth:
             raise LayoutError(
                 f"{src_t} does not match preset {preset!r}: {text_depth} text layers, the preset has "
@@ -680,13 +723,17 @@ def infer_official_config(
         vocab_size=vocab,
         hidden_size=text_width,
         intermediate_size=text_mlp,
-        num_hidden_layers=text_depth,
-        num_attention_heads=resolve_heads(text_width, text_heads, "text", preset_heads["text"]),
+        num_hidden_layers=text_depth or 12,
+        num_attention_heads=(
+            resolve_heads(text_width, text_heads, "text", preset_heads["text"])
+            if text is not None
+            else preset_heads["text"] or vision_config.num_attention_heads
+        ),
         max_position_embeddings=max_text_length,
     )
     if image_resolution is not None:
         overrides["image_resolution"] = image_resolution
-    if "temperature" in text:
+    if text is not None and "temperature" in text:
         overrides.update(temperature_overrides(float(text.read("temperature").reshape(()))))
     config = TipsConfig(vision_config=vision_config, text_config=text_config, **overrides)
     return config if preset is not None else with_matched_preset(config, image_resolution)
@@ -880,8 +927,14 @@ class SafetensorsReader:
             raise LayoutError(f"{self.path}: could not read {key!r} ({error}); is the file truncated?") from None
 
 
+# Our other folders (vision/text towers, DPT models, backbones) are always written in our own keys.
+_OUR_OTHER_MODEL_TYPES = ("tips_vision_model", "tips_text_model", "tips_dpt", "tips_backbone")
+
+
 def _is_our_config(config: Mapping) -> bool:
     vision = config.get("vision_config") or {}
+    if config.get("model_type") in _OUR_OTHER_MODEL_TYPES:
+        return True
     return config.get("model_type") == "tips" and "ffn_type" in vision
 
 
@@ -891,7 +944,7 @@ def detect_layout(config: Mapping, keys: Iterable[str], source: str) -> Layout |
     if any(k.startswith(_HUB_PREFIXES) for k in keys):
         return HUB
     if any(k.startswith("vision_model.encoder.layer.") or ".self_attn.q_proj." in k for k in keys):
-        return NATIVE
+        return native_layout_for(keys)
     if any(k.startswith("vision_model.encoder.layers.") and ".attention.qkv." in k for k in keys):
         return None
     sample = ", ".join(sorted(keys)[:3]) or "no tensors"
@@ -1166,6 +1219,7 @@ __all__ = [
     "SCENIC",
     "NATIVE",
     "NATIVE_CANNOT_CARRY",
+    "NATIVE_FUSED_SWIGLU",
     "config_from_native",
     "config_to_native",
     "OFFICIAL",

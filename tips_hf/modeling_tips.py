@@ -8,7 +8,7 @@ Self-contained: imports only torch, transformers and sibling `*_tips.py` modules
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -522,6 +522,43 @@ class TipsVisionModel(TipsPreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embedding
+
+    def get_intermediate_layers(
+        self,
+        pixel_values: torch.Tensor,
+        layers: int | Sequence[int] = 1,
+        norm: bool = True,
+        interpolate_pos_encoding: bool = True,
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        r"""Outputs of chosen blocks, as the official `get_intermediate_layers(x, n, reshape=True,
+        return_class_token=True, norm)` returns them (the DPT decoders' input).
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`): images in [0, 1].
+            layers (`int` or `Sequence[int]`): 0-based block indices, or an int `n` for the last `n` blocks.
+            norm (`bool`, defaults to `True`): apply the tower's final LayerNorm to each block output.
+
+        Returns:
+            One `(patch_maps, cls)` per requested block, in the order requested: `patch_maps` of shape
+            `(batch_size, hidden_size, height // patch_size, width // patch_size)` and `cls` (the alt-text CLS token)
+            of shape `(batch_size, hidden_size)`.
+        """
+        depth = len(self.encoder.layers)
+        wanted = list(range(depth - layers, depth)) if isinstance(layers, int) else [int(i) for i in layers]
+        if not wanted or any(not 0 <= i < depth for i in wanted):
+            raise ValueError(f"layers must be block indices in [0, {depth}) or a count <= {depth}, got {layers!r}.")
+        hidden = self.embeddings(pixel_values, None, interpolate_pos_encoding)
+        kept = {}
+        for index, layer in enumerate(self.encoder.layers[: max(wanted) + 1]):  # later blocks are not needed
+            hidden = layer(hidden, None)[0]
+            if index in wanted:
+                kept[index] = self.layernorm(hidden) if norm else hidden
+        batch, _, height, width = pixel_values.shape
+        grid = (height // self.config.patch_size, width // self.config.patch_size)
+        first_patch = 1 + self.config.num_register_tokens
+        return [
+            (kept[i][:, first_patch:].transpose(1, 2).reshape(batch, -1, *grid), kept[i][:, 0]) for i in wanted
+        ]
 
     def forward(
         self,

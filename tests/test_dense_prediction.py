@@ -1,0 +1,228 @@
+"""Dense prediction as the official repository does it (fixtures/dense): intermediate layers, the DPT decoders converted
+from their released Scenic/Flax layout, the task losses, vision-only conversion, the backbone and the Auto classes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import REFERENCE
+
+from tips_hf import (
+    TipsBackbone,
+    TipsForDepthEstimation,
+    TipsForNormalEstimation,
+    TipsForSemanticSegmentation,
+    TipsVisionModel,
+)
+from tips_hf.conversion.dpt import convert_dpt, convert_official_vision, verify_dpt
+from tips_hf.modeling_dense_tips import normals_loss, segmentation_loss, silog_loss
+
+DENSE_DIR = REFERENCE / "dense"
+DENSE_INDEX = json.loads((DENSE_DIR / "index.json").read_text())
+TASKS = ("segmentation", "depth", "normals")
+# Float32 rounding through at most 6 blocks and the decoder's convolutions: measured max |Δ| 1.7e-6 (features) and
+# 1.3e-5 (depth in metres, an expectation over bins up to 10 m), against the official PyTorch code on CPU.
+FEATURE_TOL = 1e-5
+DPT_TOL = 5e-5
+
+
+def dense_file(name: str, part: str):
+    return DENSE_DIR / f"{name}_{part}.npz"
+
+
+@pytest.fixture(scope="session")
+def converted_dpt(tmp_path_factory):
+    """Every (fixture, task) converted once per session with `tips-convert dpt` (library call)."""
+    root = tmp_path_factory.mktemp("dpt")
+    folders = {}
+    for name, info in DENSE_INDEX.items():
+        for task in TASKS:
+            folders[name, task] = convert_dpt(
+                dense_file(name, "vision"),
+                dense_file(name, f"dpt_{task}"),
+                root / f"{name}-{task}",
+                task,
+                layers=info["dpt"]["layers"],
+                vision_heads=info["vision"]["num_heads"],
+                progress=False,
+            ).output_dir
+    return folders
+
+
+@pytest.fixture(scope="session")
+def converted_vision(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vision")
+    return {
+        name: convert_official_vision(
+            dense_file(name, "vision"), root / name, vision_heads=info["vision"]["num_heads"], progress=False
+        ).output_dir
+        for name, info in DENSE_INDEX.items()
+    }
+
+
+def _inputs(name: str):
+    expected = np.load(dense_file(name, "expected"))
+    for height, width in DENSE_INDEX[name]["image_sizes"]:
+        size = f"{height}x{width}"
+        yield size, torch.from_numpy(expected[f"pixel_values_u8_{size}"]).float() / 255.0, expected
+
+
+@pytest.mark.parametrize("name", sorted(DENSE_INDEX))
+def test_intermediate_layers_match_official(converted_vision, name):
+    model = TipsVisionModel.from_pretrained(converted_vision[name]).eval()
+    layers = DENSE_INDEX[name]["dpt"]["layers"]
+    for size, pixels, expected in _inputs(name):
+        with torch.no_grad():
+            outputs = model.get_intermediate_layers(pixels, layers=layers, norm=True)
+        assert len(outputs) == len(layers)
+        for j, (patches, cls) in enumerate(outputs):
+            want_patches = torch.from_numpy(expected[f"intermediate_patch_{j}_{size}"])
+            assert patches.shape == want_patches.shape  # (B, D, h, w)
+            torch.testing.assert_close(patches, want_patches, atol=FEATURE_TOL, rtol=0)
+            torch.testing.assert_close(cls, torch.from_numpy(expected[f"intermediate_cls_{j}_{size}"]),
+                                       atol=FEATURE_TOL, rtol=0)
+    # An int asks for the last n blocks; the last block without the final norm is the encoder's raw output.
+    pixels = next(_inputs(name))[1]
+    with torch.no_grad():
+        last = model.get_intermediate_layers(pixels, layers=1, norm=False)[0][1]
+        raw = model(pixel_values=pixels, output_hidden_states=True).hidden_states[-1][:, 0]
+    torch.testing.assert_close(last, raw, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="block indices"):
+        model.get_intermediate_layers(pixels, layers=[model.config.num_hidden_layers])
+
+
+def test_vision_only_folder_loads_with_auto(converted_vision):
+    from transformers import AutoBackbone, AutoModel
+
+    folder = converted_vision["dense-mlp"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "tips_vision_model" and config["auto_map"]["AutoModel"].endswith("TipsVisionModel")
+    assert (folder / "modeling_tips.py").is_file() and (folder / "preprocessor_config.json").is_file()
+    model = AutoModel.from_pretrained(folder)
+    assert isinstance(model, TipsVisionModel)
+    reference = np.load(dense_file("dense-mlp", "vision"))
+    torch.testing.assert_close(model.embeddings.cls_token, torch.from_numpy(reference["cls_token"]), atol=0, rtol=0)
+    # The backbone reads the same folder; stage k is block k - 1, after the final LayerNorm.
+    layers = DENSE_INDEX["dense-mlp"]["dpt"]["layers"]
+    backbone = TipsBackbone.from_pretrained(folder, out_indices=[i + 1 for i in layers]).eval()
+    size, pixels, expected = next(_inputs("dense-mlp"))
+    with torch.no_grad():
+        maps = backbone(pixel_values=pixels).feature_maps
+    assert len(maps) == len(layers)
+    for j, feature_map in enumerate(maps):
+        torch.testing.assert_close(feature_map, torch.from_numpy(expected[f"intermediate_patch_{j}_{size}"]),
+                                   atol=FEATURE_TOL, rtol=0)
+    # (transformers 5's AutoBackbone.from_pretrained asks the Hub whether a path is a repo; from_config is offline.)
+    assert isinstance(AutoBackbone.from_config(backbone.config), TipsBackbone)
+
+
+@pytest.mark.parametrize("name", sorted(DENSE_INDEX))
+@pytest.mark.parametrize("task", TASKS)
+def test_dpt_matches_official(converted_dpt, name, task):
+    parity = verify_dpt(converted_dpt[name, task], dense_file(name, "expected"))
+    sizes = {f"{h}x{w}" for h, w in DENSE_INDEX[name]["image_sizes"]}
+    assert {k for k in parity if k.startswith("dpt_")} == {f"dpt_{task}@{s}" for s in sizes}
+    assert len([k for k in parity if k.startswith("intermediate_")]) == 8 * len(sizes)
+    assert max(parity.values()) < DPT_TOL, parity
+
+
+def test_dpt_config_read_from_arrays(converted_dpt):
+    from transformers import AutoConfig, AutoModelForDepthEstimation, AutoModelForSemanticSegmentation
+
+    for name, info in DENSE_INDEX.items():
+        dpt = info["dpt"]
+        seg = AutoConfig.from_pretrained(converted_dpt[name, "segmentation"])
+        assert seg.backbone_out_indices == dpt["layers"] and seg.dpt_channels == dpt["channels"]
+        assert seg.post_process_channels == dpt["post_process_channels"]
+        assert seg.num_labels == dpt["segmentation"]["num_classes"]
+        depth = AutoConfig.from_pretrained(converted_dpt[name, "depth"])
+        assert depth.num_depth_bins == dpt["depth"]["num_depth_bins"]
+        assert (depth.min_depth, depth.max_depth) == (dpt["depth"]["min_depth"], dpt["depth"]["max_depth"])
+    seg_model = AutoModelForSemanticSegmentation.from_pretrained(converted_dpt["dense-mlp", "segmentation"])
+    depth_model = AutoModelForDepthEstimation.from_pretrained(converted_dpt["dense-mlp", "depth"])
+    normals = TipsForNormalEstimation.from_pretrained(converted_dpt["dense-mlp", "normals"])
+    assert isinstance(seg_model, TipsForSemanticSegmentation) and isinstance(depth_model, TipsForDepthEstimation)
+    auto_map = json.loads((converted_dpt["dense-mlp", "segmentation"] / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModelForSemanticSegmentation"] == "modeling_dense_tips.TipsForSemanticSegmentation"
+    assert (converted_dpt["dense-mlp", "normals"] / "modeling_dense_tips.py").is_file()
+    pixels = torch.rand(1, 3, 56, 70)
+    with torch.no_grad():
+        # A 4x5 patch grid: the coarsest level is 2x3 (stride 2), doubled four times -> (8 * 2, 8 * 3) * 2.
+        assert seg_model(pixel_values=pixels).logits.shape == (1, 6, 32, 48)
+        assert depth_model(pixel_values=pixels).predicted_depth.shape == (1, 32, 48)
+        assert normals(pixel_values=pixels).predicted_normals.shape == (1, 3, 32, 48)
+
+
+def test_segmentation_loss_is_cross_entropy_at_label_size():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6)
+    labels = torch.randint(0, 4, (2, 10, 12))
+    labels[0, :3] = 255
+    want = F.cross_entropy(
+        F.interpolate(logits, size=(10, 12), mode="bilinear", align_corners=False), labels, ignore_index=255
+    )
+    torch.testing.assert_close(segmentation_loss(logits, labels), want)
+    # Only the labelled pixels count: hand-computed on a 1x1 map upsampled to 1x2 (constant), one pixel ignored.
+    one = torch.tensor([[[[2.0]], [[0.0]]]])
+    expected = math.log(1 + math.exp(-2.0))
+    assert abs(segmentation_loss(one, torch.tensor([[[0, 255]]])).item() - expected) < 1e-6
+
+
+def test_silog_loss_closed_form():
+    target = torch.rand(2, 8, 8) * 5 + 0.5
+    scaled = F.interpolate((2.0 * target)[:, None], size=(4, 4), mode="bilinear", align_corners=False)[:, 0]
+    # g = log 2 everywhere when the prediction is the target times 2 (at the label size): sqrt((1 - λ) log² 2).
+    depth = 2.0 * target
+    assert abs(silog_loss(depth, target, 0.85).item() - math.sqrt(0.15) * math.log(2)) < 1e-5
+    assert silog_loss(depth, target, 1.0).item() < 1e-5  # fully scale invariant
+    invalid = target.clone()
+    invalid[0] = 0.0
+    invalid[1, :4] = float("nan")
+    assert abs(silog_loss(depth, invalid, 0.85).item() - math.sqrt(0.15) * math.log(2)) < 1e-5
+    assert silog_loss(scaled, torch.zeros(2, 8, 8)).item() == 0.0
+
+
+def test_normals_loss_closed_form():
+    normals = F.normalize(torch.randn(2, 3, 6, 6), dim=1)
+    assert normals_loss(normals * 3.0, normals).item() < 1e-6  # length does not matter
+    assert abs(normals_loss(-normals, normals).item() - 2.0) < 1e-6
+    labels = normals.clone()
+    labels[:, :, :3] = 0.0  # missing ground truth
+    mixed = normals.clone()
+    mixed[:, :, :3] = -mixed[:, :, :3]
+    assert normals_loss(mixed, labels).item() < 1e-6
+
+
+def test_models_train_with_labels(converted_dpt):
+    torch.manual_seed(0)
+    pixels = torch.rand(2, 3, 56, 56)
+    cases = {
+        "segmentation": (TipsForSemanticSegmentation, torch.randint(0, 6, (2, 50, 50))),
+        "depth": (TipsForDepthEstimation, torch.rand(2, 50, 50) * 5 + 0.1),
+        "normals": (TipsForNormalEstimation, F.normalize(torch.randn(2, 3, 50, 50), dim=1)),
+    }
+    for task, (cls, labels) in cases.items():
+        model = cls.from_pretrained(converted_dpt["dense-mlp", task]).train()
+        out = model(pixel_values=pixels, labels=labels)
+        assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+        out.loss.backward()
+        assert model.head.weight.grad.abs().sum() > 0
+        assert model.vision_model.embeddings.patch_embedding.weight.grad is not None
+        assert model(pixel_values=pixels, return_dict=False)[0].shape[0] == 2  # tuple output without loss
+
+
+def test_dpt_from_vision_folder_initialises_decoder(converted_vision):
+    from tips_hf import TipsDPTConfig
+
+    config = TipsDPTConfig(vision_config=TipsVisionModel.config_class.from_pretrained(converted_vision["dense-mlp"]),
+                           task="depth", num_depth_bins=8, dpt_channels=16)
+    model = TipsForDepthEstimation.from_pretrained(converted_vision["dense-mlp"], config=config)
+    reference = np.load(dense_file("dense-mlp", "vision"))
+    torch.testing.assert_close(model.vision_model.embeddings.cls_token, torch.from_numpy(reference["cls_token"]))
+    weight = model.decoder.reassemble.resize_layers[0].weight
+    assert torch.isfinite(weight).all() and 0.005 < weight.std() < 0.05  # trunc-normal(0.02), not left empty
