@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import SCENIC_DIR, SCENIC_INDEX, TOKENIZER_MODEL, official_files, tiny_config
+from conftest import INTEROP_TOL, SCENIC_DIR, SCENIC_INDEX, TOKENIZER_MODEL, official_files, tiny_config
 from safetensors.torch import load_file, save_file
 
 from tips_hf import TipsConfig, TipsModel, TipsTextModel, TipsVisionModel
@@ -95,15 +95,14 @@ def _inputs():
     return torch.rand(2, 3, 224, 280, generator=g), ids * mask, mask
 
 
-def _compare(ours, native, atol=0.0):
+def _compare(ours, native):
     pixels, ids, mask = _inputs()
     with torch.no_grad():
         a = ours(pixel_values=pixels, input_ids=ids, attention_mask=mask)
         b = native(pixel_values=pixels, input_ids=ids, attention_mask=mask)
     torch.testing.assert_close(a.vision_model_output.last_hidden_state, b.vision_model_output.last_hidden_state,
-                               atol=atol, rtol=0)
-    torch.testing.assert_close(a.text_model_output.pooler_output, b.text_model_output.pooler_output, atol=1e-6,
-                               rtol=0)
+                               **INTEROP_TOL)
+    torch.testing.assert_close(a.text_model_output.pooler_output, b.text_model_output.pooler_output, **INTEROP_TOL)
     torch.testing.assert_close(a.logits_per_image, b.logits_per_image, atol=1e-4, rtol=1e-6)
 
 
@@ -119,14 +118,16 @@ def test_native_folder_loads_with_identical_outputs(swiglu, tmp_path):
     pixels, ids, mask = _inputs()
     with torch.no_grad():
         torch.testing.assert_close(vision(pixel_values=pixels).last_hidden_state,
-                                   native.vision_model(pixel_values=pixels).last_hidden_state, atol=0, rtol=0)
+                                   native.vision_model(pixel_values=pixels).last_hidden_state, **INTEROP_TOL)
         torch.testing.assert_close(text(input_ids=ids, attention_mask=mask).pooler_output,
-                                   native.text_model(input_ids=ids, attention_mask=mask).pooler_output)
+                                   native.text_model(input_ids=ids, attention_mask=mask).pooler_output, **INTEROP_TOL)
 
 
-def test_native_module_keys_folder_loads(tmp_path):
-    # a folder in the module-tree keys (save_original_format=False), e.g. written by older transformers versions
-    native = _native_model(False, seed=1)
+@pytest.mark.parametrize("swiglu", [False, True])
+def test_native_module_keys_folder_loads(swiglu, tmp_path):
+    # a folder in the module-tree keys (save_original_format=False) of the installed transformers: fused SwiGLU
+    # `weights_in` and `attention.attention.query` before 5.24, gate/up/down and q/k/v/o projections since
+    native = _native_model(swiglu, seed=1)
     native.save_pretrained(tmp_path, save_original_format=False)
     assert any(k.startswith("vision_model.encoder.layer.") for k in load_file(tmp_path / "model.safetensors"))
     _compare(TipsModel.from_pretrained(tmp_path).eval(), native)
@@ -217,10 +218,10 @@ def test_to_transformers_loads_in_plain_transformers(converted_official, tmp_pat
     with torch.no_grad():
         a, b = ours(pixel_values=pixels, input_ids=ids), native(pixel_values=pixels, input_ids=ids)
     torch.testing.assert_close(a.vision_model_output.last_hidden_state[:, 0], b.vision_model_output.pooler_output,
-                               atol=0, rtol=0)
+                               **INTEROP_TOL)
     torch.testing.assert_close(a.vision_model_output.last_hidden_state, b.vision_model_output.last_hidden_state,
-                               atol=0, rtol=0)
-    torch.testing.assert_close(a.text_model_output.pooler_output, b.text_model_output.pooler_output, atol=0, rtol=0)
+                               **INTEROP_TOL)
+    torch.testing.assert_close(a.text_model_output.pooler_output, b.text_model_output.pooler_output, **INTEROP_TOL)
     processor = transformers.AutoProcessor.from_pretrained(out)
     assert type(processor).__name__ == "Tipsv2Processor"
     assert processor(text=["a red circle"], return_tensors="pt")["input_ids"].shape == (1, 64)

@@ -14,13 +14,13 @@ import torch
 from ..layouts_tips import (
     _HUB_PREFIXES,
     HUB,
-    NATIVE,
     NATIVE_CANNOT_CARRY,
     arch_from_config,
     canonical_key,
     config_to_native,
     context_from_config,
     export_tensors,
+    native_layout_for,
 )
 from .writer import atomic_folder, open_checkpoint, write_safetensors
 
@@ -55,7 +55,11 @@ def export_to_transformers(
     arch, ctx = arch_from_config(config), context_from_config(config)
     with atomic_folder(output_dir, overwrite) as staging:
         if saved is None:  # a transformers whose saved names we cannot predict: let it save a materialised model
-            weights = dict(export_tensors(NATIVE, arch, ctx, read))
+            module_keys = list(native.state_dict())
+            layout = native_layout_for(module_keys)
+            # the installed transformers' own module names (they changed in 5.24) for our canonical native names
+            spelled = {canonical_key(key, layout.aliases): key for key in module_keys}
+            weights = {spelled.get(key, key): tensor for key, tensor in export_tensors(layout, arch, ctx, read)}
             native.load_state_dict(weights, strict=True, assign=True)
             native.save_pretrained(staging, max_shard_size=max_shard_size)
         else:
