@@ -1,0 +1,466 @@
+"""`tips-eval` on tiny synthetic datasets written in each benchmark's own layout.
+
+A tiny random TipsModel (56-px inputs, 4×4 patches) with the embedded scenes tokenizer runs every task through the
+CLI entry point; metrics are checked against independent computations (brute-force retrieval ranks and k-NN votes,
+separately computed zero-shot logits) or against values computed by hand on constructed features and predictions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from tips_hf import TipsConfig, TipsModel, TipsProcessor
+from tips_hf.evaluation import EvalOptions, evaluate, main
+from tips_hf.evaluation import knn as knn_module
+from tips_hf.evaluation import zero_shot_segmentation as zss
+from tips_hf.evaluation.common import pixels_center_crop
+from tips_hf.evaluation.templates import ADE20K_CLASS_NAMES, CLIP_IMAGENET_TEMPLATES, TCL_TEMPLATES
+
+SIZE = 56
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 210), "yellow": (230, 220, 20)}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from tips_hf.data.build_tokenizer import TOKENIZER_PATH
+    from tips_hf.image_processing_tips import TipsImageProcessor
+    from tips_hf.tokenization_tips import TipsTokenizer
+
+    torch.manual_seed(0)
+    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, vocab_size=512,
+                max_position_embeddings=16)  # fmt: skip
+    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=SIZE)
+    folder = tmp_path_factory.mktemp("tiny_tips")
+    TipsModel(TipsConfig(vision_config=vision, text_config=text)).eval().save_pretrained(folder)
+    image_processor = TipsImageProcessor(size={"height": SIZE, "width": SIZE})
+    TipsProcessor(image_processor=image_processor, tokenizer=TipsTokenizer(str(TOKENIZER_PATH))).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dir):
+    return TipsModel.from_pretrained(model_dir).eval(), TipsProcessor.from_pretrained(model_dir)
+
+
+def _solid(path: Path, color, size=(SIZE, SIZE)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+    return path
+
+
+def _run(args: list[str], output: Path) -> dict:
+    assert main([*args, "--output", str(output), "--no-progress", "--device", "cpu"]) == 0
+    assert output.with_suffix(".md").read_text().count("|") > 4
+    return json.loads(output.read_text())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Retrieval
+
+
+def _write_karpathy(root: Path) -> list[tuple[str, list[str]]]:
+    pairs = [
+        ("red", ["a red square", "red", "a photo of something red"]),
+        ("green", ["green grass", "a green image"]),
+        ("blue", ["blue sky", "the colour blue", "a blue picture", "blue"]),
+        ("yellow", ["yellow"]),
+    ]
+    images = []
+    for name, captions in pairs:
+        _solid(root / "flickr30k-images" / f"{name}.jpg", COLORS[name])
+        images.append({"filename": f"{name}.jpg", "split": "test", "sentences": [{"raw": c} for c in captions]})
+    _solid(root / "flickr30k-images" / "train.jpg", (0, 0, 0))
+    images.append({"filename": "train.jpg", "split": "train", "sentences": [{"raw": "black"}]})
+    (root / "dataset_flickr30k.json").write_text(json.dumps({"images": images}))
+    return pairs
+
+
+def _brute_force_recall(similarity: np.ndarray, owner: list[int], k: int) -> tuple[float, float]:
+    """Recall@k by explicit ranking loops (ties against the right answer)."""
+    num_images, num_texts = similarity.shape
+    t2i = np.mean([sum(similarity[j, t] >= similarity[owner[t], t] for j in range(num_images)) <= k
+                   for t in range(num_texts)])  # fmt: skip
+    hits = []
+    for i in range(num_images):
+        mine = [t for t in range(num_texts) if owner[t] == i]
+        ranks = [sum(similarity[i, u] >= similarity[i, t] for u in range(num_texts) if owner[u] != i) for t in mine]
+        hits.append(min(ranks) < k)
+    return float(np.mean(hits)), float(t2i)
+
+
+def test_retrieval_karpathy_matches_brute_force(model_dir, loaded, tmp_path):
+    pairs = _write_karpathy(tmp_path / "flickr")
+    result = _run(["--model", str(model_dir), "--task", "retrieval", "--data", str(tmp_path / "flickr")],
+                  tmp_path / "retrieval.json")  # fmt: skip
+    assert result["num_examples"] == 4 and result["num_texts"] == 10  # the train image is not scored
+    model, processor = loaded
+    captions = [c for _, cs in pairs for c in cs]
+    owner = [i for i, (_, cs) in enumerate(pairs) for _ in cs]
+    images = [Image.open(tmp_path / "flickr" / "flickr30k-images" / f"{name}.jpg").convert("RGB") for name, _ in pairs]
+    with torch.no_grad():
+        vision = model.get_image_features(**processor(images=images, return_tensors="pt"))
+        tokens = processor.tokenizer(
+            captions, padding="max_length", max_length=16, truncation=True, return_tensors="pt"
+        )
+        texts = F.normalize(model.get_text_features(**tokens).pooler_output, dim=-1)
+    for head, embeds in (("alt_text", vision.alt_text_embeds), ("synthetic", vision.synthetic_embeds)):
+        similarity = (F.normalize(embeds, dim=-1) @ texts.T).numpy()
+        for k in (1, 5, 10):
+            i2t, t2i = _brute_force_recall(similarity, owner, k)
+            assert result["metrics"][f"{head}/image_to_text_recall@{k}"] == pytest.approx(i2t)
+            assert result["metrics"][f"{head}/text_to_image_recall@{k}"] == pytest.approx(t2i)
+    assert result["metrics"]["alt_text/text_to_image_recall@5"] == 1.0  # 4 images: any K >= 4 finds them all
+
+
+def test_retrieval_hub_layout_equals_karpathy(model_dir, tmp_path):
+    import datasets
+
+    pairs = _write_karpathy(tmp_path / "flickr")
+    rows = {"image": [], "caption": [], "split": []}
+    for name, captions in pairs:
+        rows["image"].append(str(tmp_path / "flickr" / "flickr30k-images" / f"{name}.jpg"))
+        rows["caption"].append(captions)
+        rows["split"].append("test")
+    rows["image"].append(str(tmp_path / "flickr" / "flickr30k-images" / "train.jpg"))
+    rows["caption"].append(["black"])
+    rows["split"].append("train")
+    features = datasets.Features({"image": datasets.Image(), "caption": datasets.Sequence(datasets.Value("string")),
+                                  "split": datasets.Value("string")})  # fmt: skip
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "hub"))
+    common = ["--model", str(model_dir), "--task", "retrieval"]
+    karpathy = _run([*common, "--data", str(tmp_path / "flickr")], tmp_path / "a.json")
+    hub = _run([*common, "--data", str(tmp_path / "hub"), "--where", "split=test"], tmp_path / "b.json")
+    assert hub["num_texts"] == karpathy["num_texts"] == 10
+    assert hub["metrics"] == pytest.approx(karpathy["metrics"])
+
+
+def test_retrieval_malformed_karpathy_names_field(model_dir, tmp_path, capsys):
+    root = tmp_path / "bad"
+    _solid(root / "images" / "a.jpg", (1, 2, 3))
+    (root / "dataset_coco.json").write_text(json.dumps({"images": [{"filename": "a.jpg", "split": "test"}]}))
+    assert main(["--model", str(model_dir), "--task", "retrieval", "--data", str(root), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "dataset_coco.json" in err and "images[0]" in err and "'sentences'" in err
+    (root / "dataset_coco.json").write_text(json.dumps({"images": [{"filename": "missing.jpg", "split": "test",
+                                                                     "sentences": [{"raw": "x"}]}]}))  # fmt: skip
+    assert main(["--model", str(model_dir), "--task", "retrieval", "--data", str(root), "--no-progress"]) == 2
+    assert "missing.jpg" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Zero-shot classification
+
+
+def test_templates_are_the_published_sets():
+    assert len(CLIP_IMAGENET_TEMPLATES) == len(set(CLIP_IMAGENET_TEMPLATES)) == 80
+    assert all(t.count("{}") == 1 for t in CLIP_IMAGENET_TEMPLATES)
+    assert len(TCL_TEMPLATES) == 9 and set(TCL_TEMPLATES[:8]) <= set(CLIP_IMAGENET_TEMPLATES)
+    assert len(set(ADE20K_CLASS_NAMES)) == 150 and ADE20K_CLASS_NAMES[0] == "wall" and ADE20K_CLASS_NAMES[-1] == "flag"
+
+
+def test_zero_shot_classification_folders_match_independent_logits(model_dir, loaded, tmp_path):
+    root = tmp_path / "imagenet"
+    shades = {"red": [(220, 30, 30), (150, 20, 60)], "green": [(30, 200, 40), (90, 160, 20)],
+              "blue": [(20, 40, 210), (60, 90, 160)]}  # fmt: skip
+    for name, colors in shades.items():
+        for index, color in enumerate(colors):
+            _solid(root / "val" / name / f"{index}.png", color)
+    templates = tmp_path / "templates.txt"
+    templates.write_text("a photo of a {}.\nthe {} colour.\n")
+    result = _run(["--model", str(model_dir), "--task", "zero-shot-classification", "--data", str(root),
+                   "--templates", str(templates)], tmp_path / "zs.json")  # fmt: skip
+    assert result["num_examples"] == 6 and result["num_classes"] == 3
+    model, processor = loaded
+    names = sorted(shades)
+    with torch.no_grad():
+        label_embeds = []
+        for name in names:
+            prompts = [f"a photo of a {name}.", f"the {name} colour."]
+            tokens = processor.tokenizer(prompts, padding="max_length", max_length=16, truncation=True,
+                                         return_tensors="pt")  # fmt: skip
+            label_embeds.append(F.normalize(F.normalize(model.get_text_features(**tokens).pooler_output, dim=-1)
+                                            .mean(0), dim=0))  # fmt: skip
+        label_embeds = torch.stack(label_embeds)
+        images = [Image.open(root / "val" / n / f"{i}.png") for n in names for i in range(2)]
+        vision = model.get_image_features(**processor(images=images, return_tensors="pt"))
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    for head, embeds in (("alt_text", vision.alt_text_embeds), ("synthetic", vision.synthetic_embeds)):
+        logits = F.normalize(embeds, dim=-1) @ label_embeds.T
+        expected = (logits.argmax(1) == labels).float().mean().item()
+        assert result["metrics"][f"{head}/top1_accuracy"] == pytest.approx(expected)
+        assert result["metrics"][f"{head}/top5_accuracy"] == 1.0  # 3 classes
+    assert result["protocol"]["num_templates"] == 2
+
+
+def test_zero_shot_classification_hub_classlabel_and_wnid_error(model_dir, tmp_path, capsys):
+    import datasets
+
+    paths = [str(_solid(tmp_path / "img" / f"{i}.png", c)) for i, c in enumerate(COLORS.values())]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(COLORS))})
+    dataset = datasets.Dataset.from_dict({"image": paths, "label": [0, 1, 2, 3]}, features=features)
+    datasets.DatasetDict({"validation": dataset}).save_to_disk(str(tmp_path / "hub"))
+    result = _run(["--model", str(model_dir), "--task", "zero-shot-classification", "--data", str(tmp_path / "hub"),
+                   "--templates", "none", "--limit", "2"], tmp_path / "zs.json")  # fmt: skip
+    assert result["num_examples"] == 2 and result["num_classes"] == 4
+    assert result["metrics"]["alt_text/top1_accuracy"] in (0.0, 0.5, 1.0)
+    _solid(tmp_path / "wnid" / "val" / "n01440364" / "a.png", (1, 2, 3))
+    assert main(["--model", str(model_dir), "--task", "zero-shot-classification", "--data", str(tmp_path / "wnid"),
+                 "--no-progress"]) == 2  # fmt: skip
+    assert "n01440364" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# k-NN
+
+
+def test_knn_on_constructed_features_matches_hand_vote(model_dir, tmp_path, monkeypatch):
+    """Features = the mean RGB of each image (monkeypatched): the votes can be counted by hand."""
+    root = tmp_path / "imagenet"
+    train = {"cat": [(255, 0, 0), (240, 10, 0), (0, 255, 0)], "dog": [(0, 0, 255), (0, 20, 240), (10, 0, 250)]}
+    for name, colors in train.items():
+        for index, color in enumerate(colors):
+            _solid(root / "train" / name / f"{index}.png", color)
+    # Queries: pure red (neighbours: 2 red cats, 1 green cat → cat), green (green cat nearest, then ... → cat),
+    # blue-ish (dog), and a red "dog" (wrongly labelled for the test: votes say cat) → 3 of 4 correct.
+    _solid(root / "val" / "cat" / "0.png", (250, 5, 5))
+    _solid(root / "val" / "cat" / "1.png", (5, 250, 5))
+    _solid(root / "val" / "dog" / "0.png", (5, 5, 250))
+    _solid(root / "val" / "dog" / "1.png", (250, 0, 10))
+
+    def mean_colour(model, pixel_values):
+        feats = pixel_values.float().mean(dim=(2, 3))
+        return {"alt_text": feats, "synthetic": feats.flip(-1)}
+
+    monkeypatch.setattr(knn_module, "image_embeddings", mean_colour)
+    result = _run(["--model", str(model_dir), "--task", "knn", "--data", str(root), "--knn-k", "3"],
+                  tmp_path / "knn.json")  # fmt: skip
+    assert result["num_train"] == 6 and result["num_examples"] == 4
+
+    def vote(features, labels, query, k=3, temperature=0.07):
+        sims = F.normalize(features, dim=-1) @ F.normalize(query, dim=0)
+        top = sims.topk(k)
+        scores = torch.zeros(2)
+        for s, i in zip(top.values, top.indices):
+            scores[labels[i]] += torch.exp(s / temperature)
+        return int(scores.argmax())
+
+    train_colours = torch.tensor([c for cs in train.values() for c in cs], dtype=torch.float) / 255
+    train_labels = [0, 0, 0, 1, 1, 1]
+    queries = torch.tensor([(250, 5, 5), (5, 250, 5), (5, 5, 250), (250, 0, 10)], dtype=torch.float) / 255
+    predictions = [vote(train_colours, train_labels, q) for q in queries]
+    assert predictions == [0, 0, 1, 0]  # by hand: the red "dog" is voted cat
+    assert result["metrics"]["alt_text/top1_accuracy"] == pytest.approx(0.75)
+    flipped = [vote(train_colours.flip(-1), train_labels, q.flip(-1)) for q in queries]
+    assert result["metrics"]["synthetic/top1_accuracy"] == pytest.approx(np.mean(np.array(flipped) == [0, 0, 1, 1]))
+
+
+def test_knn_real_model_and_unknown_class(model_dir, loaded, tmp_path, capsys):
+    root = tmp_path / "imagenet"
+    for name, color in COLORS.items():
+        _solid(root / "train" / name / "0.png", color)
+        _solid(root / "val" / name / "0.png", tuple(max(0, c - 10) for c in color))
+    result = _run(
+        ["--model", str(model_dir), "--task", "knn", "--data", str(root), "--knn-k", "2"], tmp_path / "k.json"
+    )
+    model, processor = loaded
+    from tips_hf.dense import knn_classify
+
+    def embed(split):
+        images = [Image.open(root / split / name / "0.png").convert("RGB") for name in sorted(COLORS)]
+        pixels = torch.stack([pixels_center_crop(processor, image, SIZE) for image in images])
+        with torch.no_grad():
+            return model.get_image_features(pixel_values=pixels).alt_text_embeds
+
+    labels = torch.arange(4)
+    expected = knn_classify(embed("train"), labels, embed("val"), labels, k=2)["accuracy"]
+    assert result["metrics"]["alt_text/top1_accuracy"] == pytest.approx(expected)
+    _solid(root / "val" / "zebra" / "0.png", (1, 1, 1))
+    assert main(["--model", str(model_dir), "--task", "knn", "--data", str(root), "--no-progress"]) == 2
+    assert "zebra" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Zero-shot segmentation (ADE20K layout)
+
+
+def _write_ade(root: Path) -> None:
+    """Two 28×42 images; the colour of each pixel encodes a 'predicted' class (argmax of RGB), the PNG the truth
+    (ADE20K raw ids: 0 = other/ignored, k = class k - 1)."""
+    h, w = 28, 42
+    # image 0: truth: left 21 columns class 0 (raw 1), right class 1 (raw 2); prediction: columns 0..13 class 0,
+    # 14..41 class 1 (7 columns × 28 rows of class 0 predicted as class 1). Top-left 4×4 raw 0 (ignored).
+    truth = np.ones((h, w), np.uint8)
+    truth[:, 21:] = 2
+    truth[:4, :4] = 0
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:, :14, 0] = 255
+    image[:, 14:, 1] = 255
+    _save_pair(root, "ADE_val_00000001", image, truth)
+    # image 1: all class 2 (raw 3) and predicted so, except a 4×6 block predicted class 0.
+    truth = np.full((h, w), 3, np.uint8)
+    image = np.zeros((h, w, 3), np.uint8)
+    image[..., 2] = 255
+    image[:4, :6] = (255, 0, 0)
+    _save_pair(root, "ADE_val_00000002", image, truth)
+
+
+def _save_pair(root: Path, stem: str, image: np.ndarray, truth: np.ndarray) -> None:
+    (root / "images" / "validation").mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / "validation").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(root / "images" / "validation" / f"{stem}.png")
+    Image.fromarray(truth).save(root / "annotations" / "validation" / f"{stem}.png")
+
+
+def test_zero_shot_segmentation_miou_by_hand(model_dir, tmp_path, monkeypatch):
+    root = tmp_path / "ADEChallengeData2016"
+    _write_ade(root)
+    names = tmp_path / "names.txt"
+    names.write_text("red thing\ngreen thing\nblue thing\n")
+
+    def colour_scores(model, pixel_values, label_embeds, mode, window, stride):
+        return pixel_values.float()  # (1, 3, H, W): channel c scores class c
+
+    monkeypatch.setattr(zss, "segment_scores", colour_scores)
+    result = _run(["--model", str(model_dir), "--task", "zero-shot-segmentation", "--data", str(tmp_path),
+                   "--class-names", str(names), "--image-size", "28"], tmp_path / "zs.json")  # fmt: skip
+    # Image 0: class 0 truth = 28*21 - 16 (ignored corner) = 572 pixels, predicted 0 on 28*14 - 16 = 376 of them;
+    # class 1 truth = 588, all predicted 1, plus 196 false positives from class 0. Image 1: class 2 truth 1176,
+    # 24 of them predicted class 0.
+    tp = np.array([376, 588, 1152])
+    fp = np.array([24, 196, 0])
+    fn = np.array([196, 0, 24])
+    expected_iou = tp / (tp + fp + fn)
+    assert result["metrics"]["per_category_iou"] == pytest.approx(dict(zip(["red thing", "green thing", "blue thing"],
+                                                                           expected_iou)))  # fmt: skip
+    assert result["metrics"]["mean_iou"] == pytest.approx(expected_iou.mean())
+    assert result["metrics"]["pixel_accuracy"] == pytest.approx(tp.sum() / (572 + 588 + 1176))
+
+
+def test_zero_shot_segmentation_real_model_protocol(model_dir, loaded, tmp_path):
+    root = tmp_path / "ADEChallengeData2016"
+    _write_ade(root)
+    model, processor = loaded
+    options = EvalOptions(image_size=28, progress=False, extra={"window": 28, "stride": 14})
+    result = evaluate("zero-shot-segmentation", model, processor, str(tmp_path), options)
+    assert result["num_examples"] == 2 and 0.0 <= result["metrics"]["mean_iou"] <= 1.0
+    assert len(result["metrics"]["per_category_iou"]) == 150
+    assert ("deviation" in result["protocol"]) != zss.official_protocol_available()
+    # The scores the pipeline argmaxes are those of the protocol function on the resized image.
+    image = np.array(Image.open(root / "images" / "validation" / "ADE_val_00000002.png"))
+    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    scores = zss.segment_scores(model, pixels, torch.randn(150, 32).softmax(-1), "slide", 28, 14)
+    assert scores.shape[:2] == (1, 150)
+
+
+def test_zero_shot_segmentation_missing_annotation(model_dir, tmp_path, capsys):
+    root = tmp_path / "ADEChallengeData2016"
+    _write_ade(root)
+    (root / "annotations" / "validation" / "ADE_val_00000002.png").unlink()
+    assert main(["--model", str(model_dir), "--task", "zero-shot-segmentation", "--data", str(tmp_path),
+                 "--no-progress"]) == 2  # fmt: skip
+    assert "ADE_val_00000002" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Probes (PASCAL VOC, NYU Depth v2)
+
+
+def _write_voc(root: Path) -> None:
+    """Left half person (15), right half background (0), a void (255) stripe; identical train and val images."""
+    base = root / "VOCdevkit" / "VOC2012"
+    ids = []
+    for index, (left, right) in enumerate([((200, 40, 40), (20, 20, 20)), ((180, 60, 30), (40, 40, 60))]):
+        image = np.zeros((SIZE, SIZE, 3), np.uint8)
+        image[:, : SIZE // 2], image[:, SIZE // 2 :] = left, right
+        labels = np.zeros((SIZE, SIZE), np.uint8)
+        labels[:, : SIZE // 2] = 15
+        labels[:, SIZE // 2 - 1 : SIZE // 2 + 1] = 255  # void boundary, as VOC draws it
+        image_id = f"2007_00000{index}"
+        ids.append(image_id)
+        (base / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        (base / "SegmentationClass").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(base / "JPEGImages" / f"{image_id}.jpg", quality=100)
+        palette = Image.fromarray(labels, mode="P")
+        palette.putpalette([0, 0, 0, 128, 0, 0] + [64, 64, 64] * 254)
+        palette.save(base / "SegmentationClass" / f"{image_id}.png")
+    (base / "ImageSets" / "Segmentation").mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        (base / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+
+
+def test_linear_probe_segmentation_voc(model_dir, tmp_path, capsys):
+    _write_voc(tmp_path / "voc")
+    result = _run(["--model", str(model_dir), "--task", "linear-probe-segmentation", "--data", str(tmp_path / "voc"),
+                   "--probe-method", "ridge"], tmp_path / "seg.json")  # fmt: skip
+    iou = result["metrics"]["per_category_iou"]
+    # Pure-colour patches are separable; the void stripe is not scored: both classes are segmented exactly, and
+    # only classes 0 and 15 are scored (a wrong label shift would move the 1.0 to other indices).
+    assert len(iou) == 21 and iou[0] == pytest.approx(1.0) and iou[15] == pytest.approx(1.0)
+    assert all(value is None for i, value in enumerate(iou) if i not in (0, 15))
+    assert result["metrics"]["mean_iou"] == pytest.approx(1.0)
+    (tmp_path / "voc" / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "2007_000001.png").unlink()
+    assert main(["--model", str(model_dir), "--task", "linear-probe-segmentation", "--data", str(tmp_path / "voc"),
+                 "--no-progress"]) == 2  # fmt: skip
+    assert "2007_000001" in capsys.readouterr().err
+
+
+def _write_nyu(root: Path, height=480, width=640) -> None:
+    lines = []
+    for index, (color, millimetres) in enumerate([((200, 30, 30), 2000), ((30, 200, 30), 4000), ((30, 30, 200), 6000)]):
+        folder = root / "sync" / "room"
+        _solid(folder / f"rgb_{index:05d}.jpg", color, size=(width, height))
+        depth = np.full((height, width), millimetres, np.uint16)
+        depth[:10] = 0  # invalid rows
+        Image.fromarray(depth).save(folder / f"sync_depth_{index:05d}.png")
+        lines.append(f"/sync/room/rgb_{index:05d}.jpg /sync/room/sync_depth_{index:05d}.png 518.8579")
+    for split in ("train", "test"):
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_depth_probe_nyu_scales_and_masks(model_dir, tmp_path, monkeypatch):
+    _write_nyu(tmp_path / "nyu")
+    from tips_hf.evaluation import probes
+
+    seen = {}
+    real = probes.linear_probe_depth
+
+    def spy(*args, **kwargs):
+        seen["train_depth"], seen["test_valid"] = args[1], kwargs["test_valid"]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(probes, "linear_probe_depth", spy)
+    result = _run(["--model", str(model_dir), "--task", "depth", "--data", str(tmp_path / "nyu")], tmp_path / "d.json")
+    assert seen["train_depth"].shape == (3, 480, 640) and seen["train_depth"][0, 240, 320] == 2.0  # mm -> m
+    valid = seen["test_valid"][0]
+    assert valid.sum() == (471 - 45) * (601 - 41)  # the Eigen crop (rows 45:471 lie below the invalid rows 0:10)
+    # Constant depth per image (2, 4, 6 m): a probe that ignored the image would have RMSE sqrt(8/3) = 1.63.
+    assert result["metrics"]["rmse"] < 0.25
+    assert result["num_examples"] == 3
+
+
+def test_depth_probe_missing_file_and_bad_where(model_dir, tmp_path, capsys):
+    _write_nyu(tmp_path / "nyu", height=28, width=28)
+    (tmp_path / "nyu" / "sync" / "room" / "sync_depth_00001.png").unlink()
+    assert main(["--model", str(model_dir), "--task", "depth", "--data", str(tmp_path / "nyu"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "test.txt:2" in err and "sync_depth_00001.png" in err
+    assert main(["--model", str(model_dir), "--task", "depth", "--data", "x", "--where", "oops"]) == 2
+    assert "COLUMN=VALUE" in capsys.readouterr().err
+
+
+def test_results_files_are_complete(model_dir, tmp_path):
+    _write_karpathy(tmp_path / "flickr")
+    output = tmp_path / "out" / "r.json"
+    result = _run(["--model", str(model_dir), "--task", "retrieval", "--data", str(tmp_path / "flickr"), "--limit",
+                   "2"], output)  # fmt: skip
+    assert result["num_examples"] == 2 and result["options"]["limit"] == 2
+    table = output.with_suffix(".md").read_text()
+    assert "I→T R@1" in table and "alt_text" in table and "synthetic" in table
+    assert sorted(p.name for p in output.parent.iterdir()) == ["r.json", "r.md"]  # no temporary files left

@@ -1,0 +1,457 @@
+# Copyright 2026 The tips-hf authors. Licensed under the Apache License, Version 2.0.
+"""Shared pieces of `tips-eval`: model loading, image decoding and resizing, batched feature extraction with a
+progress bar, Hub/`datasets` sources, and the JSON + Markdown result files.
+
+The metric maths is not here: it lives in `tips_hf.metrics` and `tips_hf.dense`; the task modules only gather
+features and call those functions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class EvalError(Exception):
+    """A problem with the inputs (missing file, malformed layout, unknown column); `tips-eval` prints it and exits
+    with code 2."""
+
+
+@dataclass
+class EvalOptions:
+    """Options shared by every task (the CLI flags of the same names)."""
+
+    split: str | None = None
+    train_split: str | None = None
+    batch_size: int = 64
+    device: str | None = None
+    limit: int | None = None
+    num_workers: int = 0
+    image_size: int | None = None
+    streaming: bool = False
+    where: dict[str, str] = field(default_factory=dict)
+    image_column: str | None = None
+    text_column: str | None = None
+    label_column: str | None = None
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model
+
+
+def resolve_device(device: str | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def load_model(model_dir: str | os.PathLike, device: str | None = None, dtype: str = "float32") -> tuple[Any, Any]:
+    """`TipsModel` (eval mode, on `device`, in `dtype`) and `TipsProcessor` from a saved folder or Hub id."""
+    from .. import TipsModel, TipsProcessor
+
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise EvalError(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    local = Path(model_dir)
+    if not local.exists() and (str(model_dir).startswith((".", "/")) or str(model_dir).count("/") != 1):
+        raise EvalError(f"model directory not found: {model_dir}")
+    try:
+        processor = TipsProcessor.from_pretrained(str(model_dir))
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise EvalError(
+            f"no TIPS processor in {model_dir} (needs processor_config.json and tokenizer.model, as written by "
+            f"TipsProcessor.save_pretrained): {_first_line(error)}"
+        ) from None
+    try:
+        model = TipsModel.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise EvalError(f"cannot load a TipsModel from {model_dir}: {_first_line(error)}") from None
+    return model.to(resolve_device(device)).eval(), processor
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def model_image_size(model: Any, processor: Any, override: int | None = None) -> int:
+    """Square input side: `override`, else the processor's configured size (448 for the released HR/v2 models)."""
+    patch = model.config.vision_config.patch_size
+    size = override
+    if size is None:
+        configured = getattr(processor.image_processor, "size", None) or {}
+        size = int(configured.get("height", 448)) if isinstance(configured, dict) else int(configured.height)
+    if size <= 0 or size % patch:
+        raise EvalError(f"--image-size must be a positive multiple of the patch size {patch}, got {size}")
+    return size
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Images
+
+
+def open_image(source: Any, where: str = "image"):
+    """An RGB PIL image from a path, a PIL image, a `datasets` image dict or an array; errors name the source."""
+    from PIL import Image
+
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            if not path.is_file():
+                raise EvalError(f"{where}: image file not found: {path}")
+            with Image.open(path) as image:
+                image.load()
+                return image.convert("RGB")
+        if isinstance(source, Image.Image):
+            return source.convert("RGB")
+        if isinstance(source, dict) and ("bytes" in source or "path" in source):
+            if source.get("bytes") is not None:
+                import io
+
+                with Image.open(io.BytesIO(source["bytes"])) as image:
+                    image.load()
+                    return image.convert("RGB")
+            return open_image(source["path"], where)
+        if isinstance(source, np.ndarray):
+            return Image.fromarray(source).convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise EvalError(f"{where}: cannot read image: {_first_line(error)}") from None
+    raise EvalError(f"{where}: expected an image, got {type(source).__name__}")
+
+
+def read_label_map(source: Any, where: str) -> np.ndarray:
+    """A 2-D integer/float array from a PNG path (palette and 16-bit PNGs keep their raw values), a `.npy` file
+    (read with `allow_pickle=False`), a PIL image or an array."""
+    from PIL import Image
+
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            if not path.is_file():
+                raise EvalError(f"{where}: file not found: {path}")
+            if path.suffix.lower() == ".npy":
+                array = np.load(path, allow_pickle=False)
+            else:
+                with Image.open(path) as image:
+                    array = np.array(image)
+        elif isinstance(source, Image.Image):
+            array = np.array(source)
+        elif isinstance(source, dict) and ("bytes" in source or "path" in source):
+            if source.get("bytes") is not None:
+                import io
+
+                with Image.open(io.BytesIO(source["bytes"])) as image:
+                    array = np.array(image)
+            else:
+                return read_label_map(source["path"], where)
+        else:
+            array = np.asarray(source)
+    except (OSError, ValueError) as error:
+        raise EvalError(f"{where}: cannot read map: {_first_line(error)}") from None
+    if array.ndim == 3 and array.shape[-1] in (3, 4) and np.ptp(array[..., :3], axis=-1).max() == 0:
+        array = array[..., 0]  # a grey map saved as RGB
+    if array.ndim != 2:
+        raise EvalError(f"{where}: expected a single-channel (H, W) map, got shape {array.shape}")
+    return array
+
+
+def pixels_square(processor: Any, image: Any, size: int) -> torch.Tensor:
+    """(3, size, size) in [0, 1] through the model's own image processor (bilinear, antialiased, no mean/std)."""
+    return processor.image_processor(image, size={"height": size, "width": size}, return_tensors="pt")["pixel_values"][
+        0
+    ]
+
+
+def pixels_center_crop(processor: Any, image: Any, size: int, crop_ratio: float = 0.875) -> torch.Tensor:
+    """Resize the short side to `size / crop_ratio` (bicubic) and take the central `size`×`size` crop: DINO's
+    256→224 k-NN preprocessing scaled to the model's resolution."""
+    from PIL import Image
+
+    short = int(round(size / crop_ratio))
+    width, height = image.size
+    scale = short / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    image = image.resize((new_w, new_h), Image.BICUBIC)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    return processor.image_processor(image, do_resize=False, return_tensors="pt")["pixel_values"][0]
+
+
+def pixels_short_side(image: Any, size: int) -> torch.Tensor:
+    """Short side resized to `size` (PIL bicubic, long side truncated as `int(size * long / short)`), (3, H, W) in
+    [0, 1]: the official zero-shot segmentation notebook's `ShortSideResize` + `ToTensor`."""
+    from PIL import Image
+
+    width, height = image.size
+    if min(width, height) != size:
+        if width < height:
+            new_w, new_h = size, int(size * height / width)
+        else:
+            new_w, new_h = int(size * width / height), size
+        image = image.resize((new_w, new_h), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Sources and batches
+
+
+def evenly_spaced(count: int, limit: int | None) -> list[int]:
+    """`limit` indices spread over `range(count)` (all of them without a limit): a `--limit` that still covers every
+    class of a dataset sorted by class."""
+    if limit is None or limit >= count:
+        return list(range(count))
+    if limit <= 0:
+        raise EvalError(f"--limit must be positive, got {limit}")
+    return sorted({int(i * count / limit) for i in range(limit)})
+
+
+def is_local(data: Any) -> bool:
+    return isinstance(data, (str, os.PathLike)) and Path(data).exists()
+
+
+def is_saved_dataset(data: Any) -> bool:
+    """A folder written by `datasets`' `save_to_disk` (read with `load_from_disk`, not as a dataset layout)."""
+    path = Path(data)
+    return path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file())
+
+
+def load_hf(data: Any, split: str, options: EvalOptions) -> Any:
+    """A `datasets` dataset: `data` itself when it is one, a folder written by `save_to_disk`, or a Hub id
+    (`load_dataset(id, split=split, streaming=options.streaming)`), filtered by `--where` and cut by `--limit`."""
+    import datasets
+
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise EvalError(f"dataset has no split {split!r}; available: {', '.join(data)}")
+        dataset = data[split]
+    elif isinstance(data, (datasets.Dataset, datasets.IterableDataset)):
+        dataset = data
+    elif is_local(data):
+        try:
+            loaded = datasets.load_from_disk(str(data))
+        except (FileNotFoundError, ValueError) as error:
+            raise EvalError(f"{data}: not a dataset layout this task reads: {_first_line(error)}") from None
+        return load_hf(loaded, split, options)
+    else:
+        try:
+            dataset = datasets.load_dataset(str(data), split=split, streaming=options.streaming)
+        except (FileNotFoundError, ValueError, ConnectionError, OSError) as error:
+            raise EvalError(f"cannot load {data!r} split {split!r} from the Hub: {_first_line(error)}") from None
+    for column, value in options.where.items():
+        names = dataset.column_names or []
+        if column not in names:
+            raise EvalError(f"--where {column}={value}: no column {column!r}; columns: {', '.join(names)}")
+        dataset = dataset.filter(lambda row, c=column, v=value: str(row[c]) == v)
+    if options.limit is not None:
+        if isinstance(dataset, datasets.IterableDataset):
+            dataset = dataset.take(options.limit)
+        else:
+            dataset = dataset.select(evenly_spaced(len(dataset), options.limit))
+    return dataset
+
+
+def pick_column(names: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str) -> str:
+    if wanted is not None:
+        if wanted not in names:
+            raise EvalError(f"no {what} column {wanted!r}; columns: {', '.join(names)}")
+        return wanted
+    for name in candidates:
+        if name in names:
+            return name
+    raise EvalError(
+        f"no {what} column (looked for {', '.join(candidates)}); columns: {', '.join(names)} — pass the column name"
+    )
+
+
+def read_class_folders(root: Path, split: str | None, classes: Sequence[str] | None = None):
+    """ImageNet-style layout: `<root>/<split>/<class>/<image>` (or `<root>/<class>/<image>` when there is no
+    `<split>` folder). Returns (image paths, labels, class folder names); with `classes` given (e.g. the training
+    split's), labels index into it and an unknown class folder is an error."""
+    folder = root / split if split and (root / split).is_dir() else root
+    if not folder.is_dir():
+        raise EvalError(f"{folder}: folder not found")
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        raise EvalError(f"{folder}: no class sub-folders (expected <class>/<image> files, ImageNet layout)")
+    names = list(classes) if classes is not None else found
+    index = {name: i for i, name in enumerate(names)}
+    paths, labels = [], []
+    for name in found:
+        if name not in index:
+            raise EvalError(f"{folder / name}: class folder not among the {len(names)} training classes")
+        files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise EvalError(f"{folder / name}: class folder holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+        paths += files
+        labels += [index[name]] * len(files)
+    return paths, labels, names
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Map-style wrapper: `load(record)` runs in the DataLoader workers (image decoding and resizing)."""
+
+    def __init__(self, records: Sequence[Any], load: Callable[[Any], dict[str, Any]]):
+        self.records, self.load = records, load
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.load(self.records[index])
+
+
+def _collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    batch: dict[str, Any] = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows]
+        same_shape = all(isinstance(v, torch.Tensor) for v in values) and len({tuple(v.shape) for v in values}) == 1
+        batch[key] = torch.stack(values) if same_shape else values
+    return batch
+
+
+def batches(
+    records: Iterable[Any],
+    load: Callable[[Any], dict[str, Any]],
+    options: EvalOptions,
+    desc: str,
+    total: int | None = None,
+    batch_size: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Batches of `load(record)` with a tqdm bar; map-style sources use a DataLoader (`--num-workers`), iterables
+    (streamed datasets) are read in this process."""
+    from tqdm.auto import tqdm
+
+    size = batch_size or options.batch_size
+    if isinstance(records, Sequence) or hasattr(records, "__getitem__") and hasattr(records, "__len__"):
+        total = len(records)
+        loader: Iterable[dict[str, Any]] = torch.utils.data.DataLoader(
+            _Rows(records, load), batch_size=size, num_workers=options.num_workers, collate_fn=_collate
+        )
+    else:
+        loader = _chunks(records, load, size)
+    with tqdm(total=total, desc=desc, unit="img", disable=not options.progress) as bar:
+        for batch in loader:
+            first = next(iter(batch.values()))
+            bar.update(len(first))
+            yield batch
+
+
+def _chunks(records: Iterable[Any], load: Callable[[Any], dict[str, Any]], size: int) -> Iterator[dict[str, Any]]:
+    rows = []
+    for record in records:
+        rows.append(load(record))
+        if len(rows) == size:
+            yield _collate(rows)
+            rows = []
+    if rows:
+        yield _collate(rows)
+
+
+def model_input(model: Any, pixel_values: torch.Tensor) -> torch.Tensor:
+    parameter = next(model.parameters())
+    return pixel_values.to(parameter.device, parameter.dtype)
+
+
+@torch.no_grad()
+def image_embeddings(model: Any, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Both CLS embeddings (float32, not normalised) of a batch: `alt_text` (CLS-1) and `synthetic` (CLS-2)."""
+    features = model.get_image_features(pixel_values=model_input(model, pixel_values))
+    return {"alt_text": features.alt_text_embeds.float(), "synthetic": features.synthetic_embeds.float()}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Results
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN
+    return value
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The result's `table` (`{"columns": [...], "rows": [[...], ...]}`) as a Markdown table, with a title line."""
+    table = result["table"]
+    lines = [
+        f"**{result['task']}** — model `{result['model']}`, data `{result['data']}`, split `{result.get('split')}`, "
+        f"{result['num_examples']} examples",
+        "",
+        "| " + " | ".join(table["columns"]) + " |",
+        "|" + "---|" * len(table["columns"]),
+    ]
+    for row in table["rows"]:
+        lines.append("| " + " | ".join(_cell(value) for value in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "n/a"
+        return f"{value:.4g}" if 0 < abs(value) < 1 else f"{value:.2f}"
+    return str(value)
+
+
+def write_results(result: dict[str, Any], output: str | os.PathLike) -> tuple[Path, Path]:
+    """`output` (JSON) and the same name with `.md` (Markdown table); each written to a temporary file in the same
+    folder and renamed, so a crash never leaves half a file."""
+    json_path = Path(output)
+    md_path = json_path.with_suffix(".md") if json_path.suffix.lower() != ".md" else json_path.with_suffix(".md.md")
+    try:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EvalError(f"cannot create output folder {json_path.parent}: {error}") from None
+    for path, text in ((json_path, json.dumps(_clean(result), indent=2) + "\n"), (md_path, markdown_table(result))):
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    return json_path, md_path
+
+
+def percent(value: float) -> float:
+    """Fractions are stored in JSON; tables show percentages like the official README."""
+    return 100.0 * value if value is not None and math.isfinite(value) else float("nan")
+
+
+__all__ = [
+    "EvalError",
+    "EvalOptions",
+    "batches",
+    "evenly_spaced",
+    "image_embeddings",
+    "is_local",
+    "is_saved_dataset",
+    "load_hf",
+    "load_model",
+    "markdown_table",
+    "model_image_size",
+    "open_image",
+    "pixels_center_crop",
+    "pixels_short_side",
+    "pixels_square",
+    "read_class_folders",
+    "read_label_map",
+    "write_results",
+]
