@@ -226,3 +226,85 @@ def test_dpt_from_vision_folder_initialises_decoder(converted_vision):
     torch.testing.assert_close(model.vision_model.embeddings.cls_token, torch.from_numpy(reference["cls_token"]))
     weight = model.decoder.reassemble.resize_layers[0].weight
     assert torch.isfinite(weight).all() and 0.005 < weight.std() < 0.05  # trunc-normal(0.02), not left empty
+
+
+def test_cli_dpt_and_vision_only(tmp_path, capsys):
+    from tips_hf.conversion.cli import main as cli_main
+
+    name, info = "dense-swiglu", DENSE_INDEX["dense-swiglu"]
+    out = tmp_path / "depth"
+    code = cli_main(
+        ["dpt", "--vision", str(dense_file(name, "vision")), "--vision-heads", str(info["vision"]["num_heads"]),
+         "--decoder", str(dense_file(name, "dpt_depth")), "--task", "depth", "--output", str(out),
+         "--verify", str(dense_file(name, "expected")), "--no-progress"]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    # --layers omitted: the official rule ceil(k * depth / 4) - 1 gives the fixture's blocks for depth 6.
+    assert "TipsForDepthEstimation" in printed and f"blocks {info['dpt']['layers']}" in printed and "16 bins" in printed
+    parity = json.loads((out / "parity.json").read_text())["max_abs_diff"]
+    assert parity["dpt_depth@140x140"] < DPT_TOL and max(parity.values()) < DPT_TOL
+    vision_out = tmp_path / "vision"
+    assert cli_main(["official", "--vision", str(dense_file(name, "vision")), "--vision-heads", "4",
+                     "--output", str(vision_out), "--no-progress"]) == 0
+    assert "TipsVisionModel" in capsys.readouterr().out
+    assert isinstance(TipsVisionModel.from_pretrained(vision_out), TipsVisionModel)
+    assert cli_main(["scenic", "--vision", str(dense_file(name, "vision")), "--output", str(tmp_path / "x")]) == 2
+    assert "needs --text" in capsys.readouterr().err
+
+
+def _write_npz(path, arrays):
+    with open(path, "wb") as handle:  # a handle keeps the name (np.savez would append .npz to "x.zip")
+        np.savez(handle, **arrays)
+    return path
+
+
+def test_dpt_conversion_named_errors(tmp_path, capsys):
+    from tips_hf.conversion.cli import main as cli_main
+
+    name = "dense-mlp"
+    vision = str(dense_file(name, "vision"))
+    decoder = dict(np.load(dense_file(name, "dpt_segmentation")))
+
+    def run(decoder_path, *extra):
+        code = cli_main(["dpt", "--vision", vision, "--vision-heads", "4", "--decoder", str(decoder_path),
+                         "--output", str(tmp_path / "out"), "--no-progress", *extra])
+        return code, capsys.readouterr().err
+
+    missing = {k: v for k, v in decoder.items() if not k.endswith("convs_2/kernel")}
+    code, err = run(_write_npz(tmp_path / "missing.npz", missing), "--task", "segmentation")
+    assert code == 2 and "missing key" in err and "decoder/dpt/convs_2/kernel" in err
+    code, err = run(_write_npz(tmp_path / "extra.npz", {**decoder, "decoder/dpt/extra/kernel": np.zeros(2)}),
+                    "--task", "segmentation")
+    assert code == 2 and "unexpected key" in err and "decoder/dpt/extra/kernel" in err
+    code, err = run(dense_file(name, "dpt_segmentation"), "--task", "depth")
+    assert code == 2 and "no depth head" in err and "pixel_segmentation" in err
+    wrong = dict(decoder)
+    wrong["decoder/dpt/project/kernel"] = np.zeros((3, 3, 32, 16), np.float32)
+    code, err = run(_write_npz(tmp_path / "wrong.npz", wrong), "--task", "segmentation")
+    assert code == 2 and "decoder/dpt/project/kernel" in err and "(3, 3, 16, 32)" not in err
+    code, err = run(dense_file("dense-swiglu", "dpt_normals"), "--task", "normals")
+    assert code == 2 and "width 96" in err and "width 64" in err
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(dense_file(name, "dpt_depth").read_bytes()[:5000])
+    code, err = run(truncated, "--task", "depth")
+    assert code == 2 and "truncated.zip" in err
+    code, err = run(dense_file(name, "dpt_segmentation"), "--task", "segmentation", "--layers", "0", "1", "2", "9")
+    assert code == 2 and "--layers" in err
+    code, err = run(dense_file(name, "dpt_segmentation"), "--task", "segmentation", "--max-depth", "5")
+    assert code == 2 and "--task depth only" in err
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_ade20k_names_for_150_classes(tmp_path):
+    from tips_hf.conversion.dpt import ADE20K_CLASSES
+
+    decoder = dict(np.load(dense_file("dense-mlp", "dpt_segmentation")))
+    rng = np.random.RandomState(0)
+    decoder["decoder/pixel_segmentation/kernel"] = rng.randn(32, 150).astype(np.float32)
+    decoder["decoder/pixel_segmentation/bias"] = np.zeros(150, np.float32)
+    path = _write_npz(tmp_path / "ade.zip", decoder)  # released files are .zip npz archives
+    config = convert_dpt(dense_file("dense-mlp", "vision"), path, tmp_path / "out", "segmentation",
+                         vision_heads=4, progress=False).config
+    assert len(ADE20K_CLASSES) == 150 and config.num_labels == 150
+    assert (config.id2label[0], config.id2label[12], config.id2label[149]) == ("wall", "person", "flag")

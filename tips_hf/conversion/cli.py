@@ -2,6 +2,9 @@
 
 tips-convert official --vision V.npz --text T.npz [--tokenizer tokenizer.model]
                       [--preset NAME | --vision-heads N --text-heads N] --output DIR [--verify EXPECTED.npz]
+tips-convert official --vision V.npz [--preset NAME | --vision-heads N] --output DIR     (TipsVisionModel folder)
+tips-convert dpt --vision V.npz [--preset NAME | --vision-heads N] --decoder D.npz|D.zip
+                 --task segmentation|depth|normals [--layers I J K L] [--min-depth M --max-depth M] --output DIR
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def _add_npz_source(parser: argparse.ArgumentParser, verify_help: str) -> None:
     parser.add_argument("--vision", required=True, help="vision tower .npz")
-    parser.add_argument("--text", required=True, help="text tower .npz")
+    parser.add_argument("--text", help="text tower .npz (official: without it, a TipsVisionModel folder is written)")
     parser.add_argument("--tokenizer", help="SentencePiece tokenizer.model to ship with the model")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="released variant (checked against the arrays)")
     parser.add_argument("--vision-heads", type=int, help="attention heads of the vision tower (unreleased widths)")
@@ -41,6 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     scenic = sub.add_parser("scenic", help="official JAX/Scenic .npz pair → TipsModel folder")
     _add_npz_source(scenic, "re-run the written model on the NHWC inputs stored in this Scenic file, print max|Δ|")
     _add_common(scenic)
+    dpt = sub.add_parser("dpt", help="official vision .npz + released DPT decoder (.npz/.zip) → TipsFor* folder")
+    dpt.add_argument("--vision", required=True, help="official PyTorch vision tower .npz")
+    dpt.add_argument("--decoder", required=True, help="released decoder archive (tips_v2_*_{task}_dpt.zip or .npz)")
+    dpt.add_argument("--task", required=True, choices=("segmentation", "depth", "normals"))
+    dpt.add_argument("--preset", choices=sorted(PRESETS), help="released variant (checked against the arrays)")
+    dpt.add_argument("--vision-heads", type=int, help="attention heads of the vision tower (unreleased widths)")
+    dpt.add_argument("--layers", type=int, nargs=4, metavar="I", help="0-based blocks the decoder reads "
+                     "(default: the official choice, e.g. B/14 2 5 8 11)")
+    dpt.add_argument("--min-depth", type=float, help="depth range of the bins in metres (default 0.001)")
+    dpt.add_argument("--max-depth", type=float, help="(default 10)")
+    dpt.add_argument("--image-size", type=int, help="processor image side (default: the preset's, else 448)")
+    dpt.add_argument("--verify", metavar="EXPECTED.npz", help="re-run on the inputs of a dense expected file, print max|Δ|")
+    _add_common(dpt)
     native = sub.add_parser("to-transformers", help="TipsModel folder → transformers-native Tipsv2Model folder")
     native.add_argument("--model", required=True, help="TipsModel folder (or any folder TipsModel reads)")
     _add_common(native)
@@ -61,6 +77,22 @@ def run(args: argparse.Namespace) -> int:
         not_carried = json.loads((out / "tips_hf_export.json").read_text())["not_carried"]
         for item in not_carried:
             print(f"  not carried: {item}")
+        return 0
+    if args.command == "dpt":
+        return _run_dpt(args, progress)
+    if args.text is None and args.command != "official":
+        raise ValueError(f"tips-convert {args.command} needs --text (only `official` converts a vision tower alone).")
+    if args.text is None:
+        from .official import convert_official
+
+        result = convert_official(
+            args.vision, None, args.output, preset=args.preset, vision_heads=args.vision_heads,
+            text_heads=args.text_heads, tokenizer_path=args.tokenizer, verify=args.verify,
+            image_resolution=args.image_size, max_shard_size=args.max_shard_size, overwrite=args.overwrite,
+            progress=progress,
+        )
+        print(f"wrote {result.output_dir} (TipsVisionModel)")
+        print(f"  vision: {_describe_vision(result.config)}")
         return 0
     common = dict(
         tokenizer_path=args.tokenizer,
@@ -94,6 +126,36 @@ def run(args: argparse.Namespace) -> int:
         f"  text:   {t.num_hidden_layers} layers, width {t.hidden_size}, {t.num_attention_heads} heads, "
         f"mlp {t.intermediate_size}, vocab {t.vocab_size}"
     )
+    if result.parity:
+        print("parity against the reference outputs (float32, CPU):")
+        print(format_parity(result.parity))
+    return 0
+
+
+def _describe_vision(v) -> str:
+    return (
+        f"{v.num_hidden_layers} layers, width {v.hidden_size}, {v.num_attention_heads} heads, {v.ffn_type} "
+        f"{v.intermediate_size}, grid {v.position_grid_size}x{v.position_grid_size}"
+    )
+
+
+def _run_dpt(args: argparse.Namespace, progress: bool) -> int:
+    from .dpt import convert_dpt
+    from .verify import format_parity
+
+    result = convert_dpt(
+        args.vision, args.decoder, args.output, args.task, layers=args.layers, preset=args.preset,
+        vision_heads=args.vision_heads, min_depth=args.min_depth, max_depth=args.max_depth,
+        image_resolution=args.image_size, verify=args.verify, max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite, progress=progress,
+    )
+    config = result.config
+    print(f"wrote {result.output_dir} ({config.architectures[0]})")
+    print(f"  vision: {_describe_vision(config.vision_config)}")
+    head = {"segmentation": f"{config.num_labels} classes", "depth": f"{config.num_depth_bins} bins on "
+            f"[{config.min_depth}, {config.max_depth}] m", "normals": "3 outputs"}[config.task]
+    print(f"  DPT: blocks {config.backbone_out_indices}, channels {config.dpt_channels}, "
+          f"levels {config.post_process_channels}, {head}")
     if result.parity:
         print("parity against the reference outputs (float32, CPU):")
         print(format_parity(result.parity))

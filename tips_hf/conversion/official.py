@@ -58,7 +58,7 @@ def build_processor(config: TipsConfig, tokenizer_path: str | os.PathLike | None
 
 def convert_official(
     vision_path: str | os.PathLike,
-    text_path: str | os.PathLike,
+    text_path: str | os.PathLike | None,
     output_dir: str | os.PathLike,
     tokenizer_path: str | os.PathLike | None = None,
     preset: str | None = None,
@@ -74,7 +74,20 @@ def convert_official(
 
     With `verify`, the written model is re-run on the inputs stored in that expected-outputs `.npz` and the max abs
     differences are returned (and saved as `parity.json` in the folder).
+
+    With `text_path=None` the vision tower alone is written as a `TipsVisionModel` folder (see
+    [`convert_official_vision`]; `tokenizer_path`, `text_heads` and `verify` need the text tower).
     """
+    if text_path is None:
+        from .dpt import convert_official_vision
+
+        for name, value in (("tokenizer_path", tokenizer_path), ("text_heads", text_heads), ("verify", verify)):
+            if value is not None:
+                raise LayoutError(f"{name} needs the text tower; a vision tower alone is converted without it.")
+        return convert_official_vision(
+            vision_path, output_dir, preset=preset, vision_heads=vision_heads, image_resolution=image_resolution,
+            max_shard_size=max_shard_size, overwrite=overwrite, progress=progress,
+        )
     return convert_pair(
         vision_path, text_path, output_dir, OFFICIAL, "official",
         lambda vision, text: infer_official_config(vision, text, preset, vision_heads, text_heads, image_resolution),
