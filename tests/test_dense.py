@@ -92,15 +92,15 @@ def test_zero_shot_segment_constructed_case():
         [[[[5.0, 0.0, 0.0], [0.0, 0.2, 0.0]], [[0.1, 0.0, 0.3], [0.3, 0.3, 0.1]]]]
     )  # (1, 2, 2, 3); the last patch has best cosine 0.69
     model = _controlled_model(patches)
-    out = zero_shot_segment(model, torch.zeros(1, 3, 28, 28), labels)
-    assert out["logits"].shape == (1, 3, 2, 2)
+    out = zero_shot_segment(model, torch.zeros(1, 3, 28, 28), labels, method="patches")
+    assert out["logits"].shape == (1, 3, 2, 2) and out["scores"] is out["logits"]
     assert out["labels"].tolist() == [[[0, 1], [2, 0]]]
     torch.testing.assert_close(out["logits"][0, :, 1, 1], torch.tensor([0.3, 0.3, 0.1]) / math.sqrt(0.19))
     # Background threshold: only the last patch is below 0.8.
-    out = zero_shot_segment(model, torch.zeros(1, 3, 28, 28), labels, background_threshold=0.8)
+    out = zero_shot_segment(model, torch.zeros(1, 3, 28, 28), labels, method="patches", background_threshold=0.8)
     assert out["labels"].tolist() == [[[0, 1], [2, BACKGROUND]]]
     # Upsampled: bilinear on the cosine scores, then argmax (computed here by hand, per pixel).
-    up = zero_shot_segment(model, torch.zeros(1, 3, 28, 28), labels, output_size=(5, 7))
+    up = zero_shot_segment(model, torch.zeros(1, 3, 28, 28), labels, method="patches", output_size=(5, 7))
     cosine = torch.stack([F.cosine_similarity(patches[0], label.view(1, 1, 3), dim=-1) for label in labels])
     expected = F.interpolate(cosine[None], size=(5, 7), mode="bilinear", align_corners=False).argmax(dim=1)
     assert up["logits"].shape == (1, 3, 5, 7) and up["labels"].shape == (1, 5, 7)
@@ -113,7 +113,7 @@ def test_zero_shot_segment_matches_manual_cosine_on_model():
     model = TipsModel(tiny_config()).eval()
     pixel_values = torch.rand(2, 3, 56, 70)
     label_embeds = F.normalize(torch.randn(4, 32), dim=-1)
-    out = zero_shot_segment(model, pixel_values, label_embeds, output_size=(56, 70))
+    out = zero_shot_segment(model, pixel_values, label_embeds, method="patches", output_size=(56, 70))
     with torch.no_grad():
         patches = F.normalize(model.get_image_features(pixel_values=pixel_values).patch_embeds, dim=-1)  # (2, 4, 5, D)
     manual = torch.einsum("bhwd,kd->bkhw", patches, label_embeds)

@@ -308,3 +308,54 @@ def test_ade20k_names_for_150_classes(tmp_path):
                          vision_heads=4, progress=False).config
     assert len(ADE20K_CLASSES) == 150 and config.num_labels == 150
     assert (config.id2label[0], config.id2label[12], config.id2label[149]) == ("wall", "person", "flag")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Zero-shot segmentation, official protocol (values trick, whole / slide)
+
+
+@pytest.mark.parametrize("name", sorted(DENSE_INDEX))
+def test_zero_shot_segment_matches_official(converted_vision, name):
+    from tips_hf.dense import SEGMENTATION_TEMPLATES, value_patch_embeds, zero_shot_segment
+
+    model = TipsVisionModel.from_pretrained(converted_vision[name]).eval()
+    slide = DENSE_INDEX[name]["zero_shot"]
+    for size, pixels, expected in _inputs(name):
+        text = torch.from_numpy(expected["zs_text_features"])
+        values = value_patch_embeds(model, pixels)
+        # Float32 rounding through the blocks (measured 1.9e-6), as for the intermediate layers.
+        torch.testing.assert_close(values, torch.from_numpy(expected[f"values_patches_{size}"]), atol=1e-5, rtol=0)
+        whole = zero_shot_segment(model, pixels, text)  # defaults: method="values", mode="whole"
+        # Cosines of unit vectors: rounding of a D-term dot product (measured 1.8e-7).
+        torch.testing.assert_close(whole["scores"], torch.from_numpy(expected[f"zs_whole_{size}"]), atol=1e-6, rtol=0)
+        assert torch.equal(whole["labels"], whole["scores"].argmax(dim=1))
+        slid = zero_shot_segment(model, pixels, text, method="values", mode="slide", window=slide["slide_side"],
+                                 stride=slide["slide_stride"])
+        # Softmax probabilities averaged over windows (measured 6e-8).
+        torch.testing.assert_close(slid["scores"], torch.from_numpy(expected[f"zs_slide_{size}"]), atol=1e-6, rtol=0)
+        torch.testing.assert_close(slid["scores"].sum(dim=1), torch.ones(pixels.shape[0], *pixels.shape[-2:]))
+    assert len(SEGMENTATION_TEMPLATES) == 9 and SEGMENTATION_TEMPLATES[0] == "itap of a {}."
+
+
+def test_zero_shot_segment_values_differ_from_patches_and_accept_tips_model(converted_vision):
+    from tips_hf import TipsConfig, TipsModel
+    from tips_hf.dense import zero_shot_segment
+
+    vision = TipsVisionModel.from_pretrained(converted_vision["dense-mlp"]).eval()
+    size, pixels, expected = next(_inputs("dense-mlp"))
+    text = torch.from_numpy(expected["zs_text_features"])
+    tips = TipsModel(TipsConfig(vision_config=vision.config.to_dict(),
+                                text_config=dict(hidden_size=64, num_attention_heads=4, num_hidden_layers=1,
+                                                 intermediate_size=64, vocab_size=10))).eval()
+    tips.vision_model.load_state_dict(vision.state_dict())
+    from_tips = zero_shot_segment(tips, pixels, text)["scores"]
+    torch.testing.assert_close(from_tips, torch.from_numpy(expected[f"zs_whole_{size}"]), atol=1e-6, rtol=0)
+    patches = zero_shot_segment(tips, pixels, text, method="patches")["scores"]
+    assert (patches - from_tips).abs().max() > 1e-2  # the values trick is a different feature
+    # Sides that are not multiples of 14 are resized (bicubic) up to the next multiple, as the notebook does.
+    odd = zero_shot_segment(vision, pixels[:, :, :100, :101], text, output_size=(100, 101))
+    assert odd["scores"].shape == (2, 5, 100, 101) and odd["labels"].shape == (2, 100, 101)
+    with pytest.raises(ValueError, match="method"):
+        zero_shot_segment(vision, pixels, text, method="tokens")
+    with pytest.raises(ValueError, match="mode"):
+        zero_shot_segment(vision, pixels, text, mode="tiles")

@@ -9,8 +9,10 @@ from .visualize import colorize_segmentation, palette, save_segmentation_picture
 from .zero_shot import (
     BACKGROUND,
     PROMPT_TEMPLATES,
+    SEGMENTATION_TEMPLATES,
     encode_labels,
     encode_texts,
+    value_patch_embeds,
     zero_shot_classify,
     zero_shot_segment,
 )
@@ -18,6 +20,7 @@ from .zero_shot import (
 __all__ = [
     "BACKGROUND",
     "PROMPT_TEMPLATES",
+    "SEGMENTATION_TEMPLATES",
     "colorize_segmentation",
     "encode_labels",
     "encode_texts",
@@ -33,5 +36,6 @@ __all__ = [
     "save_segmentation_picture",
     "segmentation_picture",
     "zero_shot_classify",
+    "value_patch_embeds",
     "zero_shot_segment",
 ]
