@@ -269,6 +269,7 @@ def test_knn_real_model_and_unknown_class(model_dir, loaded, tmp_path, capsys):
     result = _run(
         ["--model", str(model_dir), "--task", "knn", "--data", str(root), "--knn-k", "2"], tmp_path / "k.json"
     )
+    assert result["num_train"] == 4 and result["protocol"]["resize"].startswith("short side to 64")
     model, processor = loaded
     from tips_hf.dense import knn_classify
 
@@ -284,6 +285,11 @@ def test_knn_real_model_and_unknown_class(model_dir, loaded, tmp_path, capsys):
     _solid(root / "val" / "zebra" / "0.png", (1, 1, 1))
     assert main(["--model", str(model_dir), "--task", "knn", "--data", str(root), "--no-progress"]) == 2
     assert "zebra" in capsys.readouterr().err
+    (root / "val" / "zebra" / "0.png").unlink()
+    (root / "val" / "zebra").rmdir()
+    subset = _run(["--model", str(model_dir), "--task", "knn", "--data", str(root), "--train-limit", "2"],
+                  tmp_path / "k2.json")  # fmt: skip
+    assert subset["num_train"] == 2 and subset["num_examples"] == 4
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -459,8 +465,79 @@ def test_results_files_are_complete(model_dir, tmp_path):
     _write_karpathy(tmp_path / "flickr")
     output = tmp_path / "out" / "r.json"
     result = _run(["--model", str(model_dir), "--task", "retrieval", "--data", str(tmp_path / "flickr"), "--limit",
-                   "2"], output)  # fmt: skip
+                   "2", "--resize", "center-crop"], output)  # fmt: skip
+    assert result["protocol"]["resize"].startswith("short side to 64 (bicubic), centre crop 56x56")
     assert result["num_examples"] == 2 and result["options"]["limit"] == 2
     table = output.with_suffix(".md").read_text()
     assert "I→T R@1" in table and "alt_text" in table and "synthetic" in table
     assert sorted(p.name for p in output.parent.iterdir()) == ["r.json", "r.md"]  # no temporary files left
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# DPT heads (`--dpt`)
+
+
+def _dpt_folder(tmp_path: Path, task: str) -> Path:
+    dense = pytest.importorskip("tips_hf.modeling_dense_tips")
+    from tips_hf.configuration_dense_tips import TipsDPTConfig
+
+    torch.manual_seed(1)
+    vision = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, image_size=SIZE)
+    config = TipsDPTConfig(vision_config=vision, dpt_channels=16, task=task, num_labels=21, num_depth_bins=16,
+                           image_resolution=SIZE)  # fmt: skip
+    cls = dense.TipsForSemanticSegmentation if task == "segmentation" else dense.TipsForDepthEstimation
+    folder = tmp_path / f"dpt_{task}"
+    cls(config).eval().save_pretrained(folder)
+    return folder
+
+
+def test_dpt_segmentation_head_matches_manual_scoring(model_dir, loaded, tmp_path):
+    folder = _dpt_folder(tmp_path, "segmentation")
+    _write_voc(tmp_path / "voc")
+    result = _run(["--model", str(model_dir), "--task", "linear-probe-segmentation", "--data", str(tmp_path / "voc"),
+                   "--dpt", str(folder), "--split", "val"], tmp_path / "dpt.json")  # fmt: skip
+    from tips_hf.modeling_dense_tips import TipsForSemanticSegmentation
+
+    head = TipsForSemanticSegmentation.from_pretrained(folder).eval()
+    _, processor = loaded
+    base = tmp_path / "voc" / "VOCdevkit" / "VOC2012"
+    intersection, union = np.zeros(21), np.zeros(21)
+    for image_id in ("2007_000000", "2007_000001"):
+        truth = np.array(Image.open(base / "SegmentationClass" / f"{image_id}.png")).astype(np.int64)
+        pixels = processor(images=Image.open(base / "JPEGImages" / f"{image_id}.jpg"), return_tensors="pt")
+        with torch.no_grad():
+            logits = head(pixel_values=pixels["pixel_values"]).logits
+        prediction = F.interpolate(logits, size=truth.shape, mode="bilinear", align_corners=False).argmax(1)[0].numpy()
+        scored = truth != 255
+        for c in range(21):
+            p, t = (prediction == c) & scored, (truth == c) & scored
+            intersection[c] += (p & t).sum()
+            union[c] += (p | t).sum()
+    present = union > 0
+    assert result["metrics"]["mean_iou"] == pytest.approx((intersection[present] / union[present]).mean())
+    assert result["protocol"]["head"].startswith("DPT")
+
+
+def test_dpt_depth_head_matches_manual_rmse(model_dir, loaded, tmp_path):
+    folder = _dpt_folder(tmp_path, "depth")
+    _write_nyu(tmp_path / "nyu", height=60, width=80)
+    result = _run(["--model", str(model_dir), "--task", "depth", "--data", str(tmp_path / "nyu"), "--dpt",
+                   str(folder)], tmp_path / "dpt.json")  # fmt: skip
+    from tips_hf.modeling_dense_tips import TipsForDepthEstimation
+
+    head = TipsForDepthEstimation.from_pretrained(folder).eval()
+    _, processor = loaded
+    squared, count = 0.0, 0
+    for index in range(3):
+        room = tmp_path / "nyu" / "sync" / "room"
+        truth = np.array(Image.open(room / f"sync_depth_{index:05d}.png")).astype(np.float64) / 1000
+        pixels = processor(images=Image.open(room / f"rgb_{index:05d}.jpg"), return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            depth = head(pixel_values=pixels).predicted_depth[:, None]
+        prediction = F.interpolate(depth, size=truth.shape, mode="bilinear", align_corners=False)[0, 0].double().numpy()
+        valid = (truth > 1e-3) & (truth < 10)  # 60×80 maps: no Eigen crop (it is defined on 480×640)
+        squared += ((prediction - truth)[valid] ** 2).sum()
+        count += valid.sum()
+    # float32 network output compared in float64: agreement to float32 rounding
+    assert result["metrics"]["rmse"] == pytest.approx(np.sqrt(squared / count), rel=1e-5)
+    assert result["metrics"]["num_pixels"] == count

@@ -60,9 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     add("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="model weights dtype")
     add("--limit", type=int, default=None, help="evaluate N examples of each split (evenly spaced) for a quick check")
+    add("--train-limit", type=int, default=None, help="use N (evenly spaced) images of the training split")
     add("--output", default=None, help="results JSON path (a Markdown table is written beside it as .md)")
     add("--num-workers", type=int, default=0, help="DataLoader workers decoding images (default 0)")
     add("--image-size", type=int, default=None, help="input side (default: the processor's; ADE: the short side)")
+    add(
+        "--resize",
+        choices=("square", "center-crop"),
+        default=None,
+        help="retrieval / zero-shot classification / knn preprocessing (default: square, square, center-crop)",
+    )
     add("--streaming", action="store_true", help="stream a Hub dataset instead of downloading it")
     add("--where", action="append", default=[], metavar="COLUMN=VALUE", help="keep Hub rows with COLUMN == VALUE")
     add("--image-column", default=None)
@@ -96,10 +103,12 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
         where[column] = value
     if args.batch_size < 1:
         raise EvalError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.limit is not None and args.limit < 1:
-        raise EvalError(f"--limit must be at least 1, got {args.limit}")
+    for flag, value in (("--limit", args.limit), ("--train-limit", args.train_limit)):
+        if value is not None and value < 1:
+            raise EvalError(f"{flag} must be at least 1, got {value}")
     extra = {
         "image_root": args.image_root,
+        "resize": args.resize,
         "templates": args.templates,
         "class_names": args.class_names,
         "knn_k": args.knn_k,
@@ -122,6 +131,7 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
         batch_size=args.batch_size,
         device=args.device,
         limit=args.limit,
+        train_limit=args.train_limit,
         num_workers=args.num_workers,
         image_size=args.image_size,
         streaming=args.streaming,

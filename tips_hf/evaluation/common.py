@@ -13,7 +13,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class EvalOptions:
     batch_size: int = 64
     device: str | None = None
     limit: int | None = None
+    train_limit: int | None = None
     num_workers: int = 0
     image_size: int | None = None
     streaming: bool = False
@@ -46,6 +47,10 @@ class EvalOptions:
     label_column: str | None = None
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def for_training(self) -> EvalOptions:
+        """The options for a training split (k-NN memory bank, probe fits): `train_limit` replaces `limit` when set."""
+        return replace(self, limit=self.train_limit or self.limit)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -185,6 +190,24 @@ def pixels_center_crop(processor: Any, image: Any, size: int, crop_ratio: float 
     left, top = (new_w - size) // 2, (new_h - size) // 2
     image = image.crop((left, top, left + size, top + size))
     return processor.image_processor(image, do_resize=False, return_tensors="pt")["pixel_values"][0]
+
+
+RESIZE_MODES = ("square", "center-crop")
+
+
+def pixels_for(processor: Any, image: Any, size: int, resize: str) -> torch.Tensor:
+    """`--resize square` ([`pixels_square`]) or `center-crop` ([`pixels_center_crop`])."""
+    if resize == "square":
+        return pixels_square(processor, image, size)
+    if resize == "center-crop":
+        return pixels_center_crop(processor, image, size)
+    raise EvalError(f"--resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+
+
+def resize_description(resize: str, size: int) -> str:
+    if resize == "center-crop":
+        return f"short side to {round(size / 0.875)} (bicubic), centre crop {size}x{size}, RGB in [0, 1]"
+    return f"{size}x{size} bilinear with antialiasing (TipsImageProcessor), no crop, RGB in [0, 1]"
 
 
 def pixels_short_side(image: Any, size: int) -> torch.Tensor:
@@ -449,6 +472,7 @@ __all__ = [
     "model_image_size",
     "open_image",
     "pixels_center_crop",
+    "pixels_for",
     "pixels_short_side",
     "pixels_square",
     "read_class_folders",

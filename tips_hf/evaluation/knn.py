@@ -12,7 +12,7 @@ Protocol
 - Images: DINO resizes the short side to 256 (bicubic) and centre-crops 224. We keep that 0.875 crop ratio at the
   model's resolution: short side to size / 0.875 (512 for 448), centre crop size × size, RGB in [0, 1], no mean/std
   (our choice: the TIPS evaluation resolution of this benchmark is not published; `--image-size 224` gives DINO's
-  exact 256/224 geometry).
+  exact 256/224 geometry; `--resize square` squashes the whole image instead).
 - Data: ImageNet-style class folders `<data>/train/<class>/*` (memory bank, `--train-split`) and
   `<data>/val/<class>/*` (queries, `--split`), or a `datasets` dataset with `image` and `label` columns
   (`imagenet-1k`: splits `train` / `validation`). `--limit N` takes N evenly spaced images of each split.
@@ -41,8 +41,9 @@ from .common import (
     open_image,
     percent,
     pick_column,
-    pixels_center_crop,
+    pixels_for,
     read_class_folders,
+    resize_description,
 )
 
 HEADS = ("alt_text", "synthetic")
@@ -51,6 +52,7 @@ IMAGE_COLUMNS = ("image", "img", "jpg", "png")
 
 
 def _split_records(data: Any, split: str, options: EvalOptions, processor: Any, size: int, classes=None):
+    resize = options.extra.get("resize") or "center-crop"
     if is_local(data) and not is_saved_dataset(data):
         root = Path(data)
         if not (root / split).is_dir():
@@ -60,7 +62,7 @@ def _split_records(data: Any, split: str, options: EvalOptions, processor: Any, 
 
         def load(record) -> dict[str, Any]:
             path, label = record
-            return {"pixel_values": pixels_center_crop(processor, open_image(path, str(path)), size), "label": label}
+            return {"pixel_values": pixels_for(processor, open_image(path, str(path)), size, resize), "label": label}
 
         return [(paths[i], labels[i]) for i in keep], load, names
     dataset = load_hf(data, split, options)
@@ -72,7 +74,7 @@ def _split_records(data: Any, split: str, options: EvalOptions, processor: Any, 
         label = row[label_column]
         if not isinstance(label, int) or label < 0:
             raise EvalError(f"column {label_column!r}: label {label!r} is not a class index")
-        return {"pixel_values": pixels_center_crop(processor, open_image(row[image_column], image_column), size),
+        return {"pixel_values": pixels_for(processor, open_image(row[image_column], image_column), size, resize),
                 "label": label}  # fmt: skip
 
     return dataset, load, None
@@ -101,7 +103,7 @@ def evaluate_knn(model: Any, processor: Any, data: Any, options: EvalOptions) ->
     local = is_local(data) and not is_saved_dataset(data)
     train_split = options.train_split or "train"
     split = options.split or ("val" if local else "validation")
-    train_records, train_load, classes = _split_records(data, train_split, options, processor, size)
+    train_records, train_load, classes = _split_records(data, train_split, options.for_training(), processor, size)
     test_records, test_load, _ = _split_records(data, split, options, processor, size, classes)
     train, train_labels = _embed(model, train_records, train_load, options, "knn: memory bank")
     test, test_labels = _embed(model, test_records, test_load, options, "knn: queries")
@@ -126,7 +128,7 @@ def evaluate_knn(model: Any, processor: Any, data: Any, options: EvalOptions) ->
             "temperature": temperature,
             "vote": "sum of exp(cosine / T) over the k nearest training embeddings (DINO)",
             "image_size": [size, size],
-            "resize": f"short side to {round(size / 0.875)} (bicubic), centre crop {size}, RGB in [0, 1]",
+            "resize": resize_description(options.extra.get("resize") or "center-crop", size),
             "embedding": "L2-normalised CLS token, per head",
         },
         "table": {

@@ -67,11 +67,16 @@ def _segmentation_records(data: Any, split: str, options: EvalOptions) -> tuple[
     """Records and whether the labels are ADE20K-style (0 = ignore, k = class k - 1)."""
     if is_local(data) and not is_saved_dataset(data):
         root = Path(data)
-        if (root / "ADEChallengeData2016").is_dir() or (root / "annotations").is_dir():
+        if _is_ade(data):
             return ade20k_records(root, split, options.limit), True
         return voc_records(root, split, options.limit), False
     reduce = bool(options.extra.get("reduce_zero_label", False))
     return hf_records(data, split, options, SEGMENTATION_COLUMNS, "segmentation"), reduce
+
+
+def _is_ade(data: Any) -> bool:
+    root = Path(data)
+    return is_local(data) and ((root / "ADEChallengeData2016").is_dir() or (root / "annotations").is_dir())
 
 
 def _depth_records(data: Any, split: str, options: EvalOptions) -> list:
@@ -117,7 +122,7 @@ def evaluate_linear_probe_segmentation(model: Any, processor: Any, data: Any, op
     num_classes = int(options.extra.get("num_classes") or VOC_NUM_CLASSES)
     method = options.extra.get("probe_method") or "logistic"
     max_patches = options.extra.get("max_train_patches")
-    train_records, reduce = _segmentation_records(data, train_split, options)
+    train_records, reduce = _segmentation_records(data, train_split, options.for_training())
     test_records, _ = _segmentation_records(data, split, options)
 
     def load(record) -> dict[str, Any]:
@@ -199,7 +204,7 @@ def _evaluate_dpt_segmentation(processor: Any, data: Any, options: EvalOptions) 
     head = _load_dpt(options.extra["dpt"], "TipsForSemanticSegmentation", resolve_device(options.device))
     size = options.image_size or int(getattr(head.config, "image_resolution", 448))
     num_classes = int(head.config.num_labels)
-    split = options.split or "validation"
+    split = options.split or ("validation" if _is_ade(data) or not is_local(data) else "val")
     records, reduce = _segmentation_records(data, split, options)
 
     def load(record) -> dict[str, Any]:
@@ -283,7 +288,7 @@ def evaluate_depth(model: Any, processor: Any, data: Any, options: EvalOptions) 
         count = len(references)
     else:
         train_split = options.train_split or "train"
-        train_records = _depth_records(data, train_split, options)
+        train_records = _depth_records(data, train_split, options.for_training())
         train = _collect(model, train_records, load, options, "probe: train features")
         test = _collect(model, test_records, load, options, "probe: eval features")
         max_patches = options.extra.get("max_train_patches")

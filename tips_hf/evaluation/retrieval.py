@@ -7,7 +7,8 @@ Protocol
   image is a separate query/target.
 - Images: squared to the model's input size (448×448 for the released HR and v2 models, 224×224 for g/14-LR) with
   the model's own `TipsImageProcessor` (bilinear with antialiasing, RGB in [0, 1], no mean/std) — the resize of the
-  official `run_image_encoder_inference.py`. Texts: the exact TIPS tokenizer, lowercased, padded/cut to 64.
+  official `run_image_encoder_inference.py` (`--resize center-crop`: short side to size / 0.875, central crop, to
+  study how much the resize matters; mteb#5067 attributed its 1–2 point gap to it). Texts: the exact TIPS tokenizer, lowercased, padded/cut to 64.
 - Scores: cosine similarity of L2-normalised embeddings, for each head separately: the alt-text head (CLS-1) and
   the synthetic-caption head (CLS-2) against the same text embeddings. The official README does not say which head
   its Flickr numbers use; both are reported.
@@ -50,7 +51,8 @@ from .common import (
     open_image,
     percent,
     pick_column,
-    pixels_square,
+    pixels_for,
+    resize_description,
 )
 
 KS = (1, 5, 10)
@@ -157,6 +159,7 @@ def evaluate_retrieval(model: Any, processor: Any, data: Any, options: EvalOptio
     start = time.perf_counter()
     size = model_image_size(model, processor, options.image_size)
     split = options.split or "test"
+    resize = options.extra.get("resize") or "square"
     if is_local(data) and not is_saved_dataset(data):
         json_path = _find_karpathy(Path(data))
         image_root = options.extra.get("image_root")
@@ -165,13 +168,13 @@ def evaluate_retrieval(model: Any, processor: Any, data: Any, options: EvalOptio
         )
 
         def load(path: Path) -> dict[str, Any]:
-            return {"pixel_values": pixels_square(processor, open_image(path, str(path)), size)}
+            return {"pixel_values": pixels_for(processor, open_image(path, str(path)), size, resize)}
 
     else:
         records, image_column, captions, owner = _hf_rows(data, options)
 
         def load(row: dict[str, Any]) -> dict[str, Any]:
-            return {"pixel_values": pixels_square(processor, open_image(row[image_column], image_column), size)}
+            return {"pixel_values": pixels_for(processor, open_image(row[image_column], image_column), size, resize)}
 
     embeds: dict[str, list[torch.Tensor]] = {head: [] for head in HEADS}
     for batch in batches(records, load, options, desc="retrieval: images"):
@@ -199,7 +202,7 @@ def evaluate_retrieval(model: Any, processor: Any, data: Any, options: EvalOptio
         "metrics": metrics,
         "protocol": {
             "image_size": [size, size],
-            "resize": "bilinear with antialiasing (TipsImageProcessor), no crop, RGB in [0, 1]",
+            "resize": resize_description(resize, size),
             "text": "TIPS SentencePiece tokenizer, lowercased, padded/cut to 64",
             "score": "cosine similarity of L2-normalised embeddings, per head",
             "ks": list(KS),

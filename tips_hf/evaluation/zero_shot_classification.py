@@ -4,7 +4,8 @@
 Protocol
 --------
 - Images: squared to the model's input size (448×448 for HR/v2 models) with the model's `TipsImageProcessor`
-  (bilinear, antialiased, RGB in [0, 1]), as for retrieval; no crop.
+  (bilinear, antialiased, RGB in [0, 1]), as for retrieval; no crop (`--resize center-crop`: CLIP-style short
+  side to size / 0.875 and a central crop).
 - Classifier: each class name is written into every template of the ensemble; the label embedding is the mean of
   the L2-normalised text embeddings, renormalised (`tips_hf.dense.encode_labels`). Logits are cosine similarities
   with the L2-normalised CLS embedding of each head (alt-text CLS-1, synthetic CLS-2); the head's temperature does
@@ -45,8 +46,9 @@ from .common import (
     open_image,
     percent,
     pick_column,
-    pixels_square,
+    pixels_for,
     read_class_folders,
+    resize_description,
 )
 from .templates import resolve_templates
 
@@ -86,6 +88,7 @@ def read_class_names(path: str | Path, folders: list[str] | None = None) -> list
 
 
 def _load_data(data: Any, options: EvalOptions, processor: Any, size: int):
+    resize = options.extra.get("resize") or "square"
     class_names_file = options.extra.get("class_names")
     if is_local(data) and not is_saved_dataset(data):
         paths, labels, folders = read_class_folders(Path(data), options.split or "val")
@@ -103,7 +106,7 @@ def _load_data(data: Any, options: EvalOptions, processor: Any, size: int):
 
         def load(record) -> dict[str, Any]:
             path, label = record
-            return {"pixel_values": pixels_square(processor, open_image(path, str(path)), size), "label": label}
+            return {"pixel_values": pixels_for(processor, open_image(path, str(path)), size, resize), "label": label}
 
         return records, load, names
     dataset = load_hf(data, options.split or "validation", options)
@@ -124,7 +127,7 @@ def _load_data(data: Any, options: EvalOptions, processor: Any, size: int):
         if not isinstance(label, int) or not 0 <= label < len(names):
             raise EvalError(f"column {label_column!r}: label {label!r} outside [0, {len(names)})")
         image = open_image(row[image_column], image_column)
-        return {"pixel_values": pixels_square(processor, image, size), "label": label}
+        return {"pixel_values": pixels_for(processor, image, size, resize), "label": label}
 
     return dataset, load, names
 
@@ -158,7 +161,7 @@ def evaluate_zero_shot_classification(model: Any, processor: Any, data: Any, opt
         "metrics": metrics,
         "protocol": {
             "image_size": [size, size],
-            "resize": "bilinear with antialiasing (TipsImageProcessor), no crop, RGB in [0, 1]",
+            "resize": resize_description(options.extra.get("resize") or "square", size),
             "templates": template_name,
             "num_templates": len(templates),
             "label_embedding": "mean of L2-normalised prompt embeddings, renormalised",
