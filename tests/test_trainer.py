@@ -183,6 +183,37 @@ def test_retrieval_metrics_match_a_whole_set_forward(scenes_rows, tmp_path):
     assert scores["alt_text_image_to_text_recall@1"] == 1.0 and scores["synthetic_image_to_text_recall@1"] == 0.0
 
 
+def test_dense_metrics_by_hand():
+    from tips_hf.training_utils import DepthMetrics, SegmentationMetrics
+
+    # Column logits [1, -1] (class 0) and [-1, 1] (class 1) upsampled bilinearly 2 -> 4 (align_corners=False):
+    # columns 0-1 lean to class 0, columns 2-3 to class 1.
+    logits = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])[:, None, :].expand(2, 2, 2)[None]  # (1, 2 classes, 2, 2)
+    labels = torch.tensor([[0, 0, 1, 1]] * 4)
+    labels[0, 0], labels[3, 3] = 255, 0  # one ignored pixel, one class-0 pixel predicted as 1
+    metrics = SegmentationMetrics(num_labels=2)
+    predicted = metrics.preprocess_logits_for_metrics((logits,), labels[None])
+    torch.testing.assert_close(predicted[0], torch.tensor([[0, 0, 1, 1]] * 4))
+
+    class Prediction:
+        predictions, label_ids = predicted.numpy(), labels[None].numpy()
+
+    scores = metrics(Prediction())
+    # class 0: TP 7, FN 1 (the pixel at [3, 3]), FP 0 -> IoU 7/8; class 1: TP 7, FP 1 -> 7/8; 14 of 15 pixels right.
+    assert scores["mean_iou"] == pytest.approx(7 / 8) and scores["pixel_accuracy"] == pytest.approx(14 / 15)
+    depth = DepthMetrics()
+    references = torch.ones(1, 4, 4)
+    references[0, 0, 0], references[0, 0, 1], references[0, 1, 0] = float("nan"), 0.0, 3.0
+    predicted = depth.preprocess_logits_for_metrics(torch.full((1, 2, 2), 2.0), references)
+
+    class DepthPrediction:
+        predictions, label_ids = predicted.numpy(), references.numpy()
+
+    scores = depth(DepthPrediction())
+    # 14 valid pixels (NaN and 0 are not), every error is 1 m; relative error 1 on 13 pixels and 1/3 on one.
+    assert scores["rmse"] == pytest.approx(1.0) and scores["abs_rel"] == pytest.approx((13 + 1 / 3) / 14)
+
+
 def _example():
     spec = importlib.util.spec_from_file_location("finetune_with_trainer", ROOT / "examples" / "finetune_with_trainer.py")
     module = importlib.util.module_from_spec(spec)
@@ -209,3 +240,4 @@ def test_example_trains_lora_with_trainer_and_reloads(model_dir, tmp_path):
     base = TipsModel.from_pretrained(model_dir)
     changed = [n for n, p in merged.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
     assert changed and all(".qkv." in n or ".out_proj." in n or ".fc1." in n or ".fc2." in n for n in changed)
+

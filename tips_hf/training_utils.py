@@ -8,6 +8,7 @@
   the label maps follow the image processor's geometry (nearest resize, padding with the ignore value).
 - [`ContrastiveRetrievalMetrics`]: `preprocess_logits_for_metrics` + `compute_metrics` giving image↔text Recall@K of
   both heads over the whole evaluation set with the shipped `retrieval_recall` `evaluate` module.
+- [`SegmentationMetrics`], [`DepthMetrics`]: the same for dense models (`mean_iou`, `depth_rmse` modules).
 
 The collators read raw columns, so the `Trainer` needs `TrainingArguments(remove_unused_columns=False)`.
 """
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ContrastiveRetrievalMetrics", "TipsDataCollator", "TipsDenseDataCollator"]
+__all__ = ["ContrastiveRetrievalMetrics", "DepthMetrics", "SegmentationMetrics", "TipsDataCollator", "TipsDenseDataCollator"]
 
 
 def _column(rows: Sequence[Mapping[str, Any]], column: str, role: str) -> list[Any]:
@@ -231,3 +232,64 @@ class ContrastiveRetrievalMetrics:
             result = self.metric.compute(predictions=np.asarray(images), references=np.asarray(texts), ks=self.ks)
             scores.update({f"{head}_{key}": float(value) for key, value in result.items()})
         return scores
+
+
+def _first(logits: Any) -> torch.Tensor:
+    """The first output value (segmentation `logits`, `predicted_depth`): Trainer passes a tensor or a tuple."""
+    return logits[0] if isinstance(logits, (tuple, list)) else logits
+
+
+class SegmentationMetrics:
+    r"""Mean IoU of a segmentation model under `Trainer`, with the shipped `mean_iou` `evaluate` module.
+
+    `preprocess_logits_for_metrics` upsamples each batch's `(B, C, h, w)` logits bilinearly to the label size (as the
+    models' losses do) and keeps the arg-max class map, so only `(B, H, W)` ids accumulate over the evaluation set.
+
+    Args:
+        num_labels (`int`): number of classes.
+        ignore_index (`int`, defaults to 255): label value that is not scored.
+
+    Returns (from `__call__`): `mean_iou`, `pixel_accuracy`, `mean_accuracy`.
+    """
+
+    def __init__(self, num_labels: int, ignore_index: int = 255):
+        from .metrics import load_metric
+
+        self.num_labels, self.ignore_index = num_labels, ignore_index
+        self.metric = load_metric("mean_iou")
+
+    def preprocess_logits_for_metrics(self, logits: Any, labels: torch.Tensor) -> torch.Tensor:
+        logits = _first(logits)
+        return F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False).argmax(1)
+
+    def __call__(self, eval_prediction: Any) -> dict[str, float]:
+        scores = self.metric.compute(predictions=np.asarray(eval_prediction.predictions),
+                                     references=np.asarray(eval_prediction.label_ids),
+                                     num_classes=self.num_labels, ignore_index=self.ignore_index)
+        return {key: float(scores[key]) for key in ("mean_iou", "pixel_accuracy", "mean_accuracy")}
+
+
+class DepthMetrics:
+    r"""Depth RMSE / AbsRel of a depth model under `Trainer`, with the shipped `depth_rmse` `evaluate` module.
+
+    `preprocess_logits_for_metrics` upsamples each batch's `(B, h, w)` `predicted_depth` bilinearly to the label size;
+    pixels whose label is not finite or not > 0 are not scored (as in the depth loss).
+
+    Returns (from `__call__`): `rmse`, `abs_rel`.
+    """
+
+    def __init__(self):
+        from .metrics import load_metric
+
+        self.metric = load_metric("depth_rmse")
+
+    def preprocess_logits_for_metrics(self, logits: Any, labels: torch.Tensor) -> torch.Tensor:
+        depth = _first(logits)
+        return F.interpolate(depth[:, None], size=labels.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+
+    def __call__(self, eval_prediction: Any) -> dict[str, float]:
+        references = np.asarray(eval_prediction.label_ids, dtype=np.float32)
+        valid = np.isfinite(references) & (np.nan_to_num(references) > 0)
+        scores = self.metric.compute(predictions=np.asarray(eval_prediction.predictions, dtype=np.float32),
+                                     references=references, valid_mask=valid)
+        return {"rmse": float(scores["rmse"]), "abs_rel": float(scores["abs_rel"])}
