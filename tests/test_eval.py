@@ -425,9 +425,10 @@ def _write_nyu(root: Path, height=480, width=640) -> None:
         depth = np.full((height, width), millimetres, np.uint16)
         depth[:10] = 0  # invalid rows
         Image.fromarray(depth).save(folder / f"sync_depth_{index:05d}.png")
-        lines.append(f"/sync/room/rgb_{index:05d}.jpg /sync/room/sync_depth_{index:05d}.png 518.8579")
-    for split in ("train", "test"):
-        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+        lines.append(f"/room/rgb_{index:05d}.jpg /room/sync_depth_{index:05d}.png 518.8579")
+    # BTS's train list is relative to sync/; ours for test relative to the root
+    (root / "nyudepthv2_train_files_with_gt.txt").write_text("\n".join(lines) + "\n")
+    (root / "test.txt").write_text("\n".join(line.replace("/room/", "/sync/room/") for line in lines) + "\n")
 
 
 def test_depth_probe_nyu_scales_and_masks(model_dir, tmp_path, monkeypatch):

@@ -77,7 +77,8 @@ def voc_records(root: Path, split: str, limit: int | None) -> list[tuple[Path, P
 
 def nyu_records(root: Path, split: str, limit: int | None) -> list[tuple[Path, Path, str]]:
     """NYU Depth v2 as BTS / DINOv2 use it: a list file `<root>/<split>.txt` (or `nyu_<split>.txt`) with lines
-    `rgb_path depth_path [focal]` relative to `<root>` (leading `/` allowed), or else every `rgb_*.jpg` under
+    `rgb_path depth_path [focal]` relative to `<root>`, `<root>/sync` or `<root>/official_splits/<split>` (BTS's
+    `nyudepthv2_{train,test}_files_with_gt.txt` work as they are; a leading `/` is allowed), or else every `rgb_*.jpg` under
     `<root>/<split>/` with its `sync_depth_*.png` (or `depth_*.png` / `.npy`) beside it. Depth PNGs are uint16
     millimetres."""
     records = []
@@ -88,7 +89,10 @@ def nyu_records(root: Path, split: str, limit: int | None) -> list[tuple[Path, P
             for number, parts in enumerate(lines, 1):
                 if len(parts) < 2:
                     raise EvalError(f"{list_file}:{number}: expected 'rgb_path depth_path [focal]'")
-                image, depth = (root / part.lstrip("/") for part in parts[:2])
+                # BTS lists are relative to `sync/` (train) and `official_splits/test/` (test).
+                bases = (root, root / "sync", root / "official_splits" / split)
+                base = next((b for b in bases if (b / parts[0].lstrip("/")).is_file()), root)
+                image, depth = (base / part.lstrip("/") for part in parts[:2])
                 for path in (image, depth):
                     if not path.is_file():
                         raise EvalError(f"{list_file}:{number}: file not found: {path}")
