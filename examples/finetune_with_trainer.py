@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=collator,
+        processing_class=processor,  # saved next to the adapter by save_model
         compute_metrics=metrics,
         preprocess_logits_for_metrics=metrics.preprocess_logits_for_metrics,
     )
@@ -143,7 +144,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Save the adapter, reload it on a fresh copy of the base model, check it reproduces the trained outputs.
     adapter_dir = out / "adapter"
     trainer.save_model(str(adapter_dir))
-    processor.save_pretrained(adapter_dir)
     batch = collator([eval_set[i] for i in range(min(16, len(eval_set)))])
     batch.pop("return_loss")
     model.eval()

@@ -154,18 +154,26 @@ def test_dense_collator_follows_the_image_geometry():
         TipsDenseDataCollator(TipsImageProcessor(), label_column="depth")([{"image": depth, "depth": depth[0]}])
 
 
-def test_retrieval_metrics_match_a_whole_set_forward(scenes_rows, tmp_path):
-    """Trainer.evaluate over batches of 5 gives the Recall@K of one forward over all 12 rows."""
+def test_trainer_trains_tips_model_and_scores_retrieval(scenes_rows, tmp_path):
+    """A plain TipsModel (every weight, temperatures included) trains under Trainer on both caption streams; then
+    Trainer.evaluate over batches of 5 gives the Recall@K of one forward over all 12 rows."""
     from transformers import Trainer, TrainingArguments
 
-    model, processor = scenes_model(3).eval(), scenes_processor()
+    model, processor = scenes_model(3), scenes_processor()
     collator = TipsDataCollator(processor)
     metrics = ContrastiveRetrievalMetrics(ks=(1, 3))
-    args = TrainingArguments(str(tmp_path), per_device_eval_batch_size=5, report_to="none",
-                             remove_unused_columns=False, use_cpu=True, disable_tqdm=True)
-    trainer = Trainer(model, args, eval_dataset=scenes_rows, data_collator=collator, compute_metrics=metrics,
-                      preprocess_logits_for_metrics=metrics.preprocess_logits_for_metrics)
+    args = TrainingArguments(str(tmp_path), max_steps=4, per_device_train_batch_size=6, learning_rate=1e-3,
+                             per_device_eval_batch_size=5, report_to="none", remove_unused_columns=False,
+                             use_cpu=True, disable_tqdm=True, save_strategy="no")
+    trainer = Trainer(model, args, train_dataset=scenes_rows, eval_dataset=scenes_rows, data_collator=collator,
+                      compute_metrics=metrics, preprocess_logits_for_metrics=metrics.preprocess_logits_for_metrics)
+    temperature = model.log_temperature.detach().clone()
+    before = trainer.evaluate()
+    trainer.train()
     scores = trainer.evaluate()
+    assert scores["eval_loss"] < before["eval_loss"] - 0.1
+    assert (model.log_temperature.detach() - temperature).abs().min() > 1e-4  # both heads' temperatures train
+    model.eval()
     with torch.no_grad():
         out = model(**collator([scenes_rows[i] for i in range(12)]))
     for head, images, texts in (("alt_text", out.image_embeds, out.text_embeds),
@@ -236,6 +244,7 @@ def test_example_trains_lora_with_trainer_and_reloads(model_dir, tmp_path):
     assert result["reloaded_max_abs_diff"] == 0.0
     assert result["merged_max_abs_diff"] < 1e-5
     assert (out / "adapter" / "adapter_config.json").is_file()
+    assert (out / "adapter" / "processor_config.json").is_file()  # Trainer(processing_class=...) saves it
     merged = TipsModel.from_pretrained(out / "merged")
     base = TipsModel.from_pretrained(model_dir)
     changed = [n for n, p in merged.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
