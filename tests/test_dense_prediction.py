@@ -359,3 +359,101 @@ def test_zero_shot_segment_values_differ_from_patches_and_accept_tips_model(conv
         zero_shot_segment(vision, pixels, text, method="tokens")
     with pytest.raises(ValueError, match="mode"):
         zero_shot_segment(vision, pixels, text, mode="tiles")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Post-processing, pipelines, remote code
+
+
+def test_post_processing_upsamples_bilinearly():
+    from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmenterOutput
+
+    from tips_hf import TipsImageProcessor
+
+    processor = TipsImageProcessor()
+    logits = torch.zeros(2, 3, 2, 2)
+    logits[0, 1, 0, 0] = 4.0  # class 1 wins only near the top-left corner
+    logits[1, 2] = 1.0
+    maps = processor.post_process_semantic_segmentation(SemanticSegmenterOutput(logits=logits), [(4, 4), (3, 5)])
+    assert [tuple(m.shape) for m in maps] == [(4, 4), (3, 5)]
+    # Bilinear 2->4 (align_corners=False) samples source coordinates -0.25, 0.25, 0.75, 1.25 (clamped): class 1's
+    # score is 4.0 * (1, 0.75, 0.25, 0) along a row, so it wins on the first three pixels of row 0; ties go to class 0.
+    assert maps[0][0].tolist() == [1, 1, 1, 0] and maps[0][:, 0].tolist() == [1, 1, 1, 0]
+    assert maps[0][3, 3] == 0 and (maps[1] == 2).all()
+    assert processor.post_process_semantic_segmentation({"logits": logits})[0].shape == (2, 2)
+    depth = torch.tensor([[[1.0, 3.0]]])  # (1, 1, 2)
+    out = processor.post_process_depth_estimation(DepthEstimatorOutput(predicted_depth=depth), [(1, 4)])
+    torch.testing.assert_close(out[0]["predicted_depth"], torch.tensor([[1.0, 1.5, 2.5, 3.0]]))
+    with pytest.raises(ValueError, match="target sizes"):
+        processor.post_process_depth_estimation(DepthEstimatorOutput(predicted_depth=depth), [(1, 4), (2, 2)])
+
+
+def test_pipelines_on_converted_folders(converted_dpt):
+    from PIL import Image
+    from transformers import pipeline
+
+    image = Image.fromarray((np.random.RandomState(0).rand(60, 80, 3) * 255).astype(np.uint8))
+    # trust_remote_code=False: the classes registered by `import tips_hf` are used (no question about remote code).
+    segmenter = pipeline(
+        "image-segmentation", model=str(converted_dpt["dense-mlp", "segmentation"]), trust_remote_code=False
+    )
+    assert isinstance(segmenter.model, TipsForSemanticSegmentation)
+    annotations = segmenter(image)
+    names = set(segmenter.model.config.id2label.values())
+    assert annotations and all(a["label"] in names and a["mask"].size == (80, 60) for a in annotations)
+    covered = sum(np.asarray(a["mask"]) > 0 for a in annotations)
+    assert (covered == 1).all()  # every pixel has exactly one label
+    estimator = pipeline(
+        "depth-estimation", model=str(converted_dpt["dense-mlp", "depth"]), trust_remote_code=False
+    )
+    result = estimator(image)
+    depth = result["predicted_depth"]
+    assert depth.shape == (60, 80) and result["depth"].size == (80, 60)
+    # Same numbers as the model + post-processing by hand (448 px processor of the converted folder).
+    inputs = estimator.image_processor(image, return_tensors="pt")
+    with torch.no_grad():
+        raw = estimator.model(**inputs).predicted_depth
+    manual = F.interpolate(raw[:, None], size=(60, 80), mode="bilinear", align_corners=False)[0, 0]
+    torch.testing.assert_close(depth, manual)
+    assert 0.001 <= float(depth.min()) and float(depth.max()) <= 10.0
+
+
+REMOTE_CHILD = """
+import numpy as np, torch
+from transformers import AutoModel, AutoModelForDepthEstimation, AutoModelForSemanticSegmentation, pipeline
+from PIL import Image
+pixels = torch.from_numpy(np.load(INPUTS)["pixels"])
+seg = AutoModelForSemanticSegmentation.from_pretrained(SEG, trust_remote_code=True).eval()
+depth = AutoModelForDepthEstimation.from_pretrained(DEPTH, trust_remote_code=True).eval()
+normals = AutoModel.from_pretrained(NORMALS, trust_remote_code=True).eval()
+for model in (seg, depth, normals):
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+with torch.no_grad():
+    out = dict(seg=seg(pixel_values=pixels).logits.numpy(), depth=depth(pixel_values=pixels).predicted_depth.numpy(),
+               normals=normals(pixel_values=pixels).predicted_normals.numpy())
+estimator = pipeline("depth-estimation", model=DEPTH, trust_remote_code=True)
+image = Image.fromarray((pixels[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+out["pipeline_depth"] = estimator(image)["predicted_depth"].numpy()
+np.savez(OUTPUT, **out)
+"""
+
+
+def test_remote_code_outside_package(converted_dpt, tmp_path):
+    from conftest import run_without_tips_hf
+
+    pixels = torch.rand(1, 3, 56, 56)
+    np.savez(tmp_path / "inputs.npz", pixels=pixels.numpy())
+    folders = {task: str(converted_dpt["dense-mlp", task]) for task in TASKS}
+    run = run_without_tips_hf(REMOTE_CHILD, tmp_path, SEG=folders["segmentation"], DEPTH=folders["depth"],
+                              NORMALS=folders["normals"], INPUTS=str(tmp_path / "inputs.npz"),
+                              OUTPUT=str(tmp_path / "out.npz"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    remote = np.load(tmp_path / "out.npz")
+    with torch.no_grad():
+        seg = TipsForSemanticSegmentation.from_pretrained(folders["segmentation"]).eval()(pixel_values=pixels)
+        depth = TipsForDepthEstimation.from_pretrained(folders["depth"]).eval()(pixel_values=pixels)
+        normals = TipsForNormalEstimation.from_pretrained(folders["normals"]).eval()(pixel_values=pixels)
+    np.testing.assert_array_equal(remote["seg"], seg.logits.numpy())
+    np.testing.assert_array_equal(remote["depth"], depth.predicted_depth.numpy())
+    np.testing.assert_array_equal(remote["normals"], normals.predicted_normals.numpy())
+    assert remote["pipeline_depth"].shape == (56, 56) and np.isfinite(remote["pipeline_depth"]).all()

@@ -127,6 +127,60 @@ class TipsImageProcessor(TorchvisionBackend):
         return BatchFeature(data={"pixel_values": images}, tensor_type=return_tensors)
 
 
+    def post_process_semantic_segmentation(self, outputs: Any, target_sizes: Any = None) -> list[torch.Tensor]:
+        """Label maps from a segmentation output (`outputs.logits` of shape `(B, K, h, w)`).
+
+        Args:
+            outputs: a `SemanticSegmenterOutput` (e.g. of [`TipsForSemanticSegmentation`]) or anything with `logits`.
+            target_sizes (`list[tuple[int, int]]` or `torch.Tensor` of shape `(B, 2)`, *optional*): `(height, width)`
+                per image; the logits are upsampled bilinearly (align_corners=False, as the official decoder) before
+                the argmax. `None` keeps the decoder's resolution.
+
+        Returns:
+            `list[torch.LongTensor]`: one `(height, width)` map of class ids per image.
+        """
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
+        sizes = self._target_sizes(target_sizes, len(logits))
+        maps = []
+        for index, size in enumerate(sizes):
+            item = logits[index : index + 1]
+            if size is not None:
+                item = F.interpolate(item.float(), size=size, mode="bilinear", align_corners=False)
+            maps.append(item[0].argmax(dim=0))
+        return maps
+
+    def post_process_depth_estimation(self, outputs: Any, target_sizes: Any = None) -> list[dict[str, torch.Tensor]]:
+        """Depth maps from a depth output (`outputs.predicted_depth` of shape `(B, h, w)`, metres).
+
+        Args:
+            outputs: a `DepthEstimatorOutput` (e.g. of [`TipsForDepthEstimation`]) or anything with `predicted_depth`.
+            target_sizes (`list[tuple[int, int]]` or `torch.Tensor` of shape `(B, 2)`, *optional*): `(height, width)`
+                per image; depth is upsampled bilinearly (align_corners=False), as the official decoder does after
+                its expectation over bins. `None` keeps the decoder's resolution.
+
+        Returns:
+            `list[dict]`: per image `{"predicted_depth": torch.FloatTensor of shape (height, width)}`.
+        """
+        depth = outputs["predicted_depth"] if isinstance(outputs, dict) else outputs.predicted_depth
+        if depth.ndim == 4:  # (B, 1, h, w)
+            depth = depth[:, 0]
+        results = []
+        for index, size in enumerate(self._target_sizes(target_sizes, len(depth))):
+            item = depth[index][None, None].float()
+            if size is not None:
+                item = F.interpolate(item, size=size, mode="bilinear", align_corners=False)
+            results.append({"predicted_depth": item[0, 0]})
+        return results
+
+    @staticmethod
+    def _target_sizes(target_sizes: Any, batch: int) -> list[tuple[int, int] | None]:
+        if target_sizes is None:
+            return [None] * batch
+        if len(target_sizes) != batch:
+            raise ValueError(f"Got {len(target_sizes)} target sizes for a batch of {batch}; pass one (height, width) each.")
+        return [tuple(int(v) for v in size) for size in target_sizes]
+
+
 def center_pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
     """Zero-pad (..., H, W) symmetrically to the next multiple of `multiple`; the extra pixel goes bottom/right."""
     height, width = images.shape[-2:]
