@@ -299,8 +299,9 @@ def test_cli_writes_pictures(converted, tmp_path, capsys):
     pca = np.asarray(Image.open(out / "scene_pca.png"))
     zeroshot = np.asarray(Image.open(out / "scene_zeroshot.png"))
     assert pca.shape == (224, 224 + 4 + 224, 3)
-    assert zeroshot.shape[1] == 224 + 4 + 224 and zeroshot.shape[0] > 224
-    assert pca[:, 228:].std() > 10 and zeroshot[:224, :224].std() > 10  # PCA colours and image are not constant
+    # Zero-shot follows the official protocol: the 90x120 image with its short side resized to 224 (224x298).
+    assert zeroshot.shape[1] == 298 + 4 + 298 and zeroshot.shape[0] > 224
+    assert pca[:, 228:].std() > 10 and zeroshot[:224, :298].std() > 10  # PCA colours and image are not constant
 
 
 def test_cli_without_labels_writes_only_pca(converted, tmp_path):

@@ -457,3 +457,45 @@ def test_remote_code_outside_package(converted_dpt, tmp_path):
     np.testing.assert_array_equal(remote["depth"], depth.predicted_depth.numpy())
     np.testing.assert_array_equal(remote["normals"], normals.predicted_normals.numpy())
     assert remote["pipeline_depth"].shape == (56, 56) and np.isfinite(remote["pipeline_depth"]).all()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Pictures
+
+
+def test_colorize_depth_and_normals():
+    from tips_hf.dense.visualize import colorize_depth, colorize_normals
+
+    depth = torch.tensor([[1.0, 2.0, 3.0], [float("nan"), 2.0, 1.0]])
+    painted = colorize_depth(depth, vmin=1.0, vmax=3.0)
+    assert painted.shape == (2, 3, 3) and painted.dtype == np.uint8
+    assert painted[0, 0].tolist() == [252, 253, 191] and painted[0, 2].tolist() == [0, 0, 4]  # near bright, far dark
+    assert painted[1, 0].tolist() == [0, 0, 0]  # not finite
+    assert painted[0, 1].sum() > painted[0, 2].sum() and painted[0, 1].sum() < painted[0, 0].sum()
+    normals = torch.zeros(3, 1, 3)
+    normals[:, 0, 0] = torch.tensor([0.0, 0.0, 2.0])  # length does not matter
+    normals[:, 0, 1] = torch.tensor([-1.0, 0.0, 0.0])
+    assert colorize_normals(normals)[0].tolist() == [[128, 128, 255], [0, 128, 128], [128, 128, 128]]
+
+
+def test_visualize_dpt_pictures(converted_dpt, tmp_path, capsys):
+    from PIL import Image
+
+    from tips_hf.dense.cli import main as visualize
+
+    image = tmp_path / "room.png"
+    Image.fromarray((np.random.RandomState(0).rand(50, 70, 3) * 255).astype(np.uint8)).save(image)
+    folders = {task: str(converted_dpt["dense-mlp", task]) for task in TASKS}
+    code = visualize(["--depth", folders["depth"], "--normals", folders["normals"], "--segmentation",
+                      folders["segmentation"], "--image", str(image), "--out", str(tmp_path / "pics"), "--size", "56"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "depth:" in printed
+    for task in TASKS:
+        picture = np.asarray(Image.open(tmp_path / "pics" / f"room_{task}.png"))
+        assert picture.shape[1] == 56 + 4 + 56 and picture.shape[0] >= 56
+        assert picture[:56, 60:].std() > 1  # the painted half is not constant
+    assert visualize(["--depth", folders["normals"], "--image", str(image), "--out", str(tmp_path)]) == 2
+    assert "holds a normals model" in capsys.readouterr().err
+    assert visualize(["--image", str(image), "--out", str(tmp_path)]) == 2
+    assert "--model" in capsys.readouterr().err

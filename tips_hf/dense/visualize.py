@@ -1,5 +1,5 @@
 # Copyright 2026 The tips-hf authors. Licensed under the Apache License, Version 2.0.
-"""Colourised segmentation maps with a legend."""
+"""Colourised segmentation maps with a legend; depth and surface-normal pictures."""
 
 from __future__ import annotations
 
@@ -160,8 +160,79 @@ def save_segmentation_picture(
     os.replace(tmp, path)
 
 
+# Anchors of a perceptually ordered dark-to-bright map (sampled from matplotlib's "magma"), interpolated linearly.
+_DEPTH_ANCHORS = np.asarray(
+    [(0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99), (212, 72, 66), (245, 125, 21), (250, 193, 39),
+     (252, 253, 191)],
+    dtype=np.float64,
+)
+
+
+def colorize_depth(depth: Any, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+    """Paint a depth map: near is bright, far is dark (the usual depth-picture convention).
+
+    Args:
+        depth (`np.ndarray` or `torch.Tensor` of shape `(H, W)`): depth in any unit; non-finite pixels are black.
+        vmin, vmax (`float`, *optional*): the depth range mapped to the colours (default: the map's 2nd and 98th
+            percentiles, so that a few outliers do not flatten the picture).
+
+    Returns:
+        `np.ndarray` of shape `(H, W, 3)`, uint8 RGB.
+    """
+    depth = depth.detach().float().cpu().numpy() if isinstance(depth, torch.Tensor) else np.asarray(depth, float)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be (H, W), got shape {depth.shape}.")
+    finite = np.isfinite(depth)
+    values = depth[finite]
+    low = vmin if vmin is not None else (float(np.percentile(values, 2)) if values.size else 0.0)
+    high = vmax if vmax is not None else (float(np.percentile(values, 98)) if values.size else 1.0)
+    scaled = np.clip((depth - low) / max(high - low, 1e-12), 0.0, 1.0)
+    position = (1.0 - np.where(finite, scaled, 1.0)) * (len(_DEPTH_ANCHORS) - 1)  # near (0) -> brightest anchor
+    lower = np.floor(position).astype(np.int64).clip(0, len(_DEPTH_ANCHORS) - 2)
+    weight = (position - lower)[..., None]
+    colors = _DEPTH_ANCHORS[lower] * (1 - weight) + _DEPTH_ANCHORS[lower + 1] * weight
+    colors[~finite] = 0
+    return colors.round().astype(np.uint8)
+
+
+def colorize_normals(normals: Any) -> np.ndarray:
+    """Paint surface normals `(3, H, W)` (any length; normalised here) as RGB = (n + 1) / 2, the usual convention.
+
+    Returns:
+        `np.ndarray` of shape `(H, W, 3)`, uint8; zero or non-finite vectors are grey.
+    """
+    normals = normals.detach().float().cpu() if isinstance(normals, torch.Tensor) else torch.as_tensor(normals)
+    if normals.ndim != 3 or normals.shape[0] != 3:
+        raise ValueError(f"normals must be (3, H, W), got shape {tuple(normals.shape)}.")
+    unit = torch.nn.functional.normalize(torch.nan_to_num(normals.double(), 0.0), dim=0)
+    return ((unit + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+
+
+def side_by_side(image: Any, painted: np.ndarray, gap: int = 4) -> np.ndarray:
+    """The image (resized to the painted map) and the painted map, separated by `gap` white pixels: (H, 2W + gap, 3)."""
+    height, width = painted.shape[:2]
+    canvas = np.full((height, 2 * width + gap, 3), 255, dtype=np.uint8)
+    canvas[:, :width] = _image_array(image, (height, width))
+    canvas[:, width + gap :] = painted
+    return canvas
+
+
+def save_picture(path: str | os.PathLike, picture: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 picture as a PNG, atomically (temporary name, then renamed)."""
+    from PIL import Image
+
+    path = os.fspath(path)
+    tmp = f"{path}.tmp.png"
+    Image.fromarray(picture).save(tmp)
+    os.replace(tmp, path)
+
+
 __all__ = [
     "BACKGROUND_COLOR",
+    "colorize_depth",
+    "colorize_normals",
+    "save_picture",
+    "side_by_side",
     "colorize_segmentation",
     "palette",
     "save_segmentation_picture",
