@@ -152,6 +152,12 @@ def test_retrieval_malformed_karpathy_names_field(model_dir, tmp_path, capsys):
                                                                      "sentences": [{"raw": "x"}]}]}))  # fmt: skip
     assert main(["--model", str(model_dir), "--task", "retrieval", "--data", str(root), "--no-progress"]) == 2
     assert "missing.jpg" in capsys.readouterr().err
+    missing = tmp_path / "no_model"
+    assert main(["--model", str(missing), "--task", "retrieval", "--data", str(root), "--no-progress"]) == 2
+    assert str(missing) in capsys.readouterr().err
+    TipsConfig().save_pretrained(tmp_path / "config_only")  # a folder without processor files
+    assert main(["--model", str(tmp_path / "config_only"), "--task", "retrieval", "--data", str(root)]) == 2
+    assert "processor" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------------------------------
