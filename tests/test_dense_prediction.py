@@ -152,7 +152,7 @@ def test_dpt_config_read_from_arrays(converted_dpt):
     assert (converted_dpt["dense-mlp", "normals"] / "modeling_dense_tips.py").is_file()
     pixels = torch.rand(1, 3, 56, 70)
     with torch.no_grad():
-        # A 4x5 patch grid: the coarsest level is 2x3 (stride 2), doubled four times -> (8 * 2, 8 * 3) * 2.
+        # A 4x5 patch grid: the coarsest level is 2x3 (stride 2), doubled by each of the four fusion blocks: 32x48.
         assert seg_model(pixel_values=pixels).logits.shape == (1, 6, 32, 48)
         assert depth_model(pixel_values=pixels).predicted_depth.shape == (1, 32, 48)
         assert normals(pixel_values=pixels).predicted_normals.shape == (1, 3, 32, 48)

@@ -47,7 +47,8 @@ class TipsNormalEstimatorOutput(ModelOutput):
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*): mean `1 - cosine` to `labels`, when given.
         predicted_normals (`torch.FloatTensor` of shape `(batch_size, 3, height', width')`): raw normal vectors at the
-            decoder's resolution `(8⌈h/2⌉, 8⌈w/2⌉)` for an (h, w) patch grid, not normalised (as the official decoder returns them).
+            decoder's resolution `(16⌈h/2⌉, 16⌈w/2⌉)` for an (h, w) patch grid, not normalised (as the official
+            decoder returns them).
         hidden_states (`torch.FloatTensor` of shape `(batch_size, dpt_channels, height', width')`, *optional*): the
             decoder features before the head; returned with `output_hidden_states=True`.
     """
@@ -122,7 +123,7 @@ class TipsDPTReassemble(nn.Module):
 
 class TipsDPTDecoder(nn.Module):
     """The official DPT head without its task layer: four block outputs on an (h, w) patch grid →
-    (B, dpt_channels, 8⌈h/2⌉, 8⌈w/2⌉) (the coarsest level is the grid at stride 2, doubled four times)."""
+    (B, dpt_channels, 16⌈h/2⌉, 16⌈w/2⌉) (the coarsest level is the grid at stride 2, doubled four times)."""
 
     def __init__(self, config: TipsDPTConfig):
         super().__init__()
@@ -226,7 +227,7 @@ class _TipsDPTModel(TipsDPTPreTrainedModel):
 
     def decode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(head output (B, out, H', W'), decoder features (B, dpt_channels, H', W')) for images (B, 3, 14h, 14w), with
-        (H', W') = (8⌈h/2⌉, 8⌈w/2⌉)."""
+        (H', W') = (16⌈h/2⌉, 16⌈w/2⌉)."""
         features = self.vision_model.get_intermediate_layers(
             pixel_values, self.config.backbone_out_indices, norm=True
         )
@@ -270,8 +271,8 @@ class TipsForSemanticSegmentation(_TipsDPTModel):
                 `(batch_size, dpt_channels, H', W')`.
 
         Returns:
-            `SemanticSegmenterOutput` with `logits` of shape `(batch_size, num_labels, H', W')`, H' = 8⌈height/28⌉,
-            W' = 8⌈width/28⌉ (upsample bilinearly with align_corners=False to the image, as the official decoder
+            `SemanticSegmenterOutput` with `logits` of shape `(batch_size, num_labels, H', W')`, H' = 16⌈height/28⌉,
+            W' = 16⌈width/28⌉ (upsample bilinearly with align_corners=False to the image, as the official decoder
             does with `image_size`), and `loss` when `labels` are given.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
