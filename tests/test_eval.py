@@ -391,16 +391,17 @@ def test_zero_shot_segmentation_missing_annotation(model_dir, tmp_path, capsys):
 # Probes (PASCAL VOC, NYU Depth v2)
 
 
-def _write_voc(root: Path) -> None:
-    """Left half person (15), right half background (0), a void (255) stripe; identical train and val images."""
+def _write_voc(root: Path, height: int = 70, width: int = 84) -> None:
+    """Left half person (15), right half background (0), a void (255) stripe; identical train and val images, not
+    of the 56×56 input size (squashed for the model, scored at their own size)."""
     base = root / "VOCdevkit" / "VOC2012"
     ids = []
     for index, (left, right) in enumerate([((200, 40, 40), (20, 20, 20)), ((180, 60, 30), (40, 40, 60))]):
-        image = np.zeros((SIZE, SIZE, 3), np.uint8)
-        image[:, : SIZE // 2], image[:, SIZE // 2 :] = left, right
-        labels = np.zeros((SIZE, SIZE), np.uint8)
-        labels[:, : SIZE // 2] = 15
-        labels[:, SIZE // 2 - 1 : SIZE // 2 + 1] = 255  # void boundary, as VOC draws it
+        image = np.zeros((height, width, 3), np.uint8)
+        image[:, : width // 2], image[:, width // 2 :] = left, right
+        labels = np.zeros((height, width), np.uint8)
+        labels[:, : width // 2] = 15
+        labels[:, width // 2 - 1 : width // 2 + 1] = 255  # void boundary, as VOC draws it
         image_id = f"2007_00000{index}"
         ids.append(image_id)
         (base / "JPEGImages").mkdir(parents=True, exist_ok=True)
@@ -424,6 +425,7 @@ def test_linear_probe_segmentation_voc(model_dir, tmp_path, capsys):
     assert len(iou) == 21 and iou[0] == pytest.approx(1.0) and iou[15] == pytest.approx(1.0)
     assert all(value is None for i, value in enumerate(iou) if i not in (0, 15))
     assert result["metrics"]["mean_iou"] == pytest.approx(1.0)
+    assert result["metrics"]["mean_iou_at_input_size"] == pytest.approx(1.0)
     (tmp_path / "voc" / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "2007_000001.png").unlink()
     assert main(["--model", str(model_dir), "--task", "linear-probe-segmentation", "--data", str(tmp_path / "voc"),
                  "--no-progress"]) == 2  # fmt: skip

@@ -9,10 +9,11 @@ published with the code, so these numbers are indicative and are not expected to
 - `linear-probe-segmentation` (PASCAL VOC 2012, 21 classes, 255 = void; fit on `--train-split train`, scored on
   `--split val`): a linear classifier on the patch grid (`tips_hf.dense.linear_probe_segmentation`;
   `--probe-method logistic` (default: softmax regression, L-BFGS, the cross-entropy of a linear head) or `ridge`),
-  patch targets = the majority label of each patch's pixels; test scores upsampled bilinearly to the label maps and
-  argmaxed. Label maps are resized (nearest) to the input size, so scores are computed at 448×448 rather than at
-  each image's original size (the probe function scores one resolution per call). mIoU over the classes present in
-  prediction or ground truth, from the confusion matrix of the whole split.
+  patch targets = the majority label of each patch's pixels (label maps nearest-resized to the input size, as the
+  image is); test scores upsampled bilinearly to the input size and argmaxed, and that label map nearest-resized to
+  each image's original size, where it is scored (the probe function works at one resolution per call; VOC images
+  differ). mIoU over the classes present in prediction or ground truth, from the confusion matrix of the whole
+  split; `mean_iou_at_input_size` is the same predictions scored at 448×448.
 - `depth` (NYU Depth v2, Eigen split: 24,231/795 train images in the BTS list, 654 test): ridge regression from patch
   features to the mean valid depth of each patch (`tips_hf.dense.linear_probe_depth`), predictions upsampled
   bilinearly to the 480×640 maps; RMSE in metres over valid pixels (1e-3 < d < 10 m) inside the Eigen crop.
@@ -94,14 +95,18 @@ def _resize_nearest(array: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 
 @torch.no_grad()
 def _patch_features(model: Any, records: list, load: Any, options: EvalOptions, desc: str):
-    feats, targets = [], []
+    """Patch features (float16 on the CPU: the stores of g/14 stay in memory) and, per other key of `load`'s
+    output, the list of per-image values."""
+    feats, extras = [], {}
     for batch in batches(records, load, options, desc=desc):
         out = model.get_image_features(pixel_values=model_input(model, batch["pixel_values"]))
-        feats.append(out.patch_embeds.half().cpu())  # float16: the ImageNet-scale stores of g/14 stay in memory
-        targets += list(batch["target"]) if isinstance(batch["target"], list) else list(batch["target"].unbind(0))
+        feats.append(out.patch_embeds.half().cpu())
+        for key, value in batch.items():
+            if key != "pixel_values":
+                extras.setdefault(key, []).extend(_rows(value))
     if not feats:
         raise EvalError(f"{desc}: no example")
-    return torch.cat(feats), targets
+    return torch.cat(feats), extras
 
 
 def _fit_device(model: Any) -> torch.device:
@@ -125,41 +130,58 @@ def evaluate_linear_probe_segmentation(model: Any, processor: Any, data: Any, op
     train_records, reduce = _segmentation_records(data, train_split, options.for_training())
     test_records, _ = _segmentation_records(data, split, options)
 
-    def load(record) -> dict[str, Any]:
+    def load(record, keep_original: bool = False) -> dict[str, Any]:
         image, target, name = unpack(record)
-        labels = segmentation_target(target, name, reduce, num_classes)
-        return {
+        labels = segmentation_target(target, name, reduce, num_classes).astype(np.uint8)
+        out = {
             "pixel_values": pixels_square(processor, open_image(image, name), size),
-            "target": _resize_nearest(labels.astype(np.uint8), (size, size)),
+            "target": _resize_nearest(labels, (size, size)),
         }
+        if keep_original:
+            out["original"] = torch.from_numpy(labels)
+        return out
 
-    train_feats, train_masks = _patch_features(model, train_records, load, options, "probe: train features")
-    test_feats, test_masks = _patch_features(model, test_records, load, options, "probe: eval features")
+    train_feats, train = _patch_features(model, train_records, load, options, "probe: train features")
+    test_feats, test = _patch_features(
+        model, test_records, lambda record: load(record, keep_original=True), options, "probe: eval features"
+    )
     device = _fit_device(model)
-    result = linear_probe_segmentation(
+    at_input_size = linear_probe_segmentation(
         train_feats.to(device),
-        torch.stack(train_masks).long(),
+        torch.stack(train["target"]).long(),
         test_feats.to(device),
-        torch.stack(test_masks).long(),
+        torch.stack(test["target"]).long(),
         num_classes=num_classes,
         ignore_index=255,
         method=method,
         max_train_patches=int(max_patches) if max_patches else None,
+        return_predictions=True,
     )
-    return _segmentation_result(
-        "linear-probe-segmentation", result, split, len(test_masks), start,
+    # Score each prediction against its original label map (predictions nearest-resized back to it).
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for prediction, original in zip(at_input_size.pop("predictions"), test["original"]):
+        prediction = _resize_nearest(prediction.numpy(), tuple(original.shape))
+        confusion += segmentation_confusion_matrix(prediction, original.long(), num_classes, ignore_index=255)
+    result = _segmentation_result(
+        "linear-probe-segmentation", iou_from_confusion(confusion), split, len(test["original"]), start,
         {
             "features": "final-LayerNorm patch tokens of the last block, frozen",
             "image_size": [size, size],
-            "resize": "bilinear with antialiasing (TipsImageProcessor); label maps nearest-resized to the input size",
+            "resize": (
+                "bilinear with antialiasing (TipsImageProcessor); probe scores upsampled bilinearly to the input size, "
+                "argmax, label map nearest-resized to each image's original size and scored there"
+            ),
             "probe": method,
             "train_split": train_split,
-            "num_train": len(train_masks),
+            "num_train": len(train["target"]),
             "max_train_patches": max_patches,
             "num_classes": num_classes,
             "ignore_index": 255,
         },
     )  # fmt: skip
+    # The same predictions scored against label maps nearest-resized to the input size (what the probe sees).
+    result["metrics"]["mean_iou_at_input_size"] = at_input_size["mean_iou"]
+    return result
 
 
 def _segmentation_result(task, scores, split, count, start, protocol) -> dict[str, Any]:
