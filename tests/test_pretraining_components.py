@@ -296,24 +296,25 @@ def test_streaming_source_resumes_and_skips_corrupt(tmp_path):
                                 "data.synthetic_columns=[s]"])
     source = load_source(config.data)
 
-    def take(start, n, position=(0, 0)):
-        stream = StreamingPretrainingDataset(source, config.data, config.objective, seed=1, start_sample=start,
-                                             shuffle_buffer=4, start_position=position)
+    def take(start, n, position=(0, 0, 0)):
+        stream = StreamingPretrainingDataset(source, config.data, config.objective, seed=1, shuffle_buffer=4,
+                                             start_positions=[position])
         return list(itertools.islice(stream, n))
 
     full = take(0, 14)  # the stream never ends: 9 readable images per pass, reshuffled every pass
     first, second = full[:9], full[9:]
     assert sum(s["skipped"] for s in first) == 1  # the broken image: skipped and counted
     assert len({s["alt_text"] for s in first}) == 9 and "alt 4" not in {s["alt_text"] for s in first}
-    assert [s["stream_position"][0] for s in full] == [0] * 9 + [1] * 5
+    assert [s["stream_position"][1] for s in full] == [0] * 9 + [1] * 5  # (worker, pass, rows, samples)
+    assert [s["stream_position"][3] for s in full] == list(range(1, 15))
     assert [s["alt_text"] for s in second] != [s["alt_text"] for s in first[:5]]  # a new order in pass 1
     for start in (3, 6, 10):  # resume before, after the broken row, and in the second pass
-        resumed = take(start, 3, full[start - 1]["stream_position"])
+        resumed = take(start, 3, full[start - 1]["stream_position"][1:])
         for a, b in zip(resumed, full[start:start + 3], strict=True):
             assert a["alt_text"] == b["alt_text"] and torch.equal(a["global_crop"], b["global_crop"])
             assert torch.equal(a["mask"], b["mask"])
     two = [StreamingPretrainingDataset(source, config.data, config.objective, seed=1, rank=r, world_size=2,
                                        shuffle_buffer=0) for r in (0, 1)]
-    seen = [s["alt_text"] for stream in two for s in itertools.takewhile(lambda s: s["stream_position"][0] == 0,
+    seen = [s["alt_text"] for stream in two for s in itertools.takewhile(lambda s: s["stream_position"][1] == 0,
                                                                            stream)]
     assert sorted(seen) == sorted(f"alt {i}" for i in range(10) if i != 4)  # the processes split the stream

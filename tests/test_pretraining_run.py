@@ -150,11 +150,13 @@ def test_streaming_resume_after_unreadable_images_is_exact(processes, tmp_path):
     crashed = _pretrain(config, tmp_path / "run", *args, env=_env(TIPS_HF_FAULT="step:5"), launcher=launcher)
     assert crashed.returncode != 0, crashed.stderr[-2000:]
     state = json.loads((tmp_path / "run" / "checkpoint-4" / "trainer_state.json").read_text())
+    # per process, per DataLoader worker: [pass, rows read in it, samples yielded]
     if processes == 1:  # 32 samples = 17 in pass 0, 15 in pass 1 (+3 unreadable rows)
-        assert state["stream_positions"] == [[1, 15 + 3]]
+        assert state["stream_positions"] == [[[1, 15 + 3, 32]]]
     else:  # 16 samples each from half of every (reshuffled) pass: both processes are in their second pass
-        assert [epoch for epoch, _ in state["stream_positions"]] == [1, 1]
-        assert sum(rows for _, rows in state["stream_positions"]) > 2 * 16 - 20  # rows read in pass 1, both shares
+        assert [[epoch for epoch, _, _ in worker] for worker in state["stream_positions"]] == [[1], [1]]
+        assert [[n for _, _, n in worker] for worker in state["stream_positions"]] == [[16], [16]]
+        assert sum(rows for worker in state["stream_positions"] for _, rows, _ in worker) > 2 * 16 - 20
     resumed = _pretrain(config, tmp_path / "run", *args, "--resume_from_checkpoint", "latest", launcher=launcher)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     want, got = load_file(tmp_path / "full" / "final" / "model.safetensors"), load_file(tmp_path / "run" / "final" /

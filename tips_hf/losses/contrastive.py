@@ -64,16 +64,20 @@ class DualCaptionContrastiveLoss(nn.Module):
     ) -> torch.Tensor:
         rank, _ = world()
         local = image_embeds.shape[0]
-        all_images, all_texts = gather_with_grad(image_embeds), gather_with_grad(text_embeds)
-        offset = rank * local
-        if self.kind == "sigmoid":
-            if bias is None:
-                raise ValueError("the sigmoid contrastive loss needs a learnable bias.")
-            return sigmoid_contrastive_loss(image_embeds, all_texts, 1.0 / temperature, bias, offset)
-        targets = torch.arange(local, device=image_embeds.device) + offset
-        return contrastive_loss(
-            image_embeds @ all_texts.t() / temperature, text_embeds @ all_images.t() / temperature, targets
-        )
+        # float32 logits whatever the autocast: cosines ÷ temperatures near 0.005 lose too much in bf16
+        with torch.autocast(image_embeds.device.type, enabled=False):
+            image_embeds, text_embeds = image_embeds.float(), text_embeds.float()
+            temperature = temperature.float()
+            all_images, all_texts = gather_with_grad(image_embeds), gather_with_grad(text_embeds)
+            offset = rank * local
+            if self.kind == "sigmoid":
+                if bias is None:
+                    raise ValueError("the sigmoid contrastive loss needs a learnable bias.")
+                return sigmoid_contrastive_loss(image_embeds, all_texts, 1.0 / temperature, bias.float(), offset)
+            targets = torch.arange(local, device=image_embeds.device) + offset
+            return contrastive_loss(
+                image_embeds @ all_texts.t() / temperature, text_embeds @ all_images.t() / temperature, targets
+            )
 
     def forward(
         self,

@@ -30,12 +30,16 @@ class DINOLoss(nn.Module):
         self.center = SoftmaxCenter(out_dim, center_momentum)
 
     @torch.no_grad()
-    def teacher_targets(self, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-        """(batch, K) teacher logits → (batch, K) targets; with softmax centring the centre is then updated."""
+    def teacher_targets(self, teacher_logits: torch.Tensor, temperature: float, update: bool = True) -> torch.Tensor:
+        """(batch, K) teacher logits → (batch, K) targets. With softmax centring the batch statistics go to the
+        centre, which moves at once (`update=True`) or at the caller's `center.apply()` (once per optimizer step)."""
         if self.centering == "sinkhorn":
             return sinkhorn_knopp(teacher_logits, temperature)
         targets = self.center(teacher_logits, temperature)
-        self.center.update(teacher_logits)
+        flat = teacher_logits.float().reshape(-1, teacher_logits.shape[-1])
+        self.center.accumulate(flat.sum(dim=0), float(flat.shape[0]))
+        if update:
+            self.center.apply()
         return targets
 
     def forward(self, student_logits: torch.Tensor, teacher_targets: torch.Tensor) -> torch.Tensor:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from .centering import SoftmaxCenter, sinkhorn_knopp
+from .centering import SoftmaxCenter, sinkhorn_knopp, sinkhorn_scalings
 
 MODES = ("masked", "all")
 NORMALISATIONS = ("masked_plus_visible", "mean")
@@ -54,18 +57,35 @@ class IBOTPatchLoss(nn.Module):
 
     @torch.no_grad()
     def teacher_targets(
-        self, teacher_logits: torch.Tensor, temperature: float, mask: torch.Tensor | None = None
+        self, teacher_logits: torch.Tensor, temperature: float, mask: torch.Tensor | None = None, update: bool = True
     ) -> torch.Tensor:
         """(batch, N, K) teacher logits → targets. For `mode="masked"` only masked patches count (`mask` (batch, N))
-        in the Sinkhorn marginals and the centre statistics."""
+        in the Sinkhorn marginals and the centre statistics. Materialises (batch, N, K): see `chunked_loss`."""
         batch, patches, dim = teacher_logits.shape
         weights = mask.reshape(-1) if (self.mode == "masked" and mask is not None) else None
         flat = teacher_logits.reshape(-1, dim)
         if self.centering == "sinkhorn":
             return sinkhorn_knopp(flat, temperature, weights=weights).reshape(batch, patches, dim)
         targets = self.center(flat, temperature).reshape(batch, patches, dim)
-        self.center.update(flat if weights is None else flat[weights.bool()])
+        used = flat.float() if weights is None else flat.float()[weights.bool()]
+        self.center.accumulate(used.sum(dim=0), float(used.shape[0]))
+        if update:
+            self.center.apply()
         return targets
+
+    def token_weights(self, mask: torch.Tensor) -> torch.Tensor:
+        """(batch, N) weights such that the loss is `Σ weights · cross-entropy` (per-image means, then the mean over
+        images): the one place where the normalisation of `forward` and `chunked_loss` is defined."""
+        masked = mask.float()
+        batch, patches = mask.shape
+        per_masked = masked / masked.sum(-1, keepdim=True).clamp_min(1.0)
+        if self.mode == "masked":
+            return per_masked / batch
+        if self.normalisation == "mean":
+            return torch.full_like(masked, 1.0 / (batch * patches))
+        visible = 1.0 - masked
+        per_visible = visible / visible.sum(-1, keepdim=True).clamp_min(1.0)
+        return (per_masked + self.visible_weight * per_visible) / batch
 
     def per_patch(self, student_logits: torch.Tensor, teacher_targets: torch.Tensor) -> torch.Tensor:
         """(batch, N) cross-entropies."""
@@ -74,13 +94,86 @@ class IBOTPatchLoss(nn.Module):
 
     def forward(self, student_logits: torch.Tensor, teacher_targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """student_logits, teacher_targets: (batch, N, K); mask: (batch, N) bool, True = masked in the student view."""
-        ce = self.per_patch(student_logits, teacher_targets)
-        masked = mask.to(ce.dtype)
-        per_image_masked = (ce * masked).sum(-1) / masked.sum(-1).clamp_min(1.0)
-        if self.mode == "masked":
-            return per_image_masked.mean()
-        if self.normalisation == "mean":
-            return ce.mean(-1).mean()
-        visible = 1.0 - masked
-        per_image_visible = (ce * visible).sum(-1) / visible.sum(-1).clamp_min(1.0)
-        return (per_image_masked + self.visible_weight * per_image_visible).mean()
+        return (self.per_patch(student_logits, teacher_targets) * self.token_weights(mask)).sum()
+
+    def chunked_loss(
+        self,
+        student_logits_fn: Callable[[torch.Tensor], torch.Tensor],
+        student_tokens: torch.Tensor,
+        teacher_logits_fn: Callable[[torch.Tensor], torch.Tensor],
+        teacher_features: torch.Tensor,
+        mask: torch.Tensor,
+        temperature: float,
+        chunk_tokens: int,
+        update: bool = True,
+    ) -> torch.Tensor:
+        """The loss of `forward`, computed `chunk_tokens` tokens at a time so that no (tokens, K) tensor is ever held
+        whole: the peak of head + loss is O(chunk_tokens · K), forward and backward.
+
+        Each chunk's student logits, teacher targets and cross-entropies are recomputed in backward
+        (`torch.utils.checkpoint`; only the chunk's input tokens are kept). Teacher targets come from
+        `teacher_features` (e.g. the teacher head's bottleneck, (batch, N, d)) through `teacher_logits_fn`, chunk
+        by chunk: softmax centring needs only the running logit sums (added to the centre's pending statistics),
+        Sinkhorn-Knopp only its scaling vectors (`sinkhorn_scalings`).
+
+        Args:
+            student_logits_fn: (n, D) student tokens → (n, K) logits, with gradient (e.g. the student head).
+            student_tokens (`torch.Tensor` of shape `(batch, N, D)`).
+            teacher_logits_fn: (n, d) teacher features → (n, K) logits (called without gradient).
+            teacher_features (`torch.Tensor` of shape `(batch, N, d)`).
+            mask (`torch.Tensor` of shape `(batch, N)`, bool): True = masked in the student view.
+            temperature (`float`): teacher temperature.
+            chunk_tokens (`int`): tokens per chunk; one chunk (no recomputation) when it covers them all.
+            update (`bool`): apply the centre update now (else at the caller's `center.apply()`).
+        """
+        batch, patches = mask.shape
+        total_tokens = batch * patches
+        student = student_tokens.reshape(total_tokens, -1)
+        teacher = teacher_features.detach().reshape(total_tokens, -1)
+        weights = self.token_weights(mask).reshape(-1)
+        stats = mask.reshape(-1).float() if self.mode == "masked" else None
+        bounds = [(i, min(i + chunk_tokens, total_tokens)) for i in range(0, total_tokens, max(chunk_tokens, 1))]
+
+        def teacher_logits(i: int, j: int) -> torch.Tensor:
+            with torch.no_grad():
+                return teacher_logits_fn(teacher[i:j]).float()
+
+        if self.centering == "sinkhorn":
+            shift, prototype_scale, row_scales = sinkhorn_scalings(
+                [lambda i=i, j=j: teacher_logits(i, j) for i, j in bounds], temperature,
+                weights=None if stats is None else [stats[i:j] for i, j in bounds],
+            )
+
+            def targets(index: int, logits: torch.Tensor) -> torch.Tensor:
+                return torch.exp((logits - shift) / temperature) * prototype_scale[None] * row_scales[index][:, None]
+        else:
+            center = self.center.center.clone()
+            with torch.no_grad():
+                sums = None
+                for i, j in bounds:
+                    logits = teacher_logits(i, j)
+                    part = logits.sum(0) if stats is None else stats[i:j] @ logits
+                    sums = part if sums is None else sums + part
+                self.center.accumulate(sums, float(total_tokens) if stats is None else stats.sum())
+            if update:
+                self.center.apply()
+
+            def targets(index: int, logits: torch.Tensor) -> torch.Tensor:
+                return F.softmax((logits - center) / temperature, dim=-1)
+
+        def chunk_cross_entropy(tokens: torch.Tensor, index: int) -> torch.Tensor:
+            i, j = bounds[index]
+            with torch.no_grad():
+                target = targets(index, teacher_logits(i, j))
+            log_probs = F.log_softmax(student_logits_fn(tokens).float() / self.student_temperature, dim=-1)
+            return -(target * log_probs).sum(dim=-1)
+
+        recompute = len(bounds) > 1 and torch.is_grad_enabled()
+        loss = student.new_zeros((), dtype=torch.float32)
+        for index, (i, j) in enumerate(bounds):
+            if recompute:
+                ce = checkpoint(chunk_cross_entropy, student[i:j], index, use_reentrant=False)
+            else:
+                ce = chunk_cross_entropy(student[i:j], index)
+            loss = loss + (ce * weights[i:j]).sum()
+        return loss

@@ -1,7 +1,8 @@
 """Crash-safe checkpoints with everything an exact resume needs.
 
 A checkpoint is a folder `checkpoint-<step>` holding the whole pretraining module (student, teacher, heads, loss
-centres) as safetensors, the optimizer state, every process's RNG states, and `trainer_state.json` (step, data
+centres) as safetensors and the optimizer state (DDP), or both sharded with `torch.distributed.checkpoint` in `dcp/`
+(FSDP: every process writes its shards), every process's RNG states, and `trainer_state.json` (step, data
 position, counters). It is written into a temporary sibling folder and renamed when complete, so a crash while saving
 never damages an existing checkpoint, and a half-written folder is never mistaken for one. Nothing is unpickled on
 load (`torch.load(weights_only=True)`, safetensors).
@@ -47,7 +48,8 @@ class TrainerState:
     micro_batches: int = 0  # micro-batches consumed per process (the data position)
     samples_seen: int = 0  # global samples consumed
     skipped_images: int = 0  # unreadable images replaced, summed over processes
-    stream_positions: list[list[int]] = field(default_factory=list)  # streaming: [pass, rows read] per process
+    # streaming: per process, per DataLoader worker, [pass, rows read in it, samples yielded]
+    stream_positions: list[list[list[int]]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -139,6 +141,7 @@ def save_checkpoint(
     output_dir: str | os.PathLike,
     keep_last: int,
     extra: dict | None = None,
+    fsdp: bool = False,
 ) -> Path:
     """Write `checkpoint-<step>` atomically (all processes must call it)."""
     root = Path(output_dir)
@@ -149,12 +152,20 @@ def save_checkpoint(
         staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
     torch.save(rng_state(), staging / f"rng_state_{accelerator.process_index}.pt")
+    if fsdp:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_state, optimizer_state = get_state_dict(module, optimizer)
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(staging / "dcp"))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        tensors = _module_tensors(accelerator.unwrap_model(module))
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / "model.safetensors"))
+        if not fsdp:
+            tensors = _module_tensors(accelerator.unwrap_model(module))
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / "model.safetensors"))
         maybe_fault(f"checkpoint:{state.step}")
-        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        if not fsdp:
+            torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         (staging / "trainer_state.json").write_text(state.to_json())
         if extra:
             (staging / "run.json").write_text(json.dumps(extra, indent=2, default=str))
@@ -170,16 +181,31 @@ def save_checkpoint(
 
 
 def _fsync_dir(path: Path) -> None:
-    for file in path.iterdir():
-        with open(file, "rb") as handle:
-            os.fsync(handle.fileno())
+    for file in path.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
 
 
 def load_checkpoint(
-    accelerator, module: torch.nn.Module, optimizer: torch.optim.Optimizer, path: str | os.PathLike
+    accelerator, module: torch.nn.Module, optimizer: torch.optim.Optimizer, path: str | os.PathLike,
+    fsdp: bool = False,
 ) -> TrainerState:
     """Restore module, optimizer, this process's RNG states and the counters from a complete checkpoint."""
     path = Path(path)
+    if fsdp != (path / "dcp").is_dir():
+        written, wanted = ("fsdp", "ddp") if (path / "dcp").is_dir() else ("ddp", "fsdp")
+        raise ValueError(f"{path} was written with training.distributed={written}; resume it with that setting, "
+                         f"not {wanted}.")
+    if fsdp:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        model_state, optimizer_state = get_state_dict(module, optimizer)
+        state = {"model": model_state, "optimizer": optimizer_state}
+        dcp.load(state, checkpoint_id=str(path / "dcp"))
+        set_state_dict(module, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+        return _load_rng_and_state(accelerator, path)
     unwrapped = accelerator.unwrap_model(module)
     tensors = load_file(str(path / "model.safetensors"))
     missing, unexpected = unwrapped.load_state_dict(tensors, strict=False)
@@ -190,6 +216,10 @@ def load_checkpoint(
             f"unexpected {sorted(unexpected)[:5]}); was it written with another configuration?"
         )
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+    return _load_rng_and_state(accelerator, path)
+
+
+def _load_rng_and_state(accelerator, path: Path) -> TrainerState:
     rng_file = path / f"rng_state_{accelerator.process_index}.pt"
     if not rng_file.is_file():
         raise ValueError(
@@ -214,10 +244,13 @@ def load_module_state(
     initialises otherwise); shapes must match. Returns the keys loaded."""
     path = Path(path)
     file = path / "model.safetensors"
-    if not (path / COMPLETE).is_file() or not file.is_file():
+    if not (path / COMPLETE).is_file() or not (file.is_file() or (path / "dcp").is_dir()):
         raise ValueError(f"{path} is not a complete tips-hf checkpoint (checkpoint-<step> folder with {COMPLETE}).")
     own = module.state_dict()
-    tensors = {k: v for k, v in load_file(str(file)).items() if not k.startswith(exclude)}
+    if file.is_file():
+        tensors = {k: v for k, v in load_file(str(file)).items() if not k.startswith(exclude)}
+    else:  # an FSDP checkpoint: read the wanted tensors of the sharded model state (every process, before sharding)
+        tensors = _read_dcp_tensors(path / "dcp", {k: v for k, v in own.items() if not k.startswith(exclude)})
     unexpected = sorted(k for k in tensors if k not in own)
     mismatched = sorted(
         f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
@@ -234,3 +267,16 @@ def load_module_state(
         )
     module.load_state_dict(tensors, strict=False)
     return sorted(tensors)
+
+
+def _read_dcp_tensors(folder: Path, wanted: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Full tensors of `wanted`'s keys (present in the checkpoint) from a `torch.distributed.checkpoint` folder, read
+    without a process group."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import FileSystemReader
+
+    metadata = FileSystemReader(str(folder)).read_metadata()
+    present = {key.removeprefix("model.") for key in metadata.state_dict_metadata if key.startswith("model.")}
+    state = {"model": {k: torch.empty_like(v, device="cpu") for k, v in wanted.items() if k in present}}
+    dcp.load(state, checkpoint_id=str(folder), no_dist=True)
+    return state["model"]

@@ -82,6 +82,12 @@ class ObjectiveConfig:
     teacher_temperature_warmup_steps: int = 100  # linear τ_t warm-up
     center_momentum: float = 0.9  # EMA momentum of the softmax centres
     distillation_teacher: str | None = None  # distillation mode: a frozen (larger) TipsModel folder as teacher
+    # iBOT head + loss in chunks of this many tokens (recomputed in backward); None: 2^24 ÷ patch_prototypes tokens
+    # (64 MiB of float32 logits a chunk; one chunk, no recomputation, whenever the batch fits)
+    loss_chunk_tokens: int | None = None
+    # v2 teacher tokens: clean_pass (a no-grad pass without drop-path) | student_view (the student's un-masked view,
+    # drop-path included); equal when drop_path_rate is 0
+    v2_teacher: str = "clean_pass"
 
 
 @dataclass
@@ -103,6 +109,9 @@ class OptimConfig:
     eps: float = 1e-8
     grad_clip: float = 3.0  # max gradient norm; 0 disables clipping
     fused: bool = False  # torch's fused AdamW (CUDA)
+    layer_decay: float = 1.0  # layer-wise LR decay of the vision tower: block i of L gets lr · decay^(L − i)
+    patch_embed_lr_mult: float = 1.0  # extra LR factor of the patch embedding (DINOv2: 0.2)
+    freeze_last_layer_steps: int = 0  # the heads' prototype layers get no update for this many steps (DINO)
 
 
 @dataclass
@@ -141,6 +150,7 @@ class TrainingConfig:
     report_to: str = "tensorboard"  # tensorboard | trackio | none
     resume_from_checkpoint: str | None = None  # latest | a checkpoint folder
     progress_bar: bool = True
+    distributed: str = "ddp"  # ddp | fsdp (torch FSDP2: per block, then the root; sharded checkpoints)
     cpu_threads: int | None = None  # torch threads per process on CPU; None: cores ÷ processes (accelerate sets 1)
 
 
@@ -168,6 +178,8 @@ class PretrainConfig:
             "objective.ibot_normalisation": ("masked_plus_visible", "mean"),
             "training.mixed_precision": ("no", "bf16", "fp16"),
             "training.report_to": ("tensorboard", "trackio", "none"),
+            "training.distributed": ("ddp", "fsdp"),
+            "objective.v2_teacher": ("clean_pass", "student_view"),
             "data.source": ("scenes", "imagefolder", "parquet", "arrow", "webdataset", "hub"),
         }
         for key, allowed in choices.items():

@@ -167,53 +167,96 @@ class PretrainingDataset(torch.utils.data.Dataset):
 
 
 class StreamingPretrainingDataset(torch.utils.data.IterableDataset):
-    """Views from a streamed (iterable) HF dataset, forever: sharded over processes (`split_dataset_by_node`),
-    shuffled with a buffer and reshuffled every pass (`set_epoch`). Each sample's randomness is seeded by its position
-    in the process's stream; unreadable images are skipped and counted. Every sample carries `stream_position`
-    (pass, rows read in it): resuming there reads on exactly where the run stopped. One DataLoader worker at most
-    (the stream is read in order)."""
+    """Views from a streamed (iterable) HF dataset, forever, one independent stream per (process, DataLoader worker)
+    "slot": slot `rank · workers + worker` of `processes · workers`.
+
+    Sharding: with at least as many shards (files) as slots, slot s reads the s-th contiguous group of shards
+    (`IterableDataset.shard`; groups differ by at most one shard when the counts do not divide); with fewer shards,
+    slot s reads shard `s mod shards` and keeps every k-th row of it (k = slots reading that shard). No slot ever
+    reads the whole corpus. Each slot shuffles with a buffer, reshuffles every pass (`set_epoch`), and seeds each
+    sample's randomness by (seed, slot, samples it yielded).
+
+    Exact resume: every sample carries `stream_position` = (worker, pass, rows read in it, samples yielded) after
+    it; the trainer keeps the latest per worker and checkpoints them. Batches come from the workers in turn (worker
+    = micro-batch mod workers), so a resumed loader's worker w plays worker (w + `start_batch`) mod workers.
+    """
 
     def __init__(self, source, data: DataConfig, objective: ObjectiveConfig, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, start_sample: int = 0, shuffle_buffer: int = 10_000,
-                 start_position: tuple[int, int] = (0, 0)):
-        from datasets.distributed import split_dataset_by_node
-
+                 world_size: int = 1, num_workers: int = 0, start_positions: Sequence[Sequence[int]] | None = None,
+                 start_batch: int = 0, shuffle_buffer: int = 10_000):
         self.views = PretrainingDataset([], data, objective, seed)
-        stream = source.shuffle(seed=seed, buffer_size=shuffle_buffer) if shuffle_buffer else source
-        self.stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
-        # `start_sample` samples were yielded before, up to row `start_position[1]` of pass `start_position[0]`
-        self.seed, self.rank, self.start, self.start_position = seed, rank, start_sample, tuple(start_position)
+        self.source = source.shuffle(seed=seed, buffer_size=shuffle_buffer) if shuffle_buffer else source
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.workers = max(num_workers, 1)
+        if start_positions is None:
+            start_positions = [[0, 0, 0]] * self.workers
+        if len(start_positions) != self.workers or any(len(p) != 3 for p in start_positions):
+            raise ValueError(
+                f"the checkpoint's stream positions ({len(start_positions)} per process) do not match "
+                f"data.num_workers={num_workers} ({self.workers} stream(s) per process); resume with the "
+                "number of workers and processes of the run that wrote it."
+            )
+        self.start_positions = [list(map(int, p)) for p in start_positions]
+        self.start_batch = start_batch
+
+    def slot_stream(self, slot: int, slots: int):
+        """(stream, keep every k-th row, offset) of a slot."""
+        shards = getattr(self.source, "n_shards", 1) or 1
+        if shards >= slots:
+            return self.source.shard(num_shards=slots, index=slot, contiguous=True), 1, 0
+        readers = len(range(slot % shards, slots, shards))
+        stream = self.source.shard(num_shards=shards, index=slot % shards) if shards > 1 else self.source
+        return stream, readers, slot // shards
 
     def __iter__(self):
-        skipped, position = 0, self.start
-        epoch, rows = self.start_position
+        info = torch.utils.data.get_worker_info()
+        workers = info.num_workers if info is not None else 1
+        if workers != self.workers:
+            raise ValueError(f"built for {self.workers} DataLoader worker(s), iterated by {workers}.")
+        worker = ((info.id if info is not None else 0) + self.start_batch) % workers
+        slot, slots = self.rank * workers + worker, self.world_size * workers
+        stream, every, offset = self.slot_stream(slot, slots)
+        epoch, rows, position = self.start_positions[worker]
+        skipped = 0
         while True:
-            self.stream.set_epoch(epoch)
+            stream.set_epoch(epoch)
             first_row, yielded = rows, False
-            # read past the rows already consumed (`IterableDataset.skip` does not compose with the node split)
-            for row in itertools.islice(iter(self.stream), rows, None):
+            # read past the rows already consumed (`IterableDataset.skip` does not compose with sharding)
+            for row in itertools.islice(_iterate(stream), rows, None):
                 rows += 1
+                if (rows - 1) % every != offset:
+                    continue
                 try:
                     image = decode_image(row[self.views.data.image_column])
                 except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as error:
                     skipped += 1
                     logger.warning("skipping unreadable image in the stream: %s", error)
                     continue
-                generator = sample_generator(self.seed, self.rank, position)
+                generator = sample_generator(self.seed, slot, position)
                 sample = self.views.transform(image, generator)
                 sample["mask"] = self.views.masks(generator)
                 sample["alt_text"], sample["synthetic"] = self.views.captions(row, generator)
                 sample["skipped"], skipped = skipped, 0
-                sample["stream_position"] = (epoch, rows)
                 position += 1
+                sample["stream_position"] = (worker, epoch, rows, position)
                 yielded = True
                 yield sample
             if not yielded and first_row == 0:
                 raise ValueError(
-                    f"process {self.rank}: a whole pass over its share of the stream gave no readable image "
-                    f"({rows} rows read); check data.image_column and the files."
+                    f"process {self.rank}, worker {worker}: a whole pass over its share of the stream gave no "
+                    f"readable image ({rows} rows read); check data.image_column and the files."
                 )
             epoch, rows = epoch + 1, 0
+
+
+def _iterate(stream):
+    """Rows of an HF IterableDataset. Inside a DataLoader worker, `datasets` would split the stream over the workers
+    again; the slot is already this worker's own share, so iterate its examples directly."""
+    if torch.utils.data.get_worker_info() is None or not hasattr(stream, "_prepare_ex_iterable_for_iteration"):
+        yield from stream
+        return
+    for _, example in stream._prepare_ex_iterable_for_iteration():
+        yield example
 
 
 class GlobalBatchSampler(torch.utils.data.Sampler):
@@ -238,10 +281,12 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
         self.start_batch = start_batch
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        batch = self.start_batch
+        batch, order, order_epoch = self.start_batch, None, None
         while True:
             epoch, position = divmod(batch, self.per_epoch)
-            order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + epoch))
+            if epoch != order_epoch:  # one permutation per epoch, not per batch
+                order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + epoch))
+                order_epoch = epoch
             start = position * self.global_batch + self.rank * self.batch_size
             yield [(epoch, int(i)) for i in order[start : start + self.batch_size]]
             batch += 1
@@ -266,7 +311,8 @@ class Collator:
             "skipped": torch.tensor(sum(s["skipped"] for s in samples)),
         }
         if "stream_position" in samples[0]:
-            batch["stream_position"] = torch.tensor(samples[-1]["stream_position"])  # samples arrive in order
+            # a batch comes from one worker, in order: its position after the batch
+            batch["stream_position"] = torch.tensor(samples[-1]["stream_position"])
         if "local_crops" in samples[0]:
             batch["local_crops"] = torch.stack([s["local_crops"] for s in samples])
         if self.streams:

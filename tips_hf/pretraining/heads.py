@@ -40,7 +40,16 @@ class DINOHead(nn.Module):
                 nn.init.zeros_(module.bias)
         nn.init.trunc_normal_(self.prototypes.weight, std=0.02)
 
+    def bottleneck(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., in_dim) → (..., bottleneck_dim) L2-normalised features, float32."""
+        return F.normalize(self.mlp(tokens).float(), dim=-1)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """(..., bottleneck_dim) normalised features → (..., out_dim) logits in float32 (autocast off: softmaxes over
+        32k prototypes at τ = 0.04 need more than bf16's 8 mantissa bits)."""
+        with torch.autocast(features.device.type, enabled=False):
+            return F.linear(features.float(), F.normalize(self.prototypes.weight.float(), dim=-1))
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(..., in_dim) → (..., out_dim) logits (cosines of the bottleneck with the unit prototypes)."""
-        x = F.normalize(self.mlp(tokens), dim=-1)
-        return F.linear(x, F.normalize(self.prototypes.weight, dim=-1))
+        """(..., in_dim) → (..., out_dim) float32 logits (cosines of the bottleneck with the unit prototypes)."""
+        return self.logits(self.bottleneck(tokens))

@@ -14,6 +14,7 @@ Recipes (SPEC §3):
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 
 import torch
@@ -26,12 +27,23 @@ from .config import PretrainConfig
 from .heads import DINOHead
 
 NO_DECAY_NAMES = ("cls_token", "register_tokens", "mask_token", "position_embeddings", "log_temperature", "logit_bias")
+VISION_BLOCK = re.compile(r"vision_model\.encoder\.layers\.(\d+)\.")
+# 64 MiB of float32 logits per iBOT chunk by default (objective.loss_chunk_tokens)
+CHUNK_ELEMENTS = 2**24
 
 
 @dataclass
 class StepOutput:
+    """`loss` with its graph; `logs`: detached per-loss values, still on the device (the trainer moves them to the
+    host only on logging steps, so a step never waits for the device)."""
+
     loss: torch.Tensor
-    logs: dict[str, float]
+    logs: dict[str, torch.Tensor]
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's shard of an FSDP2 (DTensor) parameter; the tensor itself otherwise."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
 def _frozen(module: nn.Module) -> nn.Module:
@@ -133,24 +145,51 @@ class TipsPretrainingModel(nn.Module):
             for param in item.parameters() if isinstance(item, nn.Module) else [item]:
                 param.requires_grad_(False)
 
-    def parameter_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups: no weight decay on biases, norms, tokens, temperatures (1-D params and named tokens)."""
-        decay, no_decay = [], []
+    def lr_scale(self, name: str, layer_decay: float = 1.0, patch_embed_lr_mult: float = 1.0) -> float:
+        """LR factor of a parameter (DINOv2/BEiT layer-wise decay): vision block i of L gets `decay^(L − i)`, the
+        vision embeddings `decay^(L + 1) · patch_embed_lr_mult` (the patch embedding; tokens without the
+        multiplier), the rest (final norm, text tower, heads, temperatures) 1."""
+        if "vision_model." not in name or (layer_decay == 1.0 and patch_embed_lr_mult == 1.0):
+            return 1.0
+        depth = self.student.config.vision_config.num_hidden_layers if hasattr(self.student, "config") else 0
+        block = VISION_BLOCK.search(name)
+        if block:
+            return layer_decay ** (depth - int(block.group(1)))
+        if "vision_model.embeddings." in name:
+            scale = layer_decay ** (depth + 1)
+            return scale * patch_embed_lr_mult if "patch_embedding" in name else scale
+        return 1.0
+
+    def parameter_groups(
+        self, weight_decay: float, layer_decay: float = 1.0, patch_embed_lr_mult: float = 1.0
+    ) -> list[dict]:
+        """AdamW groups by (weight decay, LR factor): no weight decay on biases, norms, tokens, temperatures (1-D
+        params and named tokens); `lr_scale` from `lr_scale` (the trainer sets `lr = scheduled lr · lr_scale`)."""
+        groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
-            if param.ndim < 2 or name.split(".")[-1] in NO_DECAY_NAMES:
-                no_decay.append(param)
-            else:
-                decay.append(param)
+            decay = not (param.ndim < 2 or name.split(".")[-1] in NO_DECAY_NAMES)
+            groups.setdefault((decay, self.lr_scale(name, layer_decay, patch_embed_lr_mult)), []).append(param)
         return [
-            {"params": decay, "weight_decay": weight_decay, "apply_decay": True},
-            {"params": no_decay, "weight_decay": 0.0, "apply_decay": False},
+            {"params": params, "weight_decay": weight_decay if decay else 0.0, "apply_decay": decay, "lr_scale": scale}
+            for (decay, scale), params in sorted(groups.items(), key=lambda item: (not item[0][0], -item[0][1]))
         ]
+
+    def last_layer_parameters(self) -> list[nn.Parameter]:
+        """The heads' prototype weights (frozen for `optim.freeze_last_layer_steps`, as in DINO)."""
+        heads = [getattr(self, n) for n in ("student_cls_head", "student_patch_head") if hasattr(self, n)]
+        unique = {id(h.prototypes.weight): h.prototypes.weight for h in heads}
+        return [p for p in unique.values() if p.requires_grad]
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
-        """EMA: teacher ← m · teacher + (1 − m) · student (v1: vision tower + heads; v2: heads only)."""
+        """After each optimizer step (every process): the loss centres move once with the statistics of all its
+        micro-batches, then the EMA teacher ← m · teacher + (1 − m) · student (v1: vision tower + heads; v2: heads
+        only)."""
+        for name in ("dino_loss", "ibot_loss"):
+            if hasattr(self, name):
+                getattr(self, name).center.apply()
         pairs = []
         if hasattr(self, "teacher_cls_head"):
             pairs.append((self.teacher_cls_head, self.student_cls_head))
@@ -160,8 +199,9 @@ class TipsPretrainingModel(nn.Module):
             pairs.append((self.teacher_vision, self.student.vision_model))
         if not pairs or momentum >= 1.0:
             return
-        teacher = [p for t, _ in pairs for p in t.parameters()]
-        student = [p.detach() for _, s in pairs for p in s.parameters()]
+        # FSDP2 shards teacher and student alike: the EMA runs on the local shards
+        teacher = [_local(p) for t, _ in pairs for p in t.parameters()]
+        student = [_local(p.detach()) for _, s in pairs for p in s.parameters()]
         torch._foreach_lerp_(teacher, student, 1.0 - momentum)
 
     # ------------------------------------------------------------------------------------------------------------
@@ -187,11 +227,12 @@ class TipsPretrainingModel(nn.Module):
 
         if self.use_clip:
             text = self.student.text_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            text_embeds = F.normalize(text.pooler_output, dim=-1).chunk(len(self.caption_streams))
+            # float32 from here: the contrastive logits are cosines ÷ temperatures near 0.005
+            text_embeds = F.normalize(text.pooler_output.float(), dim=-1).chunk(len(self.caption_streams))
             captions = dict(zip(self.caption_streams, text_embeds))
             clip = self.contrastive(
-                F.normalize(unmasked[:, 0], dim=-1),
-                F.normalize(unmasked[:, 1], dim=-1),
+                F.normalize(unmasked[:, 0].float(), dim=-1),
+                F.normalize(unmasked[:, 1].float(), dim=-1),
                 captions.get("alt_text"),
                 captions.get("synthetic"),
                 self.student.temperature,
@@ -212,22 +253,32 @@ class TipsPretrainingModel(nn.Module):
         elif self.use_distill or self.use_mask:
             total = total + self._self_distillation(batch, unmasked, masked, first_patch, teacher_temperature, logs)
         logs["loss"] = total
-        return StepOutput(total, {k: float(v.detach()) for k, v in logs.items()})
+        return StepOutput(total, {k: v.detach() for k, v in logs.items()})
 
     def _teacher_tokens(self, images: torch.Tensor, unmasked: torch.Tensor) -> torch.Tensor:
         if self.recipe == "v1":
             with torch.no_grad():
                 return self.teacher_vision(pixel_values=images).last_hidden_state
-        return unmasked.detach()  # v2: the student's own un-masked view is the teacher's
+        vision = self.student.vision_model
+        drop_path = getattr(vision.config, "drop_path_rate", 0.0)
+        if self.config.objective.v2_teacher == "student_view" or not self.training or not drop_path:
+            return unmasked.detach()  # v2: the student's own un-masked view is the teacher's
+        # clean_pass: the same encoder without drop-path (eval mode), no gradient: targets without stochastic depth
+        with torch.no_grad():
+            vision.eval()
+            try:
+                return vision(pixel_values=images).last_hidden_state
+            finally:
+                vision.train(True)
 
     def _self_distillation(self, batch, unmasked, masked, first_patch, teacher_temperature, logs) -> torch.Tensor:
         objective = self.config.objective
         teacher_tokens = self._teacher_tokens(batch["global_crop"], unmasked)
         total = unmasked.new_zeros(())
         if self.use_distill:
-            with torch.no_grad():
+            with torch.no_grad():  # the centre moves once per optimizer step (update_teacher)
                 targets = self.dino_loss.teacher_targets(
-                    self.teacher_cls_head(teacher_tokens[:, 0]), teacher_temperature
+                    self.teacher_cls_head(teacher_tokens[:, 0]), teacher_temperature, update=False
                 )
             local = batch["local_crops"]
             batch_size, crops = local.shape[:2]
@@ -241,19 +292,25 @@ class TipsPretrainingModel(nn.Module):
             teacher_patches = teacher_tokens[:, first_patch:]
             student_patches = masked[:, first_patch:]
             if self.recipe == "v1":
-                # Only masked patches are supervised: run the heads on them alone (equal counts per image).
-                index = mask.nonzero(as_tuple=True)
-                count = mask.shape[1] if mask.numel() == 0 else int(mask[0].sum())
-                teacher_patches = teacher_patches[index].reshape(mask.shape[0], count, -1)
-                student_patches = student_patches[index].reshape(mask.shape[0], count, -1)
+                # Only masked patches are supervised: run the heads on them alone. Masks hold exactly
+                # round(ratio · N) patches (MaskGenerator), so the count comes from the config, not the device.
+                count = int(round(objective.mask_ratio * mask.shape[1]))
+                order = torch.argsort(mask.to(torch.uint8), dim=1, descending=True, stable=True)[:, :count, None]
+                teacher_patches = torch.gather(teacher_patches, 1, order.expand(-1, -1, teacher_patches.shape[-1]))
+                student_patches = torch.gather(student_patches, 1, order.expand(-1, -1, student_patches.shape[-1]))
                 patch_mask = torch.ones(mask.shape[0], count, dtype=torch.bool, device=mask.device)
             else:
                 patch_mask = mask
-            with torch.no_grad():
-                targets = self.ibot_loss.teacher_targets(
-                    self.teacher_patch_head(teacher_patches), teacher_temperature, patch_mask
-                )
-            ibot = self.ibot_loss(self.student_patch_head(student_patches), targets, patch_mask)
+            chunk = objective.loss_chunk_tokens or max(1, CHUNK_ELEMENTS // objective.patch_prototypes)
+            with torch.no_grad():  # the teacher head's bottleneck, chunked like the loss (its MLP is 2048 wide)
+                flat = teacher_patches.flatten(0, 1)
+                features = torch.cat([
+                    self.teacher_patch_head.bottleneck(flat[i : i + chunk]) for i in range(0, flat.shape[0], chunk)
+                ]).reshape(*teacher_patches.shape[:2], -1)
+            ibot = self.ibot_loss.chunked_loss(
+                self.student_patch_head, student_patches, self.teacher_patch_head.logits, features, patch_mask,
+                teacher_temperature, chunk, update=False,
+            )
             logs["mask"] = ibot
             total = total + objective.mask_weight * ibot
         return total

@@ -1,8 +1,8 @@
-"""The pretraining loop: a plain Accelerate loop around `TipsPretrainingModel`.
+"""The pretraining loop: `Pretrainer`, a plain Accelerate loop around `TipsPretrainingModel` (DDP, or torch FSDP2).
 
-Per optimizer step: the scheduled values (LR, weight decay, teacher momentum and temperature) are computed from the
-step, `gradient_accumulation_steps` micro-batches run forward/backward (gradient sync only on the last), gradients
-are clipped, AdamW steps, the teacher EMA follows. Logs go to `OUTPUT_DIR/metrics.jsonl`, the console (progress bar)
+Per optimizer step: the scheduled values (LR × per-group factor, weight decay, teacher momentum and temperature) are
+computed from the step, `gradient_accumulation_steps` micro-batches run forward/backward (gradient sync only on the
+last), gradients are clipped, AdamW steps, the loss centres and the teacher EMA follow. Logs go to `OUTPUT_DIR/metrics.jsonl`, the console (progress bar)
 and TensorBoard/trackio; checkpoints are atomic and complete enough for an exact resume.
 """
 
@@ -67,6 +67,7 @@ def build_student(config: PretrainConfig, vocab_size: int) -> TipsModel:
     model_config = config.model
     if model_config.init_from:
         model = TipsModel.from_pretrained(model_config.init_from)
+        set_drop_path(model, model_config.drop_path_rate)
     else:
         vision = dict(model_config.vision)
         text = dict(model_config.text)
@@ -107,39 +108,11 @@ class MetricsWriter:
                 handle.write(json.dumps(record) + "\n")
 
 
-def train(config: PretrainConfig) -> TrainResult:
-    """Run (or resume) a pretraining job; returns where the final TipsModel + processor were written."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
-    from tqdm.auto import tqdm
+def build_module(config: PretrainConfig, tokenizer) -> TipsPretrainingModel:
+    """Student (+ LoRA), optional frozen distillation teacher, heads and losses in one module, in training mode.
 
-    start_time = time.time()
-    if not torch.cuda.is_available():
-        # accelerate's own `--cpu` launcher needs MPI for several processes; its torchrun-based launcher works on
-        # CPU once this is set (see training/accelerate_configs/cpu-2proc.yaml).
-        os.environ.setdefault("ACCELERATE_USE_CPU", "1")
-    training = config.training
-    output_dir = Path(training.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=training.mixed_precision,
-        log_with=_tracker(config),
-        project_dir=str(output_dir),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
-    )
-    if accelerator.distributed_type.name == "FSDP":
-        raise NotImplementedError(
-            "FSDP is not supported by the tips-hf trainer yet: its checkpoints would hold only the main process's "
-            "optimizer shard. Launch with a DDP config (training/accelerate_configs/ddp-8gpu.yaml) and "
-            "training.gradient_checkpointing=true; a g/14 student + teacher fits one 80 GB GPU in bf16."
-        )
-    if accelerator.device.type == "cpu":
-        # `accelerate launch` exports OMP_NUM_THREADS=1 for every process, which halves a 2-core CPU run
-        torch.set_num_threads(training.cpu_threads or max(1, (os.cpu_count() or 1) // accelerator.num_processes))
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, output_dir / "config.yaml")
-    set_seed(training.seed)  # same initialisation in every process
-    tokenizer = build_tokenizer(config)
+    `TipsModel.from_pretrained` (`model.init_from`) returns a model in eval mode, which would silently switch off
+    drop-path, dropout, LoRA dropout and transformers' gradient checkpointing (active only in training mode)."""
     student = build_student(config, len(tokenizer))
     if config.lora.enabled:
         from peft import get_peft_model
@@ -149,8 +122,6 @@ def train(config: PretrainConfig) -> TrainResult:
         lora = config.lora
         student = get_peft_model(student, lora_config(lora.preset, lora.r, lora.alpha, lora.dropout,
                                                       target_modules=lora.target_modules))
-        if accelerator.is_main_process:
-            student.print_trainable_parameters()
     teacher = None
     if config.objective.distillation_teacher:
         teacher = TipsModel.from_pretrained(config.objective.distillation_teacher)
@@ -159,177 +130,340 @@ def train(config: PretrainConfig) -> TrainResult:
         loaded = load_module_state(module, config.model.init_heads_from)
         logger.info("loaded %d head/teacher/centre tensors from %s", len(loaded), config.model.init_heads_from)
     module.freeze_unused()
-    if training.gradient_checkpointing:
+    if config.training.gradient_checkpointing:
         student.gradient_checkpointing_enable()
-    if training.compile:
-        student.vision_model.forward = torch.compile(student.vision_model.forward)
-    optimizer = torch.optim.AdamW(
-        module.parameter_groups(config.optim.weight_decay),
-        lr=config.optim.lr,
-        betas=tuple(config.optim.betas),
-        eps=config.optim.eps,
-        fused=config.optim.fused or None,
-    )
-    module, optimizer = accelerator.prepare(module, optimizer)
-    unwrapped: TipsPretrainingModel = accelerator.unwrap_model(module)
+    return module.train()
 
-    state = TrainerState()
-    resume = resolve_checkpoint(output_dir, training.resume_from_checkpoint)
-    if resume is not None:
-        state = load_checkpoint(accelerator, module, optimizer, resume)
-        logger.info("resumed from %s at step %d", resume, state.step)
-    if accelerator.is_main_process:
-        _truncate_metrics(output_dir / "metrics.jsonl", state.step)
 
-    source = load_source(config.data, seed=training.seed)
-    collate = Collator(tokenizer, unwrapped.caption_streams if unwrapped.use_clip else [], config.data.max_text_length)
-    pin = accelerator.device.type == "cuda"
-    if config.data.streaming:
-        from .data import StreamingPretrainingDataset
+def set_drop_path(model: TipsModel, rate: float) -> None:
+    """Stochastic depth of the vision tower, linear over the blocks (0 … rate), as a fresh model would have it;
+    recorded in the config so that the export says what the model was trained with."""
+    layers = model.vision_model.encoder.layers
+    model.config.vision_config.drop_path_rate = rate
+    for index, layer in enumerate(layers):
+        layer.drop_path.rate = rate * index / max(len(layers) - 1, 1)
 
-        stream = StreamingPretrainingDataset(source, config.data, config.objective, training.seed,
-                                             accelerator.process_index, accelerator.num_processes,
-                                             start_sample=state.micro_batches * training.batch_size,
-                                             start_position=state.stream_positions[accelerator.process_index]
-                                             if state.stream_positions else (0, 0))
-        loader = torch.utils.data.DataLoader(stream, batch_size=training.batch_size, drop_last=True,
-                                             num_workers=min(config.data.num_workers, 1), collate_fn=collate,
-                                             pin_memory=pin)
-    else:
+
+class Pretrainer:
+    """The loop in the shape DINOv2/open_clip readers know: `__init__` sets everything up (accelerator, models,
+    optimizer, resume, data, evaluation, logging), `train_step` runs one optimizer step, and `fit` calls it with
+    the logging, evaluation and checkpoint hooks (`log`, `evaluate`, `save`) and exports `final/` at the end.
+
+    `training.distributed: ddp` wraps the module with accelerate (DDP); `fsdp` applies torch FSDP2 itself
+    (`fully_shard` per transformer block, then the root) and keeps accelerate for launching, devices and mixed
+    precision."""
+
+    def __init__(self, config: PretrainConfig):
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+        self.config = config
+        self.start_time = time.time()
+        if not torch.cuda.is_available():
+            # accelerate's own `--cpu` launcher needs MPI for several processes; its torchrun-based launcher works
+            # on CPU once this is set (see training/accelerate_configs/cpu-2proc.yaml).
+            os.environ.setdefault("ACCELERATE_USE_CPU", "1")
+        training = config.training
+        self.output_dir = Path(training.output_dir)
+        self.accelerator = accelerator = Accelerator(
+            mixed_precision=training.mixed_precision,
+            log_with=_tracker(config),
+            project_dir=str(self.output_dir),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
+        )
+        if accelerator.distributed_type.name == "FSDP":
+            raise ValueError(
+                "accelerate's FSDP plugin is not used by the tips-hf trainer: launch with a DDP/multi-GPU accelerate "
+                "config and set training.distributed=fsdp (torch FSDP2, applied by the trainer)."
+            )
+        self.fsdp = training.distributed == "fsdp"
+        if self.fsdp and config.lora.enabled:
+            raise ValueError("training.distributed=fsdp does not support lora.enabled; use training.distributed=ddp.")
+        if accelerator.device.type == "cpu":
+            # `accelerate launch` exports OMP_NUM_THREADS=1 for every process, which halves a 2-core CPU run
+            torch.set_num_threads(training.cpu_threads or max(1, (os.cpu_count() or 1) // accelerator.num_processes))
+        if accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.output_dir / "config.yaml")
+        set_seed(training.seed)  # same initialisation in every process
+        self.tokenizer = build_tokenizer(config)
+        module = build_module(config, self.tokenizer)
+        if accelerator.is_main_process and config.lora.enabled:
+            module.student.print_trainable_parameters()
+        if training.compile:
+            module.student.vision_model.forward = torch.compile(module.student.vision_model.forward)
+        if self.fsdp:
+            module.to(accelerator.device)
+            apply_fsdp(module, accelerator.device, accelerator.num_processes, training.mixed_precision)
+        optim = config.optim
+        optimizer = torch.optim.AdamW(
+            module.parameter_groups(optim.weight_decay, optim.layer_decay, optim.patch_embed_lr_mult),
+            lr=optim.lr,
+            betas=tuple(optim.betas),
+            eps=optim.eps,
+            fused=optim.fused or None,
+        )
+        if self.fsdp:
+            self.module, self.optimizer = module, optimizer
+        else:
+            self.module, self.optimizer = accelerator.prepare(module, optimizer)
+        self.unwrapped: TipsPretrainingModel = module
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
+        self.last_layer = self.unwrapped.last_layer_parameters()
+
+        self.state = TrainerState()
+        resume = resolve_checkpoint(self.output_dir, training.resume_from_checkpoint)
+        if resume is not None:
+            self.state = load_checkpoint(accelerator, self.module, self.optimizer, resume, fsdp=self.fsdp)
+            logger.info("resumed from %s at step %d", resume, self.state.step)
+        else:
+            # Drop-path and dropout masks differ per process (one seed would drop the same samples' blocks on every
+            # GPU); a resumed run restores each process's own RNG states instead.
+            set_seed(training.seed + accelerator.process_index)
+        if accelerator.is_main_process:
+            _truncate_metrics(self.output_dir / "metrics.jsonl", self.state.step)
+        self.batches = endless(self._loader())
+        self.evaluator = None
+        if config.data.source == "scenes" and config.eval.num_examples > 0:
+            from .evaluation import ScenesEvaluator
+
+            self.evaluator = ScenesEvaluator(config, seed=training.seed)
+        elif config.eval.num_examples > 0 and accelerator.is_main_process:
+            logger.info(
+                "eval: the built-in evaluation uses the embedded scenes and runs only with data.source=scenes; "
+                "evaluate %s/final with tips_hf.dense and tips_hf.metrics on your own benchmark.", self.output_dir
+            )
+        self.metrics_file = MetricsWriter(self.output_dir / "metrics.jsonl", accelerator.is_main_process)
+        if accelerator.is_main_process and _tracker(config):
+            accelerator.init_trackers("tips_pretrain", config={k: str(v) for k, v in config.to_dict().items()})
+        self.global_batch = training.batch_size * accelerator.num_processes * training.gradient_accumulation_steps
+        self._reset_window()
+
+    # ---------------------------------------------------------------------------------------------------- set-up
+    def _loader(self) -> torch.utils.data.DataLoader:
+        config, accelerator, state = self.config, self.accelerator, self.state
+        training = config.training
+        source = load_source(config.data, seed=training.seed)
+        unwrapped = self.unwrapped
+        collate = Collator(self.tokenizer, unwrapped.caption_streams if unwrapped.use_clip else [],
+                           config.data.max_text_length)
+        pin = accelerator.device.type == "cuda"
+        workers = config.data.num_workers
+        if config.data.streaming:
+            from .data import StreamingPretrainingDataset
+
+            positions = state.stream_positions[accelerator.process_index] if state.stream_positions else None
+            stream = StreamingPretrainingDataset(source, config.data, config.objective, training.seed,
+                                                 accelerator.process_index, accelerator.num_processes,
+                                                 num_workers=workers, start_positions=positions,
+                                                 start_batch=state.micro_batches)
+            # one logical stream per (process, worker); the trainer keeps each one's position for the checkpoint
+            self.stream_state = torch.tensor(stream.start_positions, dtype=torch.long)
+            return torch.utils.data.DataLoader(stream, batch_size=training.batch_size, drop_last=True,
+                                               num_workers=workers, collate_fn=collate, pin_memory=pin,
+                                               persistent_workers=workers > 0)
         dataset = PretrainingDataset(source, config.data, config.objective, seed=training.seed)
         sampler = GlobalBatchSampler(len(dataset), training.batch_size, accelerator.process_index,
                                      accelerator.num_processes, training.seed, start_batch=state.micro_batches)
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=sampler, num_workers=config.data.num_workers, collate_fn=collate,
-            pin_memory=pin, persistent_workers=config.data.num_workers > 0,
-        )
-    batches = endless(loader)
-    evaluator = None
-    if config.data.source == "scenes" and config.eval.num_examples > 0:
-        from .evaluation import ScenesEvaluator
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+                                           pin_memory=pin, persistent_workers=workers > 0)
 
-        evaluator = ScenesEvaluator(config, seed=training.seed)
-    elif config.eval.num_examples > 0 and accelerator.is_main_process:
-        logger.info(
-            "eval: the built-in evaluation uses the embedded scenes and runs only with data.source=scenes; evaluate "
-            "%s/final with tips_hf.dense and tips_hf.metrics on your own benchmark.", output_dir
-        )
+    def _reset_window(self) -> None:
+        self.window: dict[str, torch.Tensor] = {}
+        self.window_steps, self.window_images, self.window_data_s = 0, 0, 0.0
+        self.window_skipped = torch.zeros((), dtype=torch.long, device=self.accelerator.device)
+        self.window_start = time.perf_counter()
 
-    metrics_file = MetricsWriter(output_dir / "metrics.jsonl", accelerator.is_main_process)
-    if accelerator.is_main_process and _tracker(config):
-        accelerator.init_trackers("tips_pretrain", config={k: str(v) for k, v in config.to_dict().items()})
-    progress = tqdm(
-        total=training.max_steps,
-        initial=state.step,
-        desc="pretraining",
-        unit="step",
-        disable=not (accelerator.is_main_process and training.progress_bar),
-    )
-    window: dict[str, float] = {}
-    window_steps, window_images, window_data_s, window_start = 0, 0, 0.0, time.perf_counter()
-    global_batch = training.batch_size * accelerator.num_processes * training.gradient_accumulation_steps
-    params = [p for p in module.parameters() if p.requires_grad]
-    last_eval: dict[str, float] = {}
-
-    while state.step < training.max_steps:
-        values = step_values(config, state.step)
-        for group in optimizer.param_groups:
-            group["lr"] = values["lr"]
+    # ------------------------------------------------------------------------------------------------------ step
+    def train_step(self, values: dict[str, float]) -> dict[str, torch.Tensor]:
+        """One optimizer step: `gradient_accumulation_steps` micro-batches (gradients synchronised on the last),
+        prototype layers frozen early on, clipping, AdamW, the centres and the EMA teacher. Returns the step's
+        per-loss values as device tensors (no host synchronisation)."""
+        config, accelerator, module = self.config, self.accelerator, self.module
+        training = config.training
+        for group in self.optimizer.param_groups:
+            group["lr"] = values["lr"] * group.get("lr_scale", 1.0)
             group["weight_decay"] = values["weight_decay"] if group.get("apply_decay") else 0.0
-        step_logs: dict[str, float] = {}
-        skipped = torch.zeros((), device=accelerator.device)
-        for micro in range(training.gradient_accumulation_steps):
+        logs: dict[str, torch.Tensor] = {}
+        accumulation = training.gradient_accumulation_steps
+        for micro in range(accumulation):
             wait = time.perf_counter()
-            batch = next(batches)
-            window_data_s += time.perf_counter() - wait
-            skipped += batch.pop("skipped").to(accelerator.device)
+            batch = next(self.batches)
+            self.window_data_s += time.perf_counter() - wait
+            self.window_skipped += batch.pop("skipped").to(accelerator.device)
             if "stream_position" in batch:
-                stream_position = batch.pop("stream_position")
+                worker, *position = batch.pop("stream_position").tolist()
+                self.stream_state[worker] = torch.tensor(position)
             batch = to_device(batch, accelerator.device)
-            last = micro == training.gradient_accumulation_steps - 1
-            sync = contextlib.nullcontext() if last else accelerator.no_sync(module)
+            last = micro == accumulation - 1
+            if self.fsdp:
+                module.set_requires_gradient_sync(last)
+                sync = contextlib.nullcontext()
+            else:
+                sync = contextlib.nullcontext() if last else accelerator.no_sync(module)
             with sync, accelerator.autocast():
                 out = module(batch, values["teacher_temperature"])
-                accelerator.backward(out.loss / training.gradient_accumulation_steps)
+                accelerator.backward(out.loss / accumulation)
             for key, value in out.logs.items():
-                step_logs[key] = step_logs.get(key, 0.0) + value / training.gradient_accumulation_steps
-            state.micro_batches += 1
+                logs[key] = logs.get(key, 0.0) + value / accumulation
+            self.state.micro_batches += 1
+        if self.state.step < config.optim.freeze_last_layer_steps:
+            for param in self.last_layer:
+                param.grad = None  # AdamW skips parameters without a gradient (no update, no weight decay)
         if config.optim.grad_clip > 0:
-            grad_norm = accelerator.clip_grad_norm_(params, config.optim.grad_clip)
-            step_logs["grad_norm"] = float(grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        unwrapped.update_teacher(values["teacher_momentum"])
-        state.step += 1
-        state.samples_seen += global_batch
-        state.skipped_images += int(accelerator.reduce(skipped, reduction="sum").item())
-        progress.update(1)
-        for key, value in step_logs.items():
-            window[key] = window.get(key, 0.0) + value
-        window_steps += 1
-        window_images += global_batch
+            logs["grad_norm"] = self._clip(config.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.unwrapped.update_teacher(values["teacher_momentum"])
+        self.state.step += 1
+        self.state.samples_seen += self.global_batch
+        return logs
 
-        if state.step % training.logging_steps == 0 or state.step == training.max_steps:
-            averaged = {k: v / window_steps for k, v in window.items()}
-            reduced = (
-                accelerator.reduce(
-                    torch.tensor(list(averaged.values()), device=accelerator.device), reduction="mean"
-                ).tolist()
-                if averaged
-                else []
-            )
-            elapsed = time.perf_counter() - window_start
-            record = {
-                "step": state.step,
-                **dict(zip(averaged, reduced)),
-                "lr": values["lr"],
-                "weight_decay": values["weight_decay"],
-                "teacher_momentum": values["teacher_momentum"],
-                "teacher_temperature": values["teacher_temperature"],
-                "images_per_s": window_images / max(elapsed, 1e-9),
-                "data_wait_s": window_data_s / window_steps,
-                "skipped_images": state.skipped_images,
-                "samples_seen": state.samples_seen,
-            }
-            if not math.isfinite(record.get("loss", 0.0)):
-                raise FloatingPointError(f"the loss is {record['loss']} at step {state.step}; lower optim.lr?")
-            metrics_file.write(record)
-            if _tracker(config):
-                accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.step)
-            progress.set_postfix(
-                loss=f"{record.get('loss', 0):.3f}", lr=f"{values['lr']:.1e}", img_s=f"{record['images_per_s']:.0f}"
-            )
-            window, window_steps, window_images, window_data_s = {}, 0, 0, 0.0
-            window_start = time.perf_counter()
+    def _clip(self, max_norm: float) -> torch.Tensor:
+        if not self.fsdp:
+            return self.accelerator.clip_grad_norm_(self.params, max_norm).detach()
+        grads = [p.grad for p in self.params if p.grad is not None]
+        total = torch.nn.utils.get_total_norm(grads)
+        if hasattr(total, "full_tensor"):  # a DTensor: the norm over every shard
+            total = total.full_tensor()
+        torch.nn.utils.clip_grads_with_norm_([p for p in self.params if p.grad is not None], max_norm, total)
+        return total.detach()
 
-        if training.eval_steps and state.step % training.eval_steps == 0 and state.step < training.max_steps:
-            last_eval = _evaluate(accelerator, evaluator, unwrapped, tokenizer, state, metrics_file, config)
-        if training.save_steps and state.step % training.save_steps == 0:
-            if config.data.streaming:
-                gathered = accelerator.gather(stream_position.reshape(1, 2).to(accelerator.device))
-                state.stream_positions = gathered.tolist()
-            save_checkpoint(
-                accelerator,
-                module,
-                optimizer,
-                state,
-                output_dir,
-                training.keep_last,
-                extra={"config": config.to_dict()},
-            )
-        maybe_fault(f"step:{state.step}")
+    # ----------------------------------------------------------------------------------------------------- hooks
+    def log(self, values: dict[str, float]) -> None:
+        """Average the window's losses over steps and processes, move them to the host (the only host sync of the
+        loop besides checkpoints), write metrics.jsonl / trackers / progress bar."""
+        accelerator, state = self.accelerator, self.state
+        keys = list(self.window)
+        averaged = torch.stack([self.window[k].float() for k in keys]) / self.window_steps if keys else None
+        reduced = accelerator.reduce(averaged, reduction="mean").tolist() if keys else []
+        state.skipped_images += int(accelerator.reduce(self.window_skipped, reduction="sum").item())
+        elapsed = time.perf_counter() - self.window_start
+        record = {
+            "step": state.step,
+            **dict(zip(keys, reduced)),
+            "lr": values["lr"],
+            "weight_decay": values["weight_decay"],
+            "teacher_momentum": values["teacher_momentum"],
+            "teacher_temperature": values["teacher_temperature"],
+            "images_per_s": self.window_images / max(elapsed, 1e-9),
+            "data_wait_s": self.window_data_s / self.window_steps,
+            "skipped_images": state.skipped_images,
+            "samples_seen": state.samples_seen,
+        }
+        if not math.isfinite(record.get("loss", 0.0)):
+            raise FloatingPointError(f"the loss is {record['loss']} at step {state.step}; lower optim.lr?")
+        self.metrics_file.write(record)
+        if _tracker(self.config):
+            accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.step)
+        self.progress.set_postfix(
+            loss=f"{record.get('loss', 0):.3f}", lr=f"{values['lr']:.1e}", img_s=f"{record['images_per_s']:.0f}"
+        )
+        self._reset_window()
 
-    progress.close()
-    last_eval = _evaluate(accelerator, evaluator, unwrapped, tokenizer, state, metrics_file, config) or last_eval
-    final_dir = output_dir / "final"
-    if accelerator.is_main_process:
-        export_final(unwrapped.student, tokenizer, config, final_dir, last_eval)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    wall = time.time() - start_time
-    if accelerator.is_main_process:
-        metrics_file.write({"event": "end", "step": state.step, "wall_time_s": wall, **last_eval})
-    return TrainResult(output_dir, final_dir, state, last_eval, wall)
+    def full_student(self) -> TipsModel | None:
+        """The student as a plain TipsModel on the main process (None elsewhere). FSDP: the full state dict is
+        gathered (every process must call this) into an unsharded copy on the CPU."""
+        if not self.fsdp:
+            return self.unwrapped.student if self.accelerator.is_main_process else None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(
+            self.module.student, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+        if not self.accelerator.is_main_process:
+            return None
+        student = TipsModel(self.unwrapped.student.config)
+        student.load_state_dict(full)
+        return student.to(self.accelerator.device).eval()
+
+    def evaluate(self) -> dict[str, float]:
+        if self.evaluator is None:
+            return {}
+        accelerator, state = self.accelerator, self.state
+        student = self.full_student()
+        metrics = {}
+        if accelerator.is_main_process:
+            was_training = student.training
+            with accelerator.autocast():
+                metrics = self.evaluator(student, self.tokenizer)
+            student.train(was_training)
+            self.metrics_file.write({"step": state.step, "event": "eval", **metrics})
+            if _tracker(self.config):
+                accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.step)
+            summary = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if "@1" in k or "miou" in k
+                                or "accuracy" in k)
+            logger.info("step %d eval: %s", state.step, summary)
+        accelerator.wait_for_everyone()
+        return metrics
+
+    def save(self) -> None:
+        accelerator, state = self.accelerator, self.state
+        if self.config.data.streaming:
+            gathered = accelerator.gather(self.stream_state[None].to(accelerator.device))
+            state.stream_positions = gathered.cpu().tolist()
+        save_checkpoint(accelerator, self.module, self.optimizer, state, self.output_dir,
+                        self.config.training.keep_last, extra={"config": self.config.to_dict()}, fsdp=self.fsdp)
+
+    # ------------------------------------------------------------------------------------------------------- fit
+    def fit(self) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        config, accelerator, state = self.config, self.accelerator, self.state
+        training = config.training
+        self.progress = tqdm(total=training.max_steps, initial=state.step, desc="pretraining", unit="step",
+                             disable=not (accelerator.is_main_process and training.progress_bar))
+        last_eval: dict[str, float] = {}
+        self.module.train()
+        while state.step < training.max_steps:
+            values = step_values(config, state.step)
+            logs = self.train_step(values)
+            self.progress.update(1)
+            for key, value in logs.items():
+                self.window[key] = self.window.get(key, 0.0) + value
+            self.window_steps += 1
+            self.window_images += self.global_batch
+            if state.step % training.logging_steps == 0 or state.step == training.max_steps:
+                self.log(values)
+            if training.eval_steps and state.step % training.eval_steps == 0 and state.step < training.max_steps:
+                last_eval = self.evaluate()
+            if training.save_steps and state.step % training.save_steps == 0:
+                self.save()
+            maybe_fault(f"step:{state.step}")
+        self.progress.close()
+        last_eval = self.evaluate() or last_eval
+        final_dir = self.output_dir / "final"
+        student = self.full_student()
+        if accelerator.is_main_process:
+            export_final(student, self.tokenizer, config, final_dir, last_eval)
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        wall = time.time() - self.start_time
+        if accelerator.is_main_process:
+            self.metrics_file.write({"event": "end", "step": state.step, "wall_time_s": wall, **last_eval})
+        return TrainResult(self.output_dir, final_dir, state, last_eval, wall)
+
+
+def apply_fsdp(module: TipsPretrainingModel, device: torch.device, world_size: int, mixed_precision: str) -> None:
+    """torch FSDP2 over all processes: `fully_shard` every transformer block (student, v1 EMA teacher, frozen
+    distillation teacher), then the root (embeddings, heads, teacher heads, temperatures). bf16 runs keep float32
+    master weights, compute in bf16 and reduce gradients in float32."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from ..modeling_tips import TipsTextLayer, TipsVisionLayer
+
+    mesh = init_device_mesh(device.type, (world_size,))
+    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+              if mixed_precision == "bf16" else MixedPrecisionPolicy())
+    for block in [m for m in module.modules() if isinstance(m, (TipsVisionLayer, TipsTextLayer))]:
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(module, mesh=mesh, mp_policy=policy)
+
+
+def train(config: PretrainConfig) -> TrainResult:
+    """Run (or resume) a pretraining job; returns where the final TipsModel + processor were written."""
+    return Pretrainer(config).fit()
 
 
 def endless(loader):
@@ -347,22 +481,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)
-
-
-def _evaluate(accelerator, evaluator, unwrapped, tokenizer, state, metrics_file, config) -> dict[str, float]:
-    if evaluator is None:
-        return {}
-    metrics = {}
-    if accelerator.is_main_process:
-        with accelerator.autocast():
-            metrics = evaluator(unwrapped.student, tokenizer)
-        metrics_file.write({"step": state.step, "event": "eval", **metrics})
-        if _tracker(config):
-            accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.step)
-        summary = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if "@1" in k or "miou" in k or "accuracy" in k)
-        logger.info("step %d eval: %s", state.step, summary)
-    accelerator.wait_for_everyone()
-    return metrics
 
 
 def export_final(student: TipsModel, tokenizer, config: PretrainConfig, path: Path, metrics: dict) -> None:
