@@ -499,3 +499,96 @@ def test_visualize_dpt_pictures(converted_dpt, tmp_path, capsys):
     assert "holds a normals model" in capsys.readouterr().err
     assert visualize(["--image", str(image), "--out", str(tmp_path)]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training DPT heads (training/finetune.py, model.head=dpt)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    from conftest import tiny_config
+
+    from tips_hf import TipsModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("dpt-base") / "model"
+    TipsModel(tiny_config("mlp", image_size=56)).save_pretrained(folder)
+    return folder
+
+
+def _dpt_finetune(base, out, *overrides):
+    from tips_hf.finetuning.trainer import finetune_dense, load_dense_config
+
+    return finetune_dense(load_dense_config(None, [
+        f"model.base={base}", "model.head=dpt", "model.dpt_channels=16", "model.depth_bins=8", "lora.r=4",
+        "data.num_examples=8", "data.eval_examples=4", "data.scene_image_size=56", "data.image_size=56",
+        "training.max_steps=2", "training.batch_size=4", f"training.output_dir={out}", *overrides,
+    ]))
+
+
+def test_finetune_dpt_head_with_lora_saves_an_auto_loadable_folder(tiny_base, tmp_path):
+    from transformers import AutoModelForSemanticSegmentation
+
+    from tips_hf.finetuning.trainer import DenseDataset, evaluate_dense, load_dense_config
+
+    result = _dpt_finetune(tiny_base, tmp_path / "out")
+    assert result["lora"] and 0.0 <= result["eval"]["mean_iou"] <= 1.0
+    folder = tmp_path / "out" / "model"
+    model = AutoModelForSemanticSegmentation.from_pretrained(folder).eval()
+    assert isinstance(model, TipsForSemanticSegmentation) and model.config.dpt_channels == 16
+    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
+    assert (folder / "modeling_dense_tips.py").is_file() and (folder / "preprocessor_config.json").is_file()
+    # The merged folder scores the evaluation set as the LoRA model did during training.
+    config = load_dense_config(None, ["data.eval_examples=4", "data.scene_image_size=56", "data.image_size=56"])
+    eval_set = DenseDataset(config.data, "segmentation", "validation", 4, 0)
+    again = evaluate_dense(model, eval_set, "segmentation", model.config.num_labels)
+    assert abs(again["mean_iou"] - result["eval"]["mean_iou"]) < 1e-6
+    assert [model.config.id2label[i] for i in (0, 1, 8)] == ["background", "circle", "crescent"]  # the scenes' classes
+
+
+def test_finetune_dpt_on_ade20k_and_nyu_layouts(tiny_base, tmp_path):
+    import io
+
+    import datasets
+    from PIL import Image
+
+    from tips_hf.finetuning.trainer import DenseDataset, load_dense, load_dense_config
+
+    def png(array):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        return {"bytes": buffer.getvalue(), "path": None}
+
+    rng = np.random.RandomState(0)
+    ade, nyu = [], []
+    for i in range(6):
+        annotation = np.zeros((42, 42), np.uint8)  # ADE20K: 0 = "other" (ignored), classes 1..150
+        annotation[: 10 + i, :] = 1
+        annotation[20:, 21:] = 3
+        image = (rng.rand(42, 42, 3) * 255).astype(np.uint8)
+        ade.append({"image": png(image), "annotation": png(annotation)})
+        depth = np.linspace(0.5, 4.0, 42 * 42, dtype=np.float32).reshape(42, 42)  # NYU: metres, float
+        depth[:3] = 0.0  # missing depth
+        nyu.append({"image": png(image), "depth_map": depth})
+    datasets.Dataset.from_list(ade, features=datasets.Features({"image": datasets.Image(),
+                                                                "annotation": datasets.Image()})
+                               ).to_parquet(tmp_path / "ade.parquet")
+    datasets.Dataset.from_list(nyu, features=datasets.Features({
+        "image": datasets.Image(), "depth_map": datasets.Array2D((42, 42), "float32")})).to_parquet(tmp_path / "nyu.parquet")
+
+    ade_args = ["data.source=parquet", f"data.path={tmp_path / 'ade.parquet'}", "data.label_column=annotation",
+                "data.num_classes=3", "data.reduce_labels=true", "data.split=train", "data.eval_split=train"]
+    config = load_dense_config(None, [*ade_args, "data.image_size=42"])
+    label = DenseDataset(config.data, "segmentation", "train", 6)[0]["labels"]
+    assert set(label.unique().tolist()) == {0, 2, 255}  # 1 -> 0, 3 -> 2, 0 ("other") -> ignored
+    result = _dpt_finetune(tiny_base, tmp_path / "ade", *ade_args, "lora.enabled=false")
+    assert not result["lora"] and 0.0 <= result["eval"]["mean_iou"] <= 1.0
+    assert isinstance(load_dense(tmp_path / "ade"), TipsForSemanticSegmentation)
+
+    nyu_args = ["data.source=parquet", f"data.path={tmp_path / 'nyu.parquet'}", "data.label_column=depth_map",
+                "data.split=train", "data.eval_split=train", "training.task=depth", "model.max_depth=5"]
+    result = _dpt_finetune(tiny_base, tmp_path / "nyu", *nyu_args)
+    assert np.isfinite(result["eval"]["rmse"]) and result["eval"]["rmse"] > 0
+    model = load_dense(tmp_path / "nyu")
+    assert isinstance(model, TipsForDepthEstimation) and model.config.max_depth == 5.0

@@ -30,8 +30,12 @@ from .lora import lora_config
 @dataclass
 class DenseModelSection:
     base: str = "outputs/tiny-cpu/final"  # TipsModel folder to fine-tune
-    head: str = "linear"  # linear | mlp
+    head: str = "linear"  # linear | mlp (on the last patch grid) | dpt (the official DPT decoder on 4 blocks)
     attn_implementation: str = "sdpa"
+    dpt_channels: int = 64  # head "dpt": fusion width (256 in the released decoders)
+    depth_bins: int = 64  # head "dpt", task depth: bins of the expectation head (256 released)
+    min_depth: float = 0.001  # head "dpt", task depth: range of the bin centres (NYU: 0.001 - 10 m)
+    max_depth: float = 10.0
 
 
 @dataclass
@@ -59,6 +63,8 @@ class DenseDataSection:
     scene_options: dict = field(default_factory=dict)
     image_size: int = 112  # model input side (multiple of 14)
     flip_probability: float = 0.5
+    reduce_labels: bool = False  # ADE20K layout: class 0 ("other") -> 255 (ignored), class k -> k - 1
+    depth_offset: float = 0.0  # added to depth labels (the scenes' depth order starts at 0; SILog needs depth > 0)
 
 
 @dataclass
@@ -107,6 +113,8 @@ def load_dense_config(path: str | os.PathLike | None, overrides: list[str] | Non
         setattr(target, key, _coerce(value, typing.get_type_hints(type(target))[key], f"{section}.{key}"))
     if config.training.task not in ("segmentation", "depth"):
         raise ValueError(f"training.task must be 'segmentation' or 'depth', got {config.training.task!r}.")
+    if config.model.head not in ("linear", "mlp", "dpt"):
+        raise ValueError(f"model.head must be 'linear', 'mlp' or 'dpt', got {config.model.head!r}.")
     if config.data.image_size % 14:
         raise ValueError(f"data.image_size must be a multiple of 14, got {config.data.image_size}.")
     return config
@@ -154,6 +162,10 @@ class DenseDataset(torch.utils.data.Dataset):
             raise ValueError(f"data.label_column {self.label_key!r}: row {index} is not a 2-D map (shape {tuple(label.shape)}).")
         if tuple(label.shape) != (side, side):  # label maps of any size batch together; nearest keeps ids and depths
             label = TF.resize(label[None], [side] * 2, interpolation=TF.InterpolationMode.NEAREST)[0]
+        if self.task == "segmentation" and self.config.reduce_labels:
+            label = torch.where((label == 0) | (label == 255), 255, label - 1)
+        elif self.task == "depth" and self.config.depth_offset:
+            label = label + self.config.depth_offset
         return {"pixel_values": pixels, "labels": label}
 
 
@@ -167,18 +179,51 @@ def _collate(samples, flip_probability: float = 0.0, generator: torch.Generator 
     return pixels, labels
 
 
+def build_dpt_model(base, config: DenseFinetuneConfig, num_classes: int):
+    """A `TipsForSemanticSegmentation` / `TipsForDepthEstimation` (official DPT decoder, freshly initialised) on the
+    vision tower of `base`; its own loss trains it (cross-entropy, ignore 255 / SILog on depths > 0)."""
+    from ..configuration_dense_tips import TipsDPTConfig
+    from ..modeling_dense_tips import TipsForDepthEstimation, TipsForSemanticSegmentation
+
+    vision = getattr(base, "vision_model", base)
+    names = _class_names(config, num_classes)
+    dpt_config = TipsDPTConfig(
+        vision_config=vision.config.to_dict(), task=config.training.task, dpt_channels=config.model.dpt_channels,
+        num_depth_bins=config.model.depth_bins, min_depth=config.model.min_depth, max_depth=config.model.max_depth,
+        image_resolution=config.data.image_size, id2label=dict(enumerate(names)),
+        label2id={name: i for i, name in enumerate(names)},
+    )
+    cls = TipsForSemanticSegmentation if config.training.task == "segmentation" else TipsForDepthEstimation
+    model = cls(dpt_config)
+    model.vision_model.load_state_dict(vision.state_dict())
+    model.set_attn_implementation(config.model.attn_implementation)
+    return model
+
+
+def _class_names(config: DenseFinetuneConfig, num_classes: int) -> list[str]:
+    if config.data.source == "scenes" and config.data.num_classes is None:
+        from ..data import CLASS_NAMES
+
+        return list(CLASS_NAMES)[:num_classes]
+    return [f"class_{i}" for i in range(num_classes)]
+
+
 def build_dense_model(config: DenseFinetuneConfig, num_classes: int):
-    """The TipsForDenseTasks model, wrapped with LoRA (head saved with the adapter) or with a frozen backbone."""
+    """The TipsForDenseTasks model (or, with head "dpt", a DPT model), wrapped with LoRA (heads saved with the
+    adapter) or with a frozen backbone."""
     from ..modeling_tips import TipsModel
 
     base = TipsModel.from_pretrained(config.model.base)
     base.set_attn_implementation(config.model.attn_implementation)
-    model = TipsForDenseTasks(base, config.training.task, num_classes, config.model.head)
+    if config.model.head == "dpt":
+        model, new_modules = build_dpt_model(base, config, num_classes), ["decoder", "head"]
+    else:
+        model, new_modules = TipsForDenseTasks(base, config.training.task, num_classes, config.model.head), ["head"]
     if config.lora.enabled:
         from peft import get_peft_model
 
         lora = config.lora
-        model = get_peft_model(model, lora_config(lora.preset, lora.r, lora.alpha, lora.dropout, ["head"],
+        model = get_peft_model(model, lora_config(lora.preset, lora.r, lora.alpha, lora.dropout, new_modules,
                                                   lora.target_modules))
     else:
         for param in model.vision_model.parameters():
@@ -200,8 +245,8 @@ def evaluate_dense(model, dataset: DenseDataset, task: str, num_classes: int, ba
     for start in range(0, len(dataset), batch_size):
         pixels, labels = _collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         device = next(model.parameters()).device
-        logits = model(pixel_values=pixels.to(device).float() / 255.0, labels=labels.to(device)).logits
-        predictions.append((logits.argmax(1) if task == "segmentation" else logits[:, 0]).cpu())
+        output = model(pixel_values=pixels.to(device).float() / 255.0, labels=labels.to(device))
+        predictions.append(_prediction(output, task, tuple(labels.shape[-2:])).cpu())
         references.append(labels)
     model.train()
     predictions, references = torch.cat(predictions).numpy(), torch.cat(references).numpy()
@@ -210,6 +255,16 @@ def evaluate_dense(model, dataset: DenseDataset, task: str, num_classes: int, ba
         return {"mean_iou": float(scores["mean_iou"]), "pixel_accuracy": float(scores["pixel_accuracy"])}
     errors = depth_errors(predictions, references)
     return {"rmse": float(errors["rmse"]), "abs_rel": float(errors["abs_rel"])}
+
+
+def _prediction(output, task: str, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) class ids or depths at the label size, from a TipsForDenseTasks or a DPT model output (bilinear)."""
+    import torch.nn.functional as F
+
+    maps = output.predicted_depth[:, None] if getattr(output, "predicted_depth", None) is not None else output.logits
+    if tuple(maps.shape[-2:]) != size:
+        maps = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
+    return maps.argmax(1) if task == "segmentation" else maps[:, 0]
 
 
 def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
@@ -289,7 +344,16 @@ def save_dense(model, config: DenseFinetuneConfig, num_classes: int, out: Path, 
 
     staging = Path(tempfile.mkdtemp(prefix=".finetune.tmp-", dir=out))
     try:
-        if config.lora.enabled:
+        if config.model.head == "dpt":  # a complete TipsFor* folder (LoRA merged) that the Auto classes load
+            from ..image_processing_tips import TipsImageProcessor
+
+            if config.lora.enabled:
+                model.save_pretrained(staging / "adapter")  # before merging: merge_and_unload removes the LoRA layers
+            merged = model.merge_and_unload() if config.lora.enabled else model
+            merged.save_pretrained(staging / "model")
+            side = config.data.image_size
+            TipsImageProcessor(size={"height": side, "width": side}).save_pretrained(staging / "model")
+        elif config.lora.enabled:
             model.save_pretrained(staging / "adapter")
         else:
             save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(staging / "head.safetensors"))
@@ -314,6 +378,11 @@ def load_dense(folder: str | os.PathLike, merge: bool = False):
 
     folder = Path(folder)
     description = json.loads((folder / "dense_config.json").read_text())
+    if description["head"] == "dpt":
+        from transformers import AutoModelForDepthEstimation, AutoModelForSemanticSegmentation
+
+        auto = AutoModelForSemanticSegmentation if description["task"] == "segmentation" else AutoModelForDepthEstimation
+        return auto.from_pretrained(folder / "model")
     model = TipsForDenseTasks(TipsModel.from_pretrained(description["base"]), description["task"],
                               description["num_classes"], description["head"])
     if (folder / "adapter").is_dir():
