@@ -448,6 +448,9 @@ class TipsPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # Our losses are batch means, not sums over Trainer's `num_items_in_batch`: without this, forward's **kwargs make
+    # Trainer skip its division by the gradient-accumulation steps (tests/test_trainer.py).
+    accepts_loss_kwargs = False
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args: Any, **kwargs: Any):
