@@ -343,7 +343,7 @@ def test_zero_shot_segmentation_miou_by_hand(model_dir, tmp_path, monkeypatch):
     names = tmp_path / "names.txt"
     names.write_text("red thing\ngreen thing\nblue thing\n")
 
-    def colour_scores(model, pixel_values, label_embeds, mode, window, stride):
+    def colour_scores(model, pixel_values, label_embeds, mode, window, stride, features):
         return pixel_values.float()  # (1, 3, H, W): channel c scores class c
 
     monkeypatch.setattr(zss, "segment_scores", colour_scores)
@@ -362,20 +362,34 @@ def test_zero_shot_segmentation_miou_by_hand(model_dir, tmp_path, monkeypatch):
     assert result["metrics"]["pixel_accuracy"] == pytest.approx(tp.sum() / (572 + 588 + 1176))
 
 
-def test_zero_shot_segmentation_real_model_protocol(model_dir, loaded, tmp_path):
+@pytest.mark.parametrize("mode", ["slide", "whole"])
+def test_zero_shot_segmentation_real_model_matches_notebook_loop(model_dir, loaded, tmp_path, mode):
+    """The official notebook's evaluation loop, written out here: short side resized (PIL bicubic), the protocol
+    function's scores upsampled to the annotation, argmax, confusion over the split, mIoU over present classes."""
+    from tips_hf.dense import SEGMENTATION_TEMPLATES, encode_labels, zero_shot_segment
+
     root = tmp_path / "ADEChallengeData2016"
     _write_ade(root)
     model, processor = loaded
-    options = EvalOptions(image_size=28, progress=False, extra={"window": 28, "stride": 14})
+    options = EvalOptions(image_size=42, progress=False, extra={"window": 28, "stride": 14, "mode": mode})
     result = evaluate("zero-shot-segmentation", model, processor, str(tmp_path), options)
-    assert result["num_examples"] == 2 and 0.0 <= result["metrics"]["mean_iou"] <= 1.0
-    assert len(result["metrics"]["per_category_iou"]) == 150
-    assert ("deviation" in result["protocol"]) != zss.official_protocol_available()
-    # The scores the pipeline argmaxes are those of the protocol function on the resized image.
-    image = np.array(Image.open(root / "images" / "validation" / "ADE_val_00000002.png"))
-    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
-    scores = zss.segment_scores(model, pixels, torch.randn(150, 32).softmax(-1), "slide", 28, 14)
-    assert scores.shape[:2] == (1, 150)
+    assert result["num_examples"] == 2 and len(result["metrics"]["per_category_iou"]) == 150
+    labels = encode_labels(model, processor, ADE20K_CLASS_NAMES, templates=SEGMENTATION_TEMPLATES)
+    confusion = np.zeros((150, 150), np.int64)
+    for stem in ("ADE_val_00000001", "ADE_val_00000002"):
+        image = Image.open(root / "images" / "validation" / f"{stem}.png").convert("RGB")
+        truth = np.array(Image.open(root / "annotations" / "validation" / f"{stem}.png")).astype(np.int64)
+        truth = np.where(truth == 0, 255, truth - 1)
+        resized = np.array(image.resize((int(42 * 42 / 28), 42), Image.BICUBIC))  # 28×42 → short side 42
+        pixels = torch.from_numpy(resized).permute(2, 0, 1)[None].float() / 255
+        scores = zero_shot_segment(model, pixels, labels, method="values", mode=mode, window=28, stride=14)["scores"]
+        prediction = F.interpolate(scores, size=truth.shape, mode="bilinear", align_corners=False).argmax(1)[0]
+        keep = truth != 255
+        np.add.at(confusion, (truth[keep], prediction.numpy()[keep]), 1)
+    tp = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    assert result["metrics"]["mean_iou"] == pytest.approx((tp[union > 0] / union[union > 0]).mean())
+    assert result["protocol"]["mode"] == mode
 
 
 def test_zero_shot_segmentation_missing_annotation(model_dir, tmp_path, capsys):

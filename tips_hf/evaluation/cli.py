@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--knn-k", type=int, default=20)
     add("--knn-temperature", type=float, default=0.07)
     add("--mode", choices=("slide", "whole"), default="slide", help="zero-shot segmentation inference mode")
+    add(
+        "--seg-features",
+        choices=("values", "patches"),
+        default="values",
+        help="zero-shot segmentation patch features: the values trick (official) or the final patch tokens",
+    )
     add("--window", type=int, default=None, help="sliding window side (default 448)")
     add("--stride", type=int, default=None, help="sliding window stride (default 336)")
     add("--num-classes", type=int, default=None, help="linear-probe-segmentation classes (default 21, VOC)")
@@ -114,6 +120,7 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
         "knn_k": args.knn_k,
         "knn_temperature": args.knn_temperature,
         "mode": args.mode,
+        "seg_features": args.seg_features,
         "window": args.window,
         "stride": args.stride,
         "num_classes": args.num_classes,

@@ -3,16 +3,19 @@
 
 - `CLIP_IMAGENET_TEMPLATES`: the 80 ImageNet prompt templates of CLIP (Radford et al. 2021, openai/CLIP
   `notebooks/Prompt_Engineering_for_ImageNet.ipynb`), the standard zero-shot ImageNet ensemble.
-- `TCL_TEMPLATES`: the 9 templates of TCL (Cha et al. 2023) that the official TIPS zero-shot segmentation notebook
-  (`pytorch/TIPS_zeroshot_segmentation.ipynb`) uses for the published ADE150 numbers.
-- `ADE20K_CLASS_NAMES`: the 150 class names of that notebook (label `k` of the ADE20K annotation PNGs is
-  `ADE20K_CLASS_NAMES[k - 1]`; 0 is "other" and is ignored).
+- `TCL_TEMPLATES` (= `tips_hf.dense.SEGMENTATION_TEMPLATES`): the 9 templates of TCL (Cha et al. 2023) that the
+  official TIPS zero-shot segmentation notebook (`pytorch/TIPS_zeroshot_segmentation.ipynb`) uses for the published
+  ADE150 numbers.
+- `ADE20K_CLASS_NAMES` (= `tips_hf.conversion.dpt.ADE20K_CLASSES`): the 150 class names of that notebook (label `k`
+  of the ADE20K annotation PNGs is `ADE20K_CLASS_NAMES[k - 1]`; 0 is "other" and is ignored).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..conversion.dpt import ADE20K_CLASSES
+from ..dense.zero_shot import SEGMENTATION_TEMPLATES
 from .common import EvalError
 
 CLIP_IMAGENET_TEMPLATES: tuple[str, ...] = (
@@ -38,35 +41,10 @@ CLIP_IMAGENET_TEMPLATES: tuple[str, ...] = (
     "a photo of a small {}.", "a tattoo of the {}.",
 )  # fmt: skip
 
-TCL_TEMPLATES: tuple[str, ...] = (
-    "itap of a {}.",
-    "a bad photo of a {}.",
-    "a origami {}.",
-    "a photo of the large {}.",
-    "a {} in a video game.",
-    "art of the {}.",
-    "a photo of the small {}.",
-    "a photo of many {}.",
-    "a photo of {}s.",
-)
-
-ADE20K_CLASS_NAMES: tuple[str, ...] = (
-    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
-    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
-    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
-    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
-    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path",
-    "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase",
-    "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
-    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus", "towel",
-    "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver", "airplane",
-    "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster",
-    "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool",
-    "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
-    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture",
-    "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor",
-    "bulletin board", "shower", "radiator", "glass", "clock", "flag",
-)  # fmt: skip
+# One place for each: the zero-shot segmentation templates live with `zero_shot_segment`, the ADE20K names with the
+# DPT conversion (the released segmentation head's labels).
+TCL_TEMPLATES: tuple[str, ...] = SEGMENTATION_TEMPLATES
+ADE20K_CLASS_NAMES: tuple[str, ...] = ADE20K_CLASSES
 
 NAMED_TEMPLATES = {"clip80": CLIP_IMAGENET_TEMPLATES, "tcl": TCL_TEMPLATES, "none": ("{}",)}
 

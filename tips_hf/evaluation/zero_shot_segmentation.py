@@ -16,15 +16,11 @@ Protocol (the official `pytorch/TIPS_zeroshot_segmentation.ipynb`, see SPEC §5)
   prediction or ground truth (`tips_hf.metrics.iou_from_confusion`, as the notebook's `compute_miou`).
 
 The per-image computation is `tips_hf.dense.zero_shot_segment(model, pixel_values, label_embeds, method="values",
-mode="slide", window=448, stride=336)`. When the installed `tips_hf.dense` predates that signature, the adapter
-below falls back to its older form (whole-image final-layer patch features) and the result records the deviation
-under `protocol.deviation`.
+mode="slide", window=448, stride=336)` (`--seg-features patches` uses the final patch tokens instead, an ablation).
 """
 
 from __future__ import annotations
 
-import inspect
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -53,30 +49,22 @@ from .zero_shot_classification import read_class_names
 SHORT_SIDE, WINDOW, STRIDE = 448, 448, 336
 
 
-def official_protocol_available() -> bool:
-    """Whether `tips_hf.dense.zero_shot_segment` takes the official protocol's `method` / `mode` arguments."""
-    return "method" in inspect.signature(dense_zero_shot.zero_shot_segment).parameters
-
-
 @torch.no_grad()
 def segment_scores(
-    model: Any, pixel_values: torch.Tensor, label_embeds: torch.Tensor, mode: str, window: int, stride: int
+    model: Any,
+    pixel_values: torch.Tensor,
+    label_embeds: torch.Tensor,
+    mode: str,
+    window: int,
+    stride: int,
+    features: str = "values",
 ) -> torch.Tensor:
-    """(B, K, H', W') scores of `zero_shot_segment` for (B, 3, H, W) images (any H, W)."""
-    pixel_values = model_input(model, pixel_values)
-    if official_protocol_available():
-        out = dense_zero_shot.zero_shot_segment(
-            model, pixel_values, label_embeds, method="values", mode=mode, window=window, stride=stride
-        )
-        return out["scores"]
-    # Older signature: final-layer patch features of the whole image, resized (bicubic, as the notebook does for
-    # "whole") to a multiple of the patch size.
-    patch = model.config.vision_config.patch_size
-    height, width = pixel_values.shape[-2:]
-    size = (math.ceil(height / patch) * patch, math.ceil(width / patch) * patch)
-    if size != (height, width):
-        pixel_values = F.interpolate(pixel_values, size=size, mode="bicubic", align_corners=False)
-    return dense_zero_shot.zero_shot_segment(model, pixel_values, label_embeds)["logits"]
+    """(B, K, H', W') scores of `tips_hf.dense.zero_shot_segment` for (B, 3, H, W) images (any H, W): window-averaged
+    probabilities at (H, W) in `"slide"` mode, patch-grid cosines in `"whole"` mode."""
+    out = dense_zero_shot.zero_shot_segment(
+        model, model_input(model, pixel_values), label_embeds, method=features, mode=mode, window=window, stride=stride
+    )
+    return out["scores"]
 
 
 @torch.no_grad()
@@ -92,6 +80,7 @@ def evaluate_zero_shot_segmentation(model: Any, processor: Any, data: Any, optio
     class_names = read_class_names(names_file) if names_file else list(ADE20K_CLASS_NAMES)
     num_classes = len(class_names)
     template_name, templates = resolve_templates(options.extra.get("templates"), "tcl")
+    features = options.extra.get("seg_features") or "values"
     reduce_zero_label = options.extra.get("reduce_zero_label", True)
     if is_local(data) and not is_saved_dataset(data):
         records = ade20k_records(Path(data), split, options.limit)
@@ -111,7 +100,7 @@ def evaluate_zero_shot_segmentation(model: Any, processor: Any, data: Any, optio
     # One image per forward: sizes differ and the sliding window runs per image anyway.
     for batch in batches(records, load, options, desc="zero-shot segmentation", batch_size=1):
         pixels, target = batch["pixel_values"], batch["target"][0]
-        scores = segment_scores(model, pixels, label_embeds, mode, window, stride)
+        scores = segment_scores(model, pixels, label_embeds, mode, window, stride, features)
         scores = F.interpolate(scores.float(), size=tuple(target.shape), mode="bilinear", align_corners=False)
         prediction = scores.argmax(dim=1)[0].cpu()
         confusion += segmentation_confusion_matrix(prediction, target, num_classes, ignore_index=255)
@@ -122,18 +111,16 @@ def evaluate_zero_shot_segmentation(model: Any, processor: Any, data: Any, optio
         "templates": template_name,
         "num_templates": len(templates),
         "resize": f"short side to {short} (bicubic), RGB in [0, 1]",
-        "features": "values trick (last block's attention -> value path), L2-normalised",
+        "features": (
+            "values trick (last block's attention -> value path), L2-normalised"
+            if features == "values"
+            else "final patch tokens, L2-normalised"
+        ),
         "mode": mode,
         "window": window,
         "stride": stride,
         "ignore_index": 255,
     }
-    if not official_protocol_available():
-        protocol["deviation"] = (
-            "tips_hf.dense.zero_shot_segment has no method/mode arguments in this installation: scored with "
-            "whole-image final-layer patch features, not the values trick with sliding windows"
-        )
-        protocol["features"], protocol["mode"] = "final-layer patch features, L2-normalised", "whole"
     return {
         "task": "zero-shot-segmentation",
         "split": split,
@@ -156,4 +143,4 @@ def evaluate_zero_shot_segmentation(model: Any, processor: Any, data: Any, optio
     }
 
 
-__all__ = ["evaluate_zero_shot_segmentation", "official_protocol_available", "segment_scores"]
+__all__ = ["evaluate_zero_shot_segmentation", "segment_scores"]
