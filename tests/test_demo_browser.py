@@ -1,0 +1,99 @@
+"""tips-demo tested as a person uses it: served on a free localhost port, driven in headless Chromium (Playwright with
+the system's Chromium), zero-shot segmentation of an uploaded scene; plus the demo's computations without a browser."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tips_hf import TipsConfig, TipsModel, TipsProcessor
+
+LABELS = ["circle", "square", "star", "background"]
+UPLOAD_SIZE = (168, 126)  # (width, height): non-square and not the model's 112 px, so "the right size" means something
+
+
+@pytest.fixture(scope="module")
+def demo_files(tmp_path_factory):
+    from tips_hf.data import SpatialScenes
+    from tips_hf.data.build_tokenizer import TOKENIZER_PATH
+    from tips_hf.image_processing_tips import TipsImageProcessor
+    from tips_hf.tokenization_tips import TipsTokenizer
+
+    torch.manual_seed(0)
+    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, vocab_size=512,
+                max_position_embeddings=64)  # fmt: skip
+    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=112)
+    folder = tmp_path_factory.mktemp("demo")
+    model_dir = folder / "model"
+    TipsModel(TipsConfig(vision_config=vision, text_config=text)).eval().save_pretrained(model_dir)
+    image_processor = TipsImageProcessor(size={"height": 112, "width": 112})
+    TipsProcessor(image_processor=image_processor, tokenizer=TipsTokenizer(str(TOKENIZER_PATH))).save_pretrained(
+        model_dir
+    )
+    scene = SpatialScenes("validation", num_examples=1)[0]["image"].resize(UPLOAD_SIZE, Image.BILINEAR)
+    scene.save(folder / "scene.png")
+    return model_dir, folder / "scene.png"
+
+
+@pytest.fixture(scope="module")
+def demo_model(demo_files):
+    from tips_hf.demo import DemoModel
+
+    return DemoModel(demo_files[0])
+
+
+def test_demo_computations(demo_model, demo_files):
+    from tips_hf.dense import encode_texts
+
+    image = Image.open(demo_files[1])
+    pca = demo_model.pca(image)
+    assert pca.shape == (UPLOAD_SIZE[1], UPLOAD_SIZE[0], 3) and pca.dtype == np.uint8
+    assert pca.min() == 0 and pca.max() == 255  # each PCA channel is min-max scaled
+    overlay, legend = demo_model.zero_shot(image, ", ".join(LABELS))
+    assert overlay.shape == (UPLOAD_SIZE[1], UPLOAD_SIZE[0], 3)
+    assert all(label in legend for label in LABELS) and legend.count("%") == len(LABELS)
+    # Similarity rows = the model's own logits: cosine / temperature, softmax over the texts, both heads.
+    texts = ["a red circle", "a blue square"]
+    rows = demo_model.similarity(image, "\n".join(texts))
+    model = demo_model.model
+    pixel_values = demo_model.pixel_values(image)
+    with torch.no_grad():
+        features = model.get_image_features(pixel_values=pixel_values)
+    text_embeds = encode_texts(model, demo_model.processor, texts)
+    for head, embeds in enumerate((features.alt_text_embeds, features.synthetic_embeds)):
+        cosine = torch.nn.functional.normalize(embeds, dim=-1)[0] @ text_embeds.T
+        probs = (cosine / model.temperature[head]).softmax(-1)
+        assert [row[1 + 2 * head] for row in rows] == pytest.approx(cosine.tolist(), abs=1e-4)  # 4 decimals shown
+        assert [row[2 + 2 * head] for row in rows] == pytest.approx(probs.tolist(), abs=1e-4)
+    with pytest.raises(ValueError, match="at least one label"):
+        demo_model.zero_shot(image, " , ")
+    with pytest.raises(ValueError, match="--depth"):
+        demo_model.depth(image)
+
+
+def test_zero_shot_tab_in_headless_chromium(demo_model, demo_files, tmp_path):
+    pytest.importorskip("gradio", reason="the demo extra is not installed: pip install 'tips-hf[demo]'")
+    pytest.importorskip("playwright", reason="playwright is not installed: pip install 'tips-hf[demo]'")
+    from tips_hf.demo.browser import find_chromium, run_zero_shot, serve_demo
+
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium, or set TIPS_CHROMIUM)")
+    model_dir, scene = demo_files
+    with serve_demo(model_dir) as url:
+        run = run_zero_shot(url, scene, LABELS, tmp_path / "demo.png", chromium=chromium)
+
+    shown = Image.open(io.BytesIO(run.output_png))
+    assert shown.size == UPLOAD_SIZE
+    shown = np.asarray(shown.convert("RGB"))
+    assert shown.std() > 5  # not a blank picture
+    # The picture in the page is the demo's own computation on the uploaded file, not something else of that size.
+    expected, _ = demo_model.zero_shot(Image.open(scene), ", ".join(LABELS))
+    assert np.mean(np.all(shown == expected, axis=-1)) > 0.99  # ties may flip a few argmax pixels across processes
+    screenshot = Image.open(run.screenshot)
+    assert screenshot.width == 1280 and screenshot.height >= 600
+    assert np.asarray(screenshot.convert("L")).std() > 5
