@@ -571,3 +571,33 @@ def test_dpt_depth_head_matches_manual_rmse(model_dir, loaded, tmp_path):
     # float32 network output compared in float64: agreement to float32 rounding
     assert result["metrics"]["rmse"] == pytest.approx(np.sqrt(squared / count), rel=1e-5)
     assert result["metrics"]["num_pixels"] == count
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Google's numbers beside ours
+
+
+def test_expected_values_match_spec_and_are_shown(model_dir, tmp_path):
+    from tips_hf.evaluation.expected import README_TABLE, expected_for
+
+    # SPEC §4 (the project's source of truth) quotes the B/14 v2 row of Google's README.
+    assert README_TABLE["tips-v2-b14"] == {"pascal_seg": 84.0, "nyu_depth_rmse": 0.374, "imagenet_knn": 79.8,
+                                           "flickr_i2t": 92.6, "flickr_t2i": 80.0, "ade150_zero_shot": 17.4}  # fmt: skip
+    assert len(README_TABLE) == 10 and expected_for("tips-v1-b14-hr", "zero-shot-segmentation") is None
+    assert expected_for("tips-v2-b14", "zero-shot-classification") is None and expected_for(None, "knn") is None
+    assert expected_for("tips-v2-g14", "depth")["values"] == {"rmse": 0.334}
+    # A converted model carries its preset: the table gets Google's value for the column.
+    config = json.loads((model_dir / "config.json").read_text())
+    preset_dir = tmp_path / "preset_model"
+    preset_dir.mkdir()
+    for item in model_dir.iterdir():
+        (preset_dir / item.name).write_bytes(item.read_bytes())
+    (preset_dir / "config.json").write_text(json.dumps({**config, "preset": "tips-v2-b14"}))
+    _write_karpathy(tmp_path / "flickr")
+    result = _run(["--model", str(preset_dir), "--task", "retrieval", "--data", str(tmp_path / "flickr")],
+                  tmp_path / "r.json")  # fmt: skip
+    assert result["expected"]["values"] == pytest.approx(
+        {"image_to_text_recall@1": 0.926, "text_to_image_recall@1": 0.8}
+    )
+    table = (tmp_path / "r.md").read_text()
+    assert "tips-v2-b14" in table and "image_to_text_recall@1: Google 92.60, ours alt_text" in table

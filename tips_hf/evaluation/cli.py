@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .common import EvalError, EvalOptions, load_model, markdown_table, write_results
+from .expected import expected_for
 
 PROG = "tips-eval"
 
@@ -165,6 +166,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model, processor = load_model(args.model, args.device, args.dtype)
     result = evaluate(args.task, model, processor, args.data, options)
     result = {"task": result.pop("task"), "model": str(args.model), "data": str(args.data), **result}
+    # Google's number for this preset and column (a DPT segmentation head is ADE20K's, not the PASCAL column's).
+    if not (args.dpt and args.task == "linear-probe-segmentation"):
+        expected = expected_for(getattr(model.config, "preset", None), args.task)
+        if expected is not None:
+            result["expected"] = expected
     result["options"] = {"batch_size": args.batch_size, "dtype": args.dtype, "limit": args.limit,
                          "device": str(next(model.parameters()).device)}  # fmt: skip
     print(markdown_table(result))

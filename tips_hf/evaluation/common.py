@@ -421,6 +421,15 @@ def markdown_table(result: dict[str, Any]) -> str:
     ]
     for row in table["rows"]:
         lines.append("| " + " | ".join(_cell(value) for value in row) + " |")
+    expected = result.get("expected")
+    if expected:
+        parts = []
+        for metric, value in expected["values"].items():
+            scale = 1.0 if metric == "rmse" else 100.0
+            ours = [f"{k.split('/')[0]} {_cell(v * scale)}" for k, v in result["metrics"].items()
+                    if (k == metric or k.endswith("/" + metric)) and isinstance(v, float)]  # fmt: skip
+            parts.append(f"{metric}: Google {_cell(value * scale)}, ours {', '.join(ours)}")
+        lines += ["", f"Google's README for `{expected['preset']}` (on the README's dataset): " + "; ".join(parts)]
     return "\n".join(lines) + "\n"
 
 
