@@ -438,6 +438,7 @@ np.savez(OUTPUT, **out)
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing transformers and building remote modules: ~10 s idle, 30 s loaded
 def test_remote_code_outside_package(converted_dpt, tmp_path):
     from conftest import run_without_tips_hf
 
