@@ -85,12 +85,21 @@ def test_resume_refuses_incomplete_checkpoint(micro_config, tmp_path):
     assert run.returncode != 0 and "not a complete tips-hf checkpoint" in run.stderr
 
 
-def test_two_processes_equal_one(micro_config, uninterrupted, tmp_path):
-    output = tmp_path / "two"
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                str(ROOT / "training" / "accelerate_configs" / "cpu-2proc.yaml"), "--main_process_port", "29517"]
-    run = _pretrain(micro_config, output, "training.batch_size=4", launcher=launcher)
+def _two_processes(port: int) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            str(ROOT / "training" / "accelerate_configs" / "cpu-2proc.yaml"), "--main_process_port", str(port)]
+
+
+@pytest.fixture(scope="module")
+def two_processes_ddp(micro_config, tmp_path_factory):
+    output = tmp_path_factory.mktemp("runs") / "two"
+    run = _pretrain(micro_config, output, "training.batch_size=4", launcher=_two_processes(29517))
     assert run.returncode == 0, run.stderr[-3000:]
+    return output
+
+
+def test_two_processes_equal_one(micro_config, uninterrupted, two_processes_ddp):
+    output = two_processes_ddp
     one, two = _losses(uninterrupted), _losses(output)
     assert [s for s, _ in one] == [s for s, _ in two] == list(range(1, 7))
     for (_, a), (_, b) in zip(one, two):
@@ -188,3 +197,52 @@ def test_next_stage_starts_from_previous_heads(micro_config, uninterrupted, tmp_
                     f"model.init_heads_from={uninterrupted / 'checkpoint-6'}")
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"loaded {len(loaded)} head/teacher/centre tensors" in run.stderr
+
+
+@pytest.mark.slow  # three 2-process launches, ~1.5 min on 2 cores
+def test_fsdp_equals_ddp_and_resumes_after_sigkill(micro_config, two_processes_ddp, tmp_path):
+    """training.distributed=fsdp (FSDP2, gloo, 2 processes) against DDP on the same global batch: the same logged
+    losses (1e-4 relative: reduce-scatter and all-reduce may sum in another order) and final weights; a run
+    SIGKILLed after its step-2 checkpoint (sharded, torch.distributed.checkpoint) and resumed ends with the
+    uninterrupted FSDP run's weights (1e-6); final/ is a full TipsModel; its DCP checkpoint seeds a next stage."""
+    from tips_hf import TipsModel
+    from tips_hf.pretraining import load_config
+    from tips_hf.pretraining.checkpointing import load_module_state
+    from tips_hf.pretraining.meta_arch import TipsPretrainingModel
+
+    args = ["training.batch_size=4", "training.distributed=fsdp"]
+    full = _pretrain(micro_config, tmp_path / "full", *args, launcher=_two_processes(29519))
+    assert full.returncode == 0, full.stderr[-3000:]
+    assert (tmp_path / "full" / "checkpoint-6" / "dcp" / ".metadata").is_file()
+    assert not (tmp_path / "full" / "checkpoint-6" / "model.safetensors").exists()
+    for (step, a), (_, b) in zip(_losses(two_processes_ddp), _losses(tmp_path / "full"), strict=True):
+        assert abs(a - b) <= 1e-4 * abs(a), (step, a, b)
+    want = load_file(two_processes_ddp / "final" / "model.safetensors")
+    fsdp_final = load_file(tmp_path / "full" / "final" / "model.safetensors")
+    assert want.keys() == fsdp_final.keys()
+    for key in want:
+        torch.testing.assert_close(fsdp_final[key], want[key], atol=1e-5, rtol=1e-4, msg=key)
+
+    crashed = _pretrain(micro_config, tmp_path / "run", *args, env=_env(TIPS_HF_FAULT="step:3"),
+                        launcher=_two_processes(29520))
+    assert crashed.returncode != 0
+    assert (tmp_path / "run" / "checkpoint-2" / "COMPLETE").is_file() and not (tmp_path / "run" / "final").exists()
+    refused = _pretrain(micro_config, tmp_path / "run", "--resume_from_checkpoint", "latest", "--max_steps", "3")
+    assert refused.returncode != 0 and "training.distributed=fsdp" in refused.stderr  # a DDP resume is refused
+    resumed = _pretrain(micro_config, tmp_path / "run", *args, "--resume_from_checkpoint", "latest",
+                        launcher=_two_processes(29521))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    got = load_file(tmp_path / "run" / "final" / "model.safetensors")
+    for key in fsdp_final:
+        torch.testing.assert_close(got[key], fsdp_final[key], atol=1e-6, rtol=0, msg=key)
+    assert _losses(tmp_path / "run") == _losses(tmp_path / "full")
+
+    model = TipsModel.from_pretrained(tmp_path / "full" / "final")
+    assert model.config.vision_config.hidden_size == 32
+    config = load_config(micro_config)
+    module = TipsPretrainingModel(model, config)
+    loaded = load_module_state(module, tmp_path / "full" / "checkpoint-6")  # read from the sharded checkpoint
+    ddp_heads = load_file(two_processes_ddp / "checkpoint-6" / "model.safetensors")
+    assert "teacher_patch_head.prototypes.weight" in loaded
+    for key in loaded:
+        torch.testing.assert_close(module.state_dict()[key], ddp_heads[key], atol=1e-5, rtol=1e-4, msg=key)

@@ -16,6 +16,7 @@ import random
 import re
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -278,5 +279,7 @@ def _read_dcp_tensors(folder: Path, wanted: dict[str, torch.Tensor]) -> dict[str
     metadata = FileSystemReader(str(folder)).read_metadata()
     present = {key.removeprefix("model.") for key in metadata.state_dict_metadata if key.startswith("model.")}
     state = {"model": {k: torch.empty_like(v, device="cpu") for k, v in wanted.items() if k in present}}
-    dcp.load(state, checkpoint_id=str(folder), no_dist=True)
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(state, checkpoint_id=str(folder), no_dist=True)
     return state["model"]
