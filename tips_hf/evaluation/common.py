@@ -30,7 +30,8 @@ class EvalError(Exception):
 
 @dataclass
 class EvalOptions:
-    """Options shared by every task (the CLI flags of the same names)."""
+    """Options shared by every task (the CLI flags of the same names); `extra` holds the task-specific flags
+    (`templates`, `class_names`, `knn_k`, `mode`, `window`, `stride`, `probe_method`, `dpt`, ... as in `tips-eval`)."""
 
     split: str | None = None
     train_split: str | None = None

@@ -29,8 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..dense import zero_shot as dense_zero_shot
-from ..dense.zero_shot import encode_labels
+from ..dense.zero_shot import encode_labels, zero_shot_segment
 from ..metrics import iou_from_confusion, segmentation_confusion_matrix
 from .common import (
     EvalOptions,
@@ -61,7 +60,7 @@ def segment_scores(
 ) -> torch.Tensor:
     """(B, K, H', W') scores of `tips_hf.dense.zero_shot_segment` for (B, 3, H, W) images (any H, W): window-averaged
     probabilities at (H, W) in `"slide"` mode, patch-grid cosines in `"whole"` mode."""
-    out = dense_zero_shot.zero_shot_segment(
+    out = zero_shot_segment(
         model, model_input(model, pixel_values), label_embeds, method=features, mode=mode, window=window, stride=stride
     )
     return out["scores"]
