@@ -98,6 +98,10 @@ def decode_image(value: Any) -> Image.Image:
     return image.convert("RGB")
 
 
+# what decode_image raises for a corrupt, truncated, empty or oversized image: such a row is skipped and counted
+UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
+
+
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed((seed * 1_000_003 + epoch) * 1_000_033 + index)
@@ -153,7 +157,7 @@ class PretrainingDataset(torch.utils.data.Dataset):
             try:
                 image = decode_image(row[self.data.image_column])
                 break
-            except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as error:
+            except UNREADABLE_IMAGE_ERRORS as error:
                 skipped += 1
                 logger.warning("skipping unreadable image at index %d: %s", (index + skipped - 1) % len(self), error)
                 if skipped > self.max_skips:
@@ -228,7 +232,7 @@ class StreamingPretrainingDataset(torch.utils.data.IterableDataset):
                     continue
                 try:
                     image = decode_image(row[self.views.data.image_column])
-                except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as error:
+                except UNREADABLE_IMAGE_ERRORS as error:
                     skipped += 1
                     logger.warning("skipping unreadable image in the stream: %s", error)
                     continue
