@@ -139,6 +139,20 @@ def test_retrieval_hub_layout_equals_karpathy(model_dir, tmp_path):
     hub = _run([*common, "--data", str(tmp_path / "hub"), "--where", "split=test"], tmp_path / "b.json")
     assert hub["num_texts"] == karpathy["num_texts"] == 10
     assert hub["metrics"] == pytest.approx(karpathy["metrics"])
+    # COCO's Karpathy file: images under each entry's `filepath`, "restval"/"train" entries skipped.
+    coco = tmp_path / "coco"
+    entries = []
+    for name, captions in pairs:
+        (coco / "val2014").mkdir(parents=True, exist_ok=True)
+        (coco / "val2014" / f"{name}.jpg").write_bytes(
+            (tmp_path / "flickr" / "flickr30k-images" / f"{name}.jpg").read_bytes()
+        )
+        entries.append({"filepath": "val2014", "filename": f"{name}.jpg", "split": "test",
+                        "sentences": [{"raw": c, "tokens": c.split()} for c in captions]})  # fmt: skip
+    entries.insert(1, {"filepath": "train2014", "filename": "x.jpg", "split": "restval", "sentences": [{"raw": "x"}]})
+    (coco / "dataset_coco.json").write_text(json.dumps({"images": entries}))
+    result = _run([*common, "--data", str(coco / "dataset_coco.json")], tmp_path / "c.json")
+    assert result["metrics"] == pytest.approx(karpathy["metrics"])
 
 
 def test_retrieval_malformed_karpathy_names_field(model_dir, tmp_path, capsys):
