@@ -232,10 +232,10 @@ def _example():
 def test_example_trains_lora_with_trainer_and_reloads(model_dir, tmp_path):
     """The README example, shortened: the loss falls, the saved adapter reproduces the trained model."""
     out = tmp_path / "run"
-    result = _example().main(["--output_dir", str(out), "--model", str(model_dir), "--max_steps", "12",
-                              "--batch_size", "16", "--train_examples", "64", "--eval_examples", "32",
-                              "--logging_steps", "3", "--learning_rate", "3e-3"])
-    assert result["steps"] == 12 and len(result["train_losses"]) == 4
+    result = _example().main(["--output_dir", str(out), "--model", str(model_dir), "--max_steps", "8",
+                              "--batch_size", "16", "--train_examples", "48", "--eval_examples", "16",
+                              "--logging_steps", "2", "--learning_rate", "3e-3"])
+    assert result["steps"] == 8 and len(result["train_losses"]) == 4
     # Training pulls the pairs together: the validation loss and the training loss both fall.
     assert result["eval_after"]["eval_loss"] < result["eval_before"]["eval_loss"] - 0.05
     assert result["train_losses"][-1] < result["train_losses"][0]
@@ -270,15 +270,15 @@ def test_trainer_fine_tunes_segmentation(tmp_path, lora):
     from tips_hf.finetuning import lora_config
     from tips_hf.training_utils import SegmentationMetrics
 
-    train = load_scenes_dataset("train", 32, image_size=56, max_objects=2)
+    train = load_scenes_dataset("train", 24, image_size=56, max_objects=2)
     valid = load_scenes_dataset("validation", 8, image_size=56, max_objects=2)
     model = _segmentation_model()
     if lora:  # LoRA on the tower; the new decoder and head train fully and are saved with the adapter
         model = get_peft_model(model, lora_config("vision", r=4, modules_to_save=["decoder", "head"]))
     collator = TipsDenseDataCollator(TipsImageProcessor(size={"height": 56, "width": 56}), label_column="class_mask")
     metrics = SegmentationMetrics(num_labels=9)
-    args = TrainingArguments(str(tmp_path / "run"), max_steps=10, per_device_train_batch_size=8,
-                             per_device_eval_batch_size=4, learning_rate=1e-2, logging_steps=5, report_to="none",
+    args = TrainingArguments(str(tmp_path / "run"), max_steps=6, per_device_train_batch_size=8,
+                             per_device_eval_batch_size=4, learning_rate=1e-2, logging_steps=3, report_to="none",
                              remove_unused_columns=False, use_cpu=True, disable_tqdm=True, save_strategy="no")
     trainer = Trainer(model, args, train_dataset=train, eval_dataset=valid, data_collator=collator,
                       compute_metrics=metrics, preprocess_logits_for_metrics=metrics.preprocess_logits_for_metrics)
