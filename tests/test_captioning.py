@@ -1,4 +1,5 @@
-"""tips-caption with a tiny randomly initialised BLIP built here (a 25-word WordLevel tokenizer, 2-layer towers):
+"""tips-caption with a tiny randomly initialised BLIP (a 25-word WordLevel tokenizer, 2-layer towers, built by
+tips_hf.captioning.tiny):
 every readable row gets the captions the model itself generates, unreadable images are left out and counted, a
 SIGKILLed run resumes to the same output, 2 processes write the same rows as 1, and the output trains TIPS."""
 
@@ -8,15 +9,13 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import ROOT
 from PIL import Image
 
-WORDS = ("[PAD] [UNK] [CLS] [SEP] [DEC] a an the photo of red blue green square circle triangle on left right above "
-         "below small large with and").split()
 NUM_IMAGES, CORRUPT = 12, 5  # row 5 is not an image
 # short + detailed in one pass, 3 images per generate() call, 4 input rows per shard: 3 shards, the second with the
 # corrupt image; 5 new tokens keep the random model (it never emits [SEP]) fast
@@ -27,40 +26,10 @@ COLUMNS = ["synthetic_caption_short", "synthetic_caption_detailed"]
 
 @pytest.fixture(scope="module")
 def blip_dir(tmp_path_factory):
-    """A random BLIP captioner + BlipProcessor (WordLevel tokenizer wrapped in PreTrainedTokenizerFast) on disk."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import (
-        BlipConfig,
-        BlipForConditionalGeneration,
-        BlipImageProcessor,
-        BlipProcessor,
-        PreTrainedTokenizerFast,
-    )
+    """A random 2-layer BLIP + BlipProcessor (a WordLevel tokenizer in PreTrainedTokenizerFast) on disk."""
+    from tips_hf.captioning.tiny import tiny_blip
 
-    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]",
-                                   cls_token="[CLS]", sep_token="[SEP]", bos_token="[DEC]")
-    # initializer_range 0.2 (not 0.02) so that the random captions depend on the image
-    std = 0.2
-    config = BlipConfig(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8, initializer_range=std),
-        text_config=dict(vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, encoder_hidden_size=32, max_position_embeddings=128, bos_token_id=4,
-                         pad_token_id=0, sep_token_id=3, eos_token_id=3, initializer_range=std),
-        projection_dim=32, initializer_range=std,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("blip")
-    BlipForConditionalGeneration(config).save_pretrained(folder)
-    BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=fast).save_pretrained(
-        folder
-    )
-    return folder
+    return Path(tiny_blip(tmp_path_factory.mktemp("blip")))
 
 
 def _images():
@@ -246,6 +215,28 @@ def test_prompt_is_not_repeated_in_the_caption(blip_dir):
     assert full.shape[1] == 8
     assert caption == processor.decode(full[0, 4:], skip_special_tokens=True).strip()
     assert processor.decode(full[0], skip_special_tokens=True).startswith("a photo of")
+
+
+def test_paligemma_task_prompt_path(tmp_path):
+    """A prompted decoder-only VLM (tiny random PaliGemma + its real processor): the `caption en` / `describe en` task
+    prompts, batched, with the prompt (<image> tokens, [BOS], task, newline) cut from the answer."""
+    from tips_hf.captioning import Captioner, preset_task
+    from tips_hf.captioning.tiny import tiny_paligemma
+
+    captioner = Captioner(tiny_paligemma(tmp_path / "paligemma"))
+    assert captioner.family == "paligemma"
+    images = _images()[:3]
+    for preset, prompt in (("short", "caption en"), ("detailed", "describe en")):
+        task = preset_task(captioner.family, preset, "c", 6)
+        assert task.prompt == prompt
+        captions = captioner.caption(images, task)
+        for image, caption in zip(images, captions):
+            inputs = captioner.processor(images=image, text=f"<image>{prompt}", return_tensors="pt")
+            full = captioner.model.generate(**inputs, max_new_tokens=6, do_sample=False)
+            answer = full[0, inputs["input_ids"].shape[1]:]
+            assert caption == captioner.processor.decode(answer, skip_special_tokens=True).strip()
+            assert prompt not in caption
+    assert len(set(captions)) > 1  # batched rows kept apart
 
 
 def test_task_building_and_bad_input():

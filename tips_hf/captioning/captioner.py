@@ -118,6 +118,8 @@ class Captioner:
         self._prompts: dict[str, str] = {}
 
     def _prompt_text(self, prompt: str) -> str:
+        if self.family == "paligemma":  # PaliGemma's documented form: the image token(s) first, then the task
+            return f"{getattr(self.processor, 'image_token', '')}{prompt}"
         if self.family != "chat":
             return prompt
         if prompt not in self._prompts:

@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from ..pretraining.checkpointing import maybe_fault
-from ..pretraining.data import decode_image
+from ..pretraining.data import UNREADABLE_IMAGE_ERRORS, decode_image
 from .captioner import Captioner, CaptionTask, preset_task
 
 logger = logging.getLogger(__name__)
@@ -38,7 +37,6 @@ logger = logging.getLogger(__name__)
 META = ".tips-caption"  # resume state: run settings, finished units, per-shard counts, temporary files
 FORMATS = ("auto", "imagefolder", "parquet", "arrow", "webdataset", "hub")
 _EXTENSIONS = {".parquet": "parquet", ".arrow": "arrow", ".tar": "webdataset"}
-_UNREADABLE = (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
 
 
 @dataclass
@@ -144,7 +142,7 @@ def _batches(rows: Iterable[tuple[int, dict]], image_column: str, batch_size: in
         counts["rows_read"] += 1
         try:
             image = decode_image(row[image_column])
-        except _UNREADABLE as error:
+        except UNREADABLE_IMAGE_ERRORS as error:
             counts["skipped_images"] += 1
             logger.warning("skipping unreadable image (input shard %d, row %d): %s", unit, index, error)
             continue
@@ -212,7 +210,9 @@ def caption_dataset(
     for folder in (meta / "shards", meta / "units", root / META / "tmp", data_dir):
         folder.mkdir(parents=True, exist_ok=True)
     settings = {
-        "model": model if isinstance(model, str) else "<Captioner>", "data": data, "split": split,
+        "model": model if isinstance(model, str) else "<Captioner>",
+        "data": str(Path(data).resolve()) if Path(data).exists() else data,  # same run from another working folder
+        "split": split,
         "format": data_format, "streaming": streaming, "shard_size": shard_size, "image_column": image_column,
         "num_beams": num_beams, "tasks": [asdict(task) for task in tasks],
     }

@@ -1,0 +1,91 @@
+"""Tiny randomly initialised captioners saved with their processors, for offline tests and CPU benchmarks.
+
+Their captions are word salad from a ~20-word vocabulary; what they exercise is the plumbing: the processors, the
+prompt conventions, batched deterministic generation, prompt stripping. `initializer_range` 0.2 (not 0.02) makes the
+random captions depend on the image.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+WORDS = ("a an the photo of red blue green square circle triangle on left right above below small large with "
+         "and").split()
+
+
+def _word_level(specials: list[str]):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {word: i for i, word in enumerate([*specials, *WORDS])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=specials[1]))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tokenizer
+
+
+def tiny_blip(folder: str | os.PathLike, seed: int = 0, std: float = 0.2) -> str:
+    """A 2-layer BLIP captioner (BlipForConditionalGeneration) + BlipProcessor (WordLevel tokenizer) in `folder`."""
+    from tokenizers import processors
+    from transformers import (
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+        PreTrainedTokenizerFast,
+    )
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[DEC]"]
+    tokenizer = _word_level(specials)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]",
+                                   cls_token="[CLS]", sep_token="[SEP]", bos_token="[DEC]")
+    config = BlipConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8, initializer_range=std),
+        text_config=dict(vocab_size=len(specials) + len(WORDS), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, encoder_hidden_size=32,
+                         max_position_embeddings=256, bos_token_id=4, pad_token_id=0, sep_token_id=3, eos_token_id=3,
+                         initializer_range=std),
+        projection_dim=32, initializer_range=std,
+    )
+    torch.manual_seed(seed)
+    BlipForConditionalGeneration(config).save_pretrained(folder)
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=fast)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+def tiny_paligemma(folder: str | os.PathLike, seed: int = 0, std: float = 0.2) -> str:
+    """A 2-layer PaliGemma (SigLIP + Gemma, 28-px images = 4 image tokens) + PaliGemmaProcessor in `folder`; the task
+    prompts `caption en` / `describe en` are in its vocabulary."""
+    from transformers import (
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        PreTrainedTokenizerFast,
+        SiglipImageProcessor,
+    )
+
+    specials = ["<pad>", "<unk>", "<eos>", "<bos>"]
+    tokenizer = _word_level(specials + ["caption", "describe", "en"])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", unk_token="<unk>",
+                                   eos_token="<eos>", bos_token="<bos>")
+    image_processor = SiglipImageProcessor(size={"height": 28, "width": 28})
+    image_processor.image_seq_length = 4
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=fast)  # adds <image> and loc tokens
+    config = PaliGemmaConfig(
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=2, image_size=28, patch_size=14,
+                           projection_dim=32),
+        text_config=dict(model_type="gemma", vocab_size=len(processor.tokenizer), hidden_size=32,
+                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                         head_dim=16, pad_token_id=0, eos_token_id=2, bos_token_id=3, initializer_range=std),
+        image_token_index=processor.image_token_id, projection_dim=32, initializer_range=std,
+    )
+    torch.manual_seed(seed)
+    PaliGemmaForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
