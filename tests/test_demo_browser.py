@@ -97,3 +97,33 @@ def test_zero_shot_tab_in_headless_chromium(demo_model, demo_files, tmp_path):
     screenshot = Image.open(run.screenshot)
     assert screenshot.width == 1280 and screenshot.height >= 600
     assert np.asarray(screenshot.convert("L")).std() > 5
+
+
+def test_depth_and_normals_pictures(demo_files, tmp_path):
+    dense = pytest.importorskip("tips_hf.modeling_dense_tips", reason="the DPT models (issue 12) are not in this tree")
+    from tips_hf.configuration_dense_tips import TipsDPTConfig
+    from tips_hf.demo import DemoModel
+
+    torch.manual_seed(0)
+    vision = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, image_size=112)
+    for cls, task in ((dense.TipsForDepthEstimation, "depth"), (dense.TipsForNormalEstimation, "normals")):
+        cls(TipsDPTConfig(vision_config=vision, task=task, dpt_channels=16, num_depth_bins=8)).save_pretrained(
+            tmp_path / task
+        )
+    demo_model = DemoModel(demo_files[0], tmp_path / "depth", tmp_path / "normals")
+    image = Image.open(demo_files[1])
+    depth_picture, normals_picture = demo_model.depth(image), demo_model.normals(image)
+    assert depth_picture.shape == normals_picture.shape == (UPLOAD_SIZE[1], UPLOAD_SIZE[0], 3)
+    # Normals are shown as (n + 1) / 2 of unit vectors: decoding gives length 1 up to the 8-bit rounding.
+    decoded = normals_picture.astype(np.float64) / 255 * 2 - 1
+    assert np.abs(np.linalg.norm(decoded, axis=-1) - 1).max() < 0.02
+    # Depth: the nearest pixel is painted with the top of the colour ramp, the farthest with its bottom.
+    with torch.no_grad():
+        depth = demo_model.depth_model(pixel_values=demo_model.pixel_values(image)).predicted_depth
+    depth = torch.nn.functional.interpolate(
+        depth.reshape(1, 1, *depth.shape[-2:]), size=(UPLOAD_SIZE[1], UPLOAD_SIZE[0]), mode="bilinear"
+    )[0, 0]
+    nearest = np.unravel_index(int(depth.argmin()), depth.shape)
+    farthest = np.unravel_index(int(depth.argmax()), depth.shape)
+    assert depth_picture[nearest].tolist() == [252, 255, 163]  # (0.99, 1.0, 0.64) * 255
+    assert depth_picture[farthest].tolist() == [0, 0, 5]  # (0, 0, 0.02) * 255

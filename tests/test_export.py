@@ -181,3 +181,39 @@ def test_cli_errors(model_dir, exported, tmp_path, capsys):
     assert main(["onnx", "--model", str(model_dir), "--output", str(root / "onnx"), "--no-verify"]) == 2
     assert "not empty" in capsys.readouterr().err
     assert sorted(p.name for p in (root / "onnx").iterdir()) == before  # untouched
+
+
+@pytest.mark.slow  # two exports of a DPT model: ~25 s of CPU
+def test_dpt_depth_export_parity(tmp_path):
+    dense = pytest.importorskip("tips_hf.modeling_dense_tips", reason="the DPT models (issue 12) are not in this tree")
+    import onnxruntime as ort
+
+    from tips_hf.configuration_dense_tips import TipsDPTConfig
+
+    torch.manual_seed(0)
+    vision = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, image_size=56)
+    model = dense.TipsForDepthEstimation(
+        TipsDPTConfig(vision_config=vision, task="depth", dpt_channels=16, num_depth_bins=8)
+    ).eval()
+    with torch.no_grad():
+        model.vision_model.embeddings.position_embeddings.normal_()
+        model.head.weight.normal_(std=100.0)  # spread the bins: depth std ~0.2 m, far above the tolerance
+    model.save_pretrained(tmp_path / "dpt")
+    for fmt in ("onnx", "torch"):
+        assert main([fmt, "--model", str(tmp_path / "dpt"), "--output", str(tmp_path / fmt)]) == 0
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "depth_model.onnx"), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [
+        ("pixel_values", ["batch", 3, "28*half_grid_h", "28*half_grid_w"])
+    ]
+    program = torch.export.load(str(tmp_path / "torch" / "depth_model.pt2")).module()
+    generator = torch.Generator().manual_seed(1)
+    for batch, height, width in ((1, 56, 56), (3, 56, 112)):  # even patch grids: 4×4 (learned) and 4×8
+        pixels = torch.rand(batch, 3, height, width, generator=generator)
+        with torch.no_grad():
+            expected = model(pixel_values=pixels).predicted_depth
+            from_program = program(pixels)
+        assert expected.shape == (batch, 16 * (height // 28), 16 * (width // 28))
+        assert float(expected.std()) > 0.05
+        from_onnx = torch.as_tensor(session.run(None, {"pixel_values": pixels.numpy()})[0])
+        torch.testing.assert_close(from_onnx, expected, rtol=0, atol=PARITY)
+        torch.testing.assert_close(from_program, expected, rtol=0, atol=PARITY)

@@ -1,6 +1,9 @@
 # Copyright 2026 The tips-hf authors. Licensed under the Apache License, Version 2.0.
 """`tips-export`: a saved TipsModel folder → ONNX or `torch.export` programs of its two towers, for serving.
 
+A folder of a DPT model (`TipsForSemanticSegmentation`, `TipsForDepthEstimation`, `TipsForNormalEstimation`) gives
+one file, `segmentation_model` / `depth_model` / `normals_model`, for inputs whose sides are multiples of 28.
+
     tips-export onnx  --model DIR --output OUT    # vision_model.onnx, text_model.onnx, processor files, README.md
     tips-export torch --model DIR --output OUT    # vision_model.pt2,  text_model.pt2,  processor files, README.md
 
@@ -24,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="format", required=True)
     for name, what in (("onnx", "ONNX (opset 18) via torch.onnx.export(dynamo=True)"), ("torch", "torch.export .pt2")):
         command = sub.add_parser(name, help=what, description=what)
-        command.add_argument("--model", required=True, help="folder with a saved TipsModel (and its processor)")
+        command.add_argument("--model", required=True, help="folder with a saved TipsModel or DPT model (+ processor)")
         command.add_argument("--output", required=True, help="output folder (written atomically)")
         command.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
         command.add_argument("--no-verify", action="store_true", help="skip the parity check against PyTorch")
@@ -46,12 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
 
-    from tips_hf import TipsModel, TipsProcessor
+    from tips_hf import TipsProcessor
 
     from .exporters import export
 
     try:
-        model = TipsModel.from_pretrained(str(model_dir))
+        model = _model_class(model_dir).from_pretrained(str(model_dir))
     except (OSError, ValueError, TypeError, KeyError) as error:
         print(
             f"{PROG}: error: cannot load a TipsModel from {model_dir}: {str(error).strip().splitlines()[0]}",
@@ -72,6 +75,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(json.dumps(result.to_json()))
     return 0
+
+
+def _model_class(model_dir: Path):
+    """TipsModel, or the DPT class named in the folder's config (`architectures`)."""
+    from tips_hf import TipsModel
+
+    from .exporters import DENSE_KINDS
+
+    try:
+        architectures = json.loads((model_dir / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        architectures = []
+    dense = [name for name in architectures if name in DENSE_KINDS]
+    if dense:
+        from tips_hf import modeling_dense_tips
+
+        return getattr(modeling_dense_tips, dense[0])
+    return TipsModel
 
 
 def _missing(module: str) -> bool:

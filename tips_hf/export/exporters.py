@@ -20,19 +20,32 @@ from typing import Any
 import torch
 
 from .graph import (
+    DENSE_OUTPUTS,
     TEXT_INPUTS,
     TEXT_OUTPUTS,
     VISION_INPUTS,
     VISION_OUTPUTS,
+    ExportableDense,
     ExportableText,
     ExportableVision,
+    dense_example_and_shapes,
     text_example_and_shapes,
     vision_example_and_shapes,
 )
 
 ONNX_OPSET = 18
 EXTERNAL_DATA_BYTES = 1_800_000_000
-DIM_NAMES = {"vision": ((0, "batch"), (2, "grid_h"), (3, "grid_w")), "text": ((0, "batch"), (1, "length"))}
+DIM_NAMES = {
+    "vision": ((0, "batch"), (2, "grid_h"), (3, "grid_w")),
+    "text": ((0, "batch"), (1, "length")),
+    "dense": ((0, "batch"), (2, "half_grid_h"), (3, "half_grid_w")),
+}
+# File stem of a DPT model's export, by class.
+DENSE_KINDS = {
+    "TipsForSemanticSegmentation": "segmentation",
+    "TipsForDepthEstimation": "depth",
+    "TipsForNormalEstimation": "normals",
+}
 PARITY_TOLERANCE = 1e-4  # the issue's bound; float32 reorderings in ONNX Runtime give ~1e-6 on real widths
 
 
@@ -59,6 +72,14 @@ def parity_vision_inputs(config, seed: int = 0) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     patch, grid = config.patch_size, config.position_grid_size
     shapes = [(1, grid, grid), (2, max(1, grid // 2 + 1), grid + 2)]
+    return [torch.rand(b, config.num_channels, patch * h, patch * w, generator=generator) for b, h, w in shapes]
+
+
+def parity_dense_inputs(config, seed: int = 0) -> list[torch.Tensor]:
+    """As [`parity_vision_inputs`] with even patch grids (what DPT exports accept)."""
+    generator = torch.Generator().manual_seed(seed)
+    patch, half = config.patch_size, max(1, config.position_grid_size // 2)
+    shapes = [(1, 2 * half, 2 * half), (2, 2 * max(2, half // 2), 2 * (half + 1))]
     return [torch.rand(b, config.num_channels, patch * h, patch * w, generator=generator) for b, h, w in shapes]
 
 
@@ -94,16 +115,21 @@ def eager_outputs(model, kind: str, inputs: Sequence[torch.Tensor]) -> list[torc
     if kind == "vision":
         out = model.vision_model(pixel_values=inputs[0], return_dict=True)
         return [out.last_hidden_state, out.alt_text_embeds, out.synthetic_embeds]
-    return [model.text_model(input_ids=inputs[0], attention_mask=inputs[1], return_dict=True).pooler_output]
+    if kind == "text":
+        return [model.text_model(input_ids=inputs[0], attention_mask=inputs[1], return_dict=True).pooler_output]
+    return [model(pixel_values=inputs[0], return_dict=True)[DENSE_OUTPUTS[type(model).__name__]]]
 
 
 def check_parity(model, runners: dict[str, Callable[..., Sequence[Any]]]) -> dict[str, float]:
     """Max |Δ| between each exported tower (`runners[kind](*inputs)`) and eager PyTorch over the parity inputs."""
     parity = {}
-    cases = {
-        "vision": [(x,) for x in parity_vision_inputs(model.config.vision_config)],
-        "text": parity_text_inputs(model.config.text_config),
-    }
+    if is_dense(model):
+        cases = {DENSE_KINDS[type(model).__name__]: [(x,) for x in parity_dense_inputs(model.config.vision_config)]}
+    else:
+        cases = {
+            "vision": [(x,) for x in parity_vision_inputs(model.config.vision_config)],
+            "text": parity_text_inputs(model.config.text_config),
+        }
     for kind, run in runners.items():
         parity[kind] = max(
             max_abs_difference(run(*inputs), eager_outputs(model, kind, inputs)) for inputs in cases[kind]
@@ -115,7 +141,26 @@ def check_parity(model, runners: dict[str, Callable[..., Sequence[Any]]]) -> dic
 # Exporters
 
 
+def is_dense(model) -> bool:
+    """Whether `model` is one of the DPT models (`tips_hf.modeling_dense_tips`) rather than a TipsModel."""
+    return type(model).__name__ in DENSE_KINDS
+
+
+def tower_io(model) -> dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[int, str], ...]]]:
+    """Per exported file stem: input names, output names, names of the dynamic dimensions of the first input."""
+    if is_dense(model):
+        name = type(model).__name__
+        return {DENSE_KINDS[name]: (VISION_INPUTS, (DENSE_OUTPUTS[name],), DIM_NAMES["dense"])}
+    return {
+        "vision": (VISION_INPUTS, VISION_OUTPUTS, DIM_NAMES["vision"]),
+        "text": (TEXT_INPUTS, TEXT_OUTPUTS, DIM_NAMES["text"]),
+    }
+
+
 def _towers(model) -> dict[str, tuple[torch.nn.Module, tuple, dict]]:
+    if is_dense(model):
+        args, shapes = dense_example_and_shapes(model.config.vision_config)
+        return {DENSE_KINDS[type(model).__name__]: (ExportableDense(model).eval(), args, shapes)}
     vision_args, vision_shapes = vision_example_and_shapes(model.config.vision_config)
     text_args, text_shapes = text_example_and_shapes(model.config.text_config)
     return {
@@ -125,7 +170,8 @@ def _towers(model) -> dict[str, tuple[torch.nn.Module, tuple, dict]]:
 
 
 def export_programs(model) -> dict[str, torch.export.ExportedProgram]:
-    """`torch.export` programs of both towers with dynamic batch, height/width (multiples of the patch) and length."""
+    """`torch.export` programs of both towers with dynamic batch, height/width (multiples of the patch) and length,
+    or of a DPT model (dynamic batch, height/width multiples of twice the patch)."""
     model = model.float().eval()
     programs = {}
     for kind, (module, args, shapes) in _towers(model).items():
@@ -140,10 +186,10 @@ def export_onnx_files(
     from the `torch.export` programs of [`export_programs`] (traced here unless given)."""
     programs = programs if programs is not None else export_programs(model)
     folder = Path(folder)
-    names = {"vision": (VISION_INPUTS, VISION_OUTPUTS), "text": (TEXT_INPUTS, TEXT_OUTPUTS)}
+    names = tower_io(model)
     written = []
     for kind, program in programs.items():
-        inputs, outputs = names[kind]
+        inputs, outputs, dims = names[kind]
         onnx_program = torch.onnx.export(
             program,
             dynamo=True,
@@ -153,7 +199,7 @@ def export_onnx_files(
             optimize=False,
             verbose=False,
         )
-        _name_dynamic_dims(onnx_program.model.graph, DIM_NAMES[kind])
+        _name_dynamic_dims(onnx_program.model.graph, dims)
         path = folder / f"{kind}_model.onnx"
         # Protobuf caps a file at 2 GiB: larger towers (L/14 and up) keep their weights beside it (`*.onnx.data`).
         external = sum(p.numel() * p.element_size() for p in program.parameters()) > EXTERNAL_DATA_BYTES
@@ -206,14 +252,15 @@ def onnx_runners(folder: str | os.PathLike, threads: int | None = None) -> dict[
         options.intra_op_num_threads = threads
     folder = Path(folder)
     sessions = {
-        kind: ort.InferenceSession(str(folder / f"{kind}_model.onnx"), options, providers=["CPUExecutionProvider"])
-        for kind in ("vision", "text")
+        path.name[: -len("_model.onnx")]: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        for path in sorted(folder.glob("*_model.onnx"))
     }
-    names = {"vision": VISION_INPUTS, "text": TEXT_INPUTS}
 
     def runner(kind):
+        inputs = [i.name for i in sessions[kind].get_inputs()]
+
         def run(*tensors):
-            feed = {name: tensor.numpy() for name, tensor in zip(names[kind], tensors, strict=True)}
+            feed = {name: tensor.numpy() for name, tensor in zip(inputs, tensors, strict=True)}
             return sessions[kind].run(None, feed)
 
         return run
@@ -235,7 +282,40 @@ def program_runners(programs: dict[str, Any]) -> dict[str, Callable[..., Any]]:
     return {kind: runner(kind) for kind in modules}
 
 
+def _parity_line(parity: dict[str, float] | None) -> str:
+    if not parity:
+        return "Parity was not measured at export (`--no-verify`)."
+    return (
+        "Measured at export (max |Δ| against eager PyTorch, float32, batch 1 and 2, a square and a non-square size"
+        + ("" if len(parity) == 1 else ", texts with padding")
+        + "): "
+        + ", ".join(f"{k} {v:.1e}" for k, v in parity.items())
+        + "."
+    )
+
+
+def _dense_readme(kind: str, model, parity: dict[str, float] | None) -> str:
+    stem = DENSE_KINDS[type(model).__name__]
+    output = DENSE_OUTPUTS[type(model).__name__]
+    patch = model.config.vision_config.patch_size
+    suffix = "onnx" if kind == "onnx" else "pt2"
+    return f"""# TIPS {type(model).__name__} exported for serving
+
+File: `{stem}_model.{suffix}` ({"ONNX opset 18" if kind == "onnx" else "a `torch.export` program"}), and the
+processor files when the source folder had them.
+
+Input `pixel_values` float32 (batch, 3, height, width): RGB in [0, 1], height and width multiples of {2 * patch} and at
+least {4 * patch} (an even patch grid: the decoder resizes a skip connection only for odd grids, a branch the graph
+does not keep; 448 px as released is fine). Output `{output}` at (16⌈h/2⌉, 16⌈w/2⌉) for an (h, w) patch grid; upsample bilinearly to the
+image.
+
+{_parity_line(parity)}
+"""
+
+
 def _export_readme(kind: str, model, parity: dict[str, float] | None) -> str:
+    if is_dense(model):
+        return _dense_readme(kind, model, parity)
     vision, text = model.config.vision_config, model.config.text_config
     temperature = [round(float(t), 6) for t in model.temperature.detach().cpu()]
     patch = vision.patch_size
@@ -257,12 +337,7 @@ def _export_readme(kind: str, model, parity: dict[str, float] | None) -> str:
             "last_hidden_state, alt_text, synthetic = vision(pixel_values)\n"
             "text_embeds = text(input_ids, attention_mask)\n```"
         )
-    parity_line = (
-        "Measured at export (max |Δ| against eager PyTorch, float32, batch 1 and 2, a square and a non-square size, "
-        "texts with padding): " + ", ".join(f"{k} {v:.1e}" for k, v in parity.items()) + "."
-        if parity
-        else "Parity was not measured at export (`--no-verify`)."
-    )
+    parity_line = _parity_line(parity)
     return f"""# TIPS exported for serving
 
 Files: {files}, and the processor files (`TipsProcessor.from_pretrained(this folder)`).
@@ -293,8 +368,8 @@ def export(
     verify: bool = True,
     overwrite: bool = False,
 ) -> ExportResult:
-    """Export both towers of a [`TipsModel`] as ONNX (`fmt="onnx"`) or `torch.export` programs (`fmt="torch"`) with
-    the processor files and a README into `output_dir` (written to a temporary sibling and renamed: never half a
+    """Export both towers of a [`TipsModel`] (or a DPT model of `tips_hf.modeling_dense_tips`) as ONNX
+    (`fmt="onnx"`) or `torch.export` programs (`fmt="torch"`) with the processor files and a README into `output_dir` (written to a temporary sibling and renamed: never half a
     folder). With `verify`, the files are reloaded and compared with eager PyTorch; a difference above 1e-4 raises."""
     from ..conversion.writer import atomic_folder
 
@@ -327,12 +402,11 @@ def export(
             "format": fmt,
             "opset": ONNX_OPSET if fmt == "onnx" else None,
             "torch": torch.__version__,
-            "vision_inputs": list(VISION_INPUTS),
-            "vision_outputs": list(VISION_OUTPUTS),
-            "text_inputs": list(TEXT_INPUTS),
-            "text_outputs": list(TEXT_OUTPUTS),
+            "model_class": type(model).__name__,
+            **{f"{kind}_inputs": list(io[0]) for kind, io in tower_io(model).items()},
+            **{f"{kind}_outputs": list(io[1]) for kind, io in tower_io(model).items()},
             "patch_size": model.config.vision_config.patch_size,
-            "temperature": [float(t) for t in model.temperature.detach().cpu()],
+            "temperature": None if is_dense(model) else [float(t) for t in model.temperature.detach().cpu()],
             "parity_max_abs": parity,
         }
         _write_text(staging / "export_config.json", json.dumps(meta, indent=2) + "\n")
@@ -346,6 +420,7 @@ __all__ = [
     "ExportResult",
     "check_parity",
     "export",
+    "is_dense",
     "export_onnx_files",
     "export_programs",
     "onnx_runners",

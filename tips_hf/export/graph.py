@@ -31,6 +31,12 @@ VISION_INPUTS = ("pixel_values",)
 VISION_OUTPUTS = ("last_hidden_state", "alt_text_embeds", "synthetic_embeds")
 TEXT_INPUTS = ("input_ids", "attention_mask")
 TEXT_OUTPUTS = ("text_embeds",)
+# Output name of each DPT model (the first field of its transformers output).
+DENSE_OUTPUTS = {
+    "TipsForSemanticSegmentation": "logits",
+    "TipsForDepthEstimation": "predicted_depth",
+    "TipsForNormalEstimation": "predicted_normals",
+}
 
 
 def resize_weights(in_size: int, out_size: int | torch.SymInt, antialias: bool = True) -> torch.Tensor:
@@ -113,6 +119,37 @@ class ExportableText(nn.Module):
         return self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).pooler_output
 
 
+class ExportableDense(nn.Module):
+    """`pixel_values` (B, 3, H, W) → the task output of a DPT model (`TipsForSemanticSegmentation`: `logits`
+    (B, classes, H', W'); `TipsForDepthEstimation`: `predicted_depth` (B, H', W'); `TipsForNormalEstimation`:
+    `predicted_normals` (B, 3, H', W')) with (H', W') = (16⌈h/2⌉, 16⌈w/2⌉) for an (h, w) patch grid."""
+
+    def __init__(self, dense_model: nn.Module):
+        super().__init__()
+        self.dense_model = dense_model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        with graph_position_resize(self.dense_model.vision_model):
+            output = self.dense_model(pixel_values=pixel_values, return_dict=True)
+        return output[DENSE_OUTPUTS[type(self.dense_model).__name__]]
+
+
+def dense_example_and_shapes(config, max_side: int = 4096) -> tuple[tuple[torch.Tensor], dict]:
+    """Like [`vision_example_and_shapes`] with height and width multiples of twice the patch size: the DPT decoder
+    resizes a skip connection only when the patch grid is odd (a Python branch on the size), so the graph is traced
+    for even grids of at least 4 patches a side, which include the released 448 px (32 × 32)."""
+    from torch.export import Dim
+
+    patch = config.patch_size
+    half = max(2, config.position_grid_size // 2)
+    example = torch.rand(2, config.num_channels, 2 * patch * (half + 1), 2 * patch * (half + 2))
+    # At least 2 × 2 patches per half-grid side: the traced decoder specialises a side of one pair away.
+    half_h = Dim("half_grid_h", min=2, max=max_side // (2 * patch))
+    half_w = Dim("half_grid_w", min=2, max=max_side // (2 * patch))
+    shapes = {"pixel_values": {0: Dim("batch", min=1, max=65536), 2: 2 * patch * half_h, 3: 2 * patch * half_w}}
+    return (example,), shapes
+
+
 def vision_example_and_shapes(config, max_side: int = 4096) -> tuple[tuple[torch.Tensor], dict]:
     """An example input (2 images, non-square, off the learned grid so nothing is specialised to it) and the dynamic
     shapes: batch, and height/width as multiples of the patch size."""
@@ -144,12 +181,15 @@ def text_example_and_shapes(config) -> tuple[tuple[torch.Tensor, torch.Tensor], 
 
 
 __all__ = [
+    "DENSE_OUTPUTS",
     "TEXT_INPUTS",
     "TEXT_OUTPUTS",
     "VISION_INPUTS",
     "VISION_OUTPUTS",
+    "ExportableDense",
     "ExportableText",
     "ExportableVision",
+    "dense_example_and_shapes",
     "graph_position_resize",
     "resize_weights",
     "text_example_and_shapes",
