@@ -36,3 +36,22 @@ def test_every_package_data_file_is_shipped_in_the_wheel():
     assert data, "the embedded scenes tokenizer at least is package data"
     assert not data - shipped, f"not in [tool.setuptools.package-data]: {sorted(map(str, data - shipped))}"
     assert package / "data" / "scenes_tokenizer.model" in shipped and package / "py.typed" in shipped
+
+
+def test_ci_tests_the_declared_lower_bounds():
+    """Stage 3 of .ci/run pins each dependency to the lower bound pyproject.toml declares (`x==5.14.*` for `x>=5.14`)."""
+    import re
+
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {}
+    for requirement in [*project["dependencies"], *project["optional-dependencies"]["train"]]:
+        name, _, bound = requirement.partition(">=")
+        declared[name.strip().lower().replace("-", "_")] = bound.strip()
+    pins = re.findall(r"([A-Za-z_-]+)==([0-9][0-9.]*[0-9])", (ROOT / ".ci" / "run").read_text())
+    pinned = {name.lower().replace("-", "_"): version for name, version in pins}
+    for name in ("transformers", "accelerate", "datasets", "peft", "evaluate", "huggingface_hub", "torch"):
+        pin, bound = pinned.get(name), declared[name]  # torch==2.14.1 is the lowest release of torch>=2.14
+        assert pin is not None and (pin == bound or pin.startswith(bound + ".")), (name, pin, bound)

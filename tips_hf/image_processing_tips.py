@@ -203,8 +203,8 @@ def _add_channel_axis(images: Any) -> Any:
 
 
 def _to_eight_bit_range(image: Any) -> Any:
-    """16-bit images (PIL 'I;16'/'I', uint16 arrays/tensors) → float32 on the 0–255 scale; CMYK/other PIL modes
-    are left to the RGB conversion. PIL's own RGB conversion clips 16-bit values instead of scaling them."""
+    """16-bit images (PIL 'I;16'/'I', uint16 arrays/tensors) → float32 on the 0–255 scale; images with alpha
+    composited on white; CMYK/other PIL modes are left to the RGB conversion. PIL's own RGB conversion clips 16-bit values instead of scaling them."""
     if Image is not None and isinstance(image, Image.Image):
         if image.mode in _SIXTEEN_BIT_MODES:
             array = np.asarray(image).astype(np.float32)
@@ -212,6 +212,10 @@ def _to_eight_bit_range(image: Any) -> Any:
             return np.repeat((array * (255.0 / peak))[..., None], 3, axis=-1)
         if image.mode == "F":
             return np.repeat(np.asarray(image, dtype=np.float32)[..., None], 3, axis=-1)
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            # composite on white ourselves: transformers < 5.2x's RGB conversion drops the alpha channel instead
+            white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
         return image
     if isinstance(image, np.ndarray) and image.dtype == np.uint16:
         return image.astype(np.float32) * (255.0 / 65535.0)

@@ -43,7 +43,8 @@ def _to_numpy(array: Any) -> np.ndarray:
 
 def _as_list_of_arrays(maps: Any) -> list[np.ndarray]:
     """One array per image: a (N, H, W) array/tensor or a list of (H_i, W_i) maps (sizes may differ)."""
-    if isinstance(maps, (list, tuple)):
+    if not isinstance(maps, np.ndarray) and not hasattr(maps, "detach"):
+        # a list, or whatever sequence `evaluate` hands over (a `datasets` Column with evaluate 0.4.0)
         return [_to_numpy(m) for m in maps]
     array = _to_numpy(maps)
     return [array] if array.ndim < 3 else list(array)
@@ -201,6 +202,44 @@ def depth_errors(predictions: Any, references: Any, valid_mask: Any | None = Non
     }
 
 
+def depth_order_accuracy(predictions: Any, references: Any, valid_mask: Any | None = None) -> dict[str, float]:
+    """Ordinal depth accuracy: over all pairs of valid pixels of the same image whose reference depths differ, the
+    fraction that the prediction orders the same way (a predicted tie counts one half). Scale- and shift-free, so it
+    asks only "which is in front", which RMSE mixes with calibration.
+
+    Args:
+        predictions: `(N, H, W)` array/tensor, one `(H, W)` map, or a list of `(H_i, W_i)` maps of depths.
+        references: ground-truth depths (or depth orders), same layout; NaN or infinite pixels are invalid.
+        valid_mask (*optional*): booleans in the same layout; only `True` pixels take part (e.g. objects only).
+
+    Returns:
+        `dict` with `accuracy` (NaN when no image has two distinct valid depths) and `num_pairs`.
+    """
+    preds, refs = _as_list_of_arrays(predictions), _as_list_of_arrays(references)
+    masks = _as_list_of_arrays(valid_mask) if valid_mask is not None else [None] * len(refs)
+    if not len(preds) == len(refs) == len(masks):
+        raise ValueError(f"Got {len(preds)} predicted maps, {len(refs)} references and {len(masks)} valid masks.")
+    concordant, pairs = 0.0, 0
+    for index, (pred, ref, mask) in enumerate(zip(preds, refs, masks)):
+        pred, ref = pred.astype(np.float64).reshape(-1), ref.astype(np.float64).reshape(-1)
+        if pred.shape != ref.shape or (mask is not None and mask.size != ref.size):
+            raise ValueError(f"Map {index}: predictions, references and valid_mask must have the same shape.")
+        valid = np.isfinite(ref) & np.isfinite(pred)
+        if mask is not None:
+            valid &= mask.reshape(-1).astype(bool)
+        pred, ref = pred[valid], ref[valid]
+        levels = np.unique(ref)
+        # Pairs (a, b) with ref_a < ref_b: count pred_a < pred_b by binary search, level by level (O(n log n)).
+        for low in levels[:-1]:
+            lower = np.sort(pred[ref == low])
+            higher = pred[ref > low]
+            below = np.searchsorted(lower, higher, side="left")  # pred_a < pred_b
+            ties = np.searchsorted(lower, higher, side="right") - below
+            concordant += float(below.sum()) + 0.5 * float(ties.sum())
+            pairs += lower.size * higher.size
+    return {"accuracy": concordant / pairs if pairs else float("nan"), "num_pairs": pairs}
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # evaluate modules
 
@@ -241,6 +280,7 @@ def load_metric(name: str, **load_kwargs: Any) -> evaluate.EvaluationModule:
 __all__ = [
     "METRIC_NAMES",
     "depth_errors",
+    "depth_order_accuracy",
     "iou_from_confusion",
     "load_metric",
     "mean_iou",
