@@ -20,6 +20,7 @@ from tips_hf.dense import (
     colorize_segmentation,
     encode_labels,
     knn_classify,
+    knn_segmentation,
     linear_probe_depth,
     linear_probe_segmentation,
     palette,
@@ -337,3 +338,44 @@ def test_cli_errors(converted, tmp_path, capsys):
     assert main(["--model", str(folder), "--image", str(image_path), "--out", str(tmp_path), "--size", "100"]) == 2
     assert "multiple of the patch size 14" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.png.tmp.png"))
+
+
+def test_class_balanced_probe_finds_a_rare_class():
+    """One class on 3 % of the patches, barely separable: the plain ridge fit never predicts it (the frequent classes
+    win its patches); the class-balanced fit gives it equal weight and recovers it."""
+    generator = torch.Generator().manual_seed(0)
+    prototypes = torch.randn(3, 16, generator=generator) * 0.35
+
+    def data(num, seed):
+        g = torch.Generator().manual_seed(seed)
+        grid = (torch.rand(num, 8, 8, generator=g) < 0.5).long()  # classes 0 / 1, balanced
+        grid[torch.rand(num, 8, 8, generator=g) < 0.03] = 2  # the rare class
+        feats = prototypes[grid] + torch.randn(num, 8, 8, 16, generator=g)
+        return feats, grid.repeat_interleave(4, 1).repeat_interleave(4, 2)
+
+    train_feats, train_masks = data(150, 1)
+    test_feats, test_masks = data(50, 2)
+    plain = linear_probe_segmentation(train_feats, train_masks, test_feats, test_masks, num_classes=3)
+    balanced = linear_probe_segmentation(
+        train_feats, train_masks, test_feats, test_masks, num_classes=3, class_balanced=True
+    )
+    assert plain["per_category_accuracy"][2] < 0.05
+    assert balanced["per_category_accuracy"][2] > 0.3 and balanced["per_category_iou"][2] > plain["per_category_iou"][2]
+    logistic = linear_probe_segmentation(
+        train_feats, train_masks, test_feats, test_masks, num_classes=3, method="logistic", class_balanced=True,
+        max_iter=15,
+    )
+    assert logistic["per_category_accuracy"][2] > 0.3
+
+
+def test_knn_segmentation():
+    prototypes = torch.randn(4, 32, generator=torch.Generator().manual_seed(0))
+    train_feats, train_masks = _segmentation_data(60, prototypes, seed=1, noise=0.3)
+    test_feats, test_masks = _segmentation_data(20, prototypes, seed=2, noise=0.3)
+    result = knn_segmentation(train_feats, train_masks, test_feats, test_masks, num_classes=4, return_predictions=True)
+    assert result["mean_iou"] > 0.95 and result["predictions"].shape == (20, 32, 32)
+    # Shuffled bank labels: about chance (4 balanced classes: IoU ~ 1/7).
+    shuffled = knn_segmentation(train_feats, train_masks.flip(0).roll(4, 1), test_feats, test_masks, num_classes=4)
+    assert shuffled["mean_iou"] < 0.3
+    with pytest.raises(ValueError, match="test_masks"):
+        knn_segmentation(train_feats, train_masks, test_feats, test_masks[:3], num_classes=4)

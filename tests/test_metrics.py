@@ -14,7 +14,15 @@ import pytest
 import torch
 
 from tips_hf.dense.retrieval import retrieval_recall, retrieval_recall_from_similarity
-from tips_hf.metrics import METRIC_NAMES, depth_errors, load_metric, mean_iou, metric_path, topk_accuracy
+from tips_hf.metrics import (
+    METRIC_NAMES,
+    depth_errors,
+    depth_order_accuracy,
+    load_metric,
+    mean_iou,
+    metric_path,
+    topk_accuracy,
+)
 
 pytest.importorskip("evaluate")
 
@@ -189,3 +197,21 @@ def test_metrics_load_offline_in_fresh_process(tmp_path):
     for name in METRIC_NAMES:
         assert list((tmp_path / "modules" / "evaluate_modules" / "metrics" / name).glob(f"*/{name}.py"))
     assert all(module.startswith("evaluate_modules.metrics.") for module in out["files"])
+
+
+def test_depth_order_accuracy_hand_computed():
+    reference = np.array([[1.0, 1.0], [2.0, 3.0]])
+    # Pairs with different references: (1,2) x2, (1,3) x2, (2,3) x1 = 5. Prediction orders (1,2) right, (1,3) right
+    # for the first pixel only (the second ties with 3: one half), (2,3) wrong.
+    prediction = np.array([[0.0, 5.0], [1.0, 5.0]])
+    # (a=0.0 vs 1.0 ok) (a=5.0 vs 1.0 wrong) (0.0 vs 5.0 ok) (5.0 vs 5.0 tie) (1.0 vs 5.0 ok)
+    result = depth_order_accuracy(prediction, reference)
+    assert result["num_pairs"] == 5 and result["accuracy"] == pytest.approx(3.5 / 5)
+    # Scale and shift free; reversed order scores 0; the valid mask drops pixels (and thus pairs).
+    assert depth_order_accuracy(3 * reference + 7, reference)["accuracy"] == 1.0
+    assert depth_order_accuracy(-reference, reference)["accuracy"] == 0.0
+    masked = depth_order_accuracy(prediction, reference, valid_mask=reference > 1)
+    assert masked["num_pairs"] == 1 and masked["accuracy"] == 1.0
+    # Pairs never cross images; a map with one depth level has none.
+    two = depth_order_accuracy([prediction, np.zeros((3, 3))], [reference, np.ones((3, 3))])
+    assert two["num_pairs"] == 5 and math.isnan(depth_order_accuracy(np.zeros(4), np.ones(4))["accuracy"])

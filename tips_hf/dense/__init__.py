@@ -1,7 +1,7 @@
 """Dense-feature tools: PCA pictures of patch features, zero-shot classification and segmentation, k-NN, linear
 probes, retrieval recall and segmentation pictures. Metrics live in `tips_hf.metrics`."""
 
-from .knn import knn_classify
+from .knn import knn_classify, knn_segmentation
 from .pca import pca_rgb, save_pca_picture
 from .probe import linear_probe_depth, linear_probe_segmentation, patch_targets
 from .retrieval import retrieval_recall, retrieval_recall_from_similarity
@@ -25,6 +25,7 @@ __all__ = [
     "encode_labels",
     "encode_texts",
     "knn_classify",
+    "knn_segmentation",
     "linear_probe_depth",
     "linear_probe_segmentation",
     "palette",

@@ -1,10 +1,12 @@
 # Copyright 2026 The tips-hf authors. Licensed under the Apache License, Version 2.0.
-"""Weighted k-nearest-neighbour classification of frozen embeddings (the DINO evaluation protocol)."""
+"""Weighted k-nearest-neighbour classification of frozen embeddings (the DINO evaluation protocol), and its dense
+form: patch-level k-NN segmentation against a memory bank of labelled training patches."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -73,4 +75,73 @@ def knn_classify(
     return result
 
 
-__all__ = ["knn_classify"]
+@torch.no_grad()
+def knn_segmentation(
+    train_feats: torch.Tensor,
+    train_masks: torch.Tensor,
+    test_feats: torch.Tensor,
+    test_masks: torch.Tensor,
+    num_classes: int,
+    k: int = 10,
+    temperature: float = 0.07,
+    ignore_index: int | None = None,
+    max_train_patches: int | None = None,
+    seed: int = 0,
+    return_predictions: bool = False,
+) -> dict[str, Any]:
+    """Segment test images by a k-NN vote of every test patch among labelled training patches (no training at all:
+    it measures how well the patch features cluster by class).
+
+    Args:
+        train_feats (`torch.Tensor` of shape `(N, h, w, D)`): memory-bank patch features.
+        train_masks (`torch.LongTensor` of shape `(N, H, W)`): their label maps (each patch takes the majority label
+            of its pixels, see [`patch_targets`]).
+        test_feats (`torch.Tensor` of shape `(M, h', w', D)`): patch features to segment.
+        test_masks (`torch.LongTensor` of shape `(M, H', W')`): ground truth at the evaluation resolution.
+        num_classes (`int`): number of classes `C`.
+        k (`int`, defaults to 10), temperature (`float`, defaults to 0.07): see [`knn_classify`].
+        ignore_index (`int`, *optional*): void label, neither in the bank nor scored.
+        max_train_patches (`int`, *optional*): a random subset of the bank of this size (drawn with `seed`).
+        return_predictions (`bool`): also return the `(M, H', W')` label maps.
+
+    Returns:
+        `dict` with the [`tips_hf.metrics.mean_iou`] keys (and `predictions`). Each patch's normalised vote shares are
+        upsampled bilinearly to `(H', W')` before the argmax.
+    """
+    from ..metrics import iou_from_confusion, segmentation_confusion_matrix
+    from .probe import _subsample, patch_targets
+
+    train_feats, test_feats = torch.as_tensor(train_feats), torch.as_tensor(test_feats)
+    if train_feats.ndim != 4 or test_feats.ndim != 4:
+        raise ValueError(
+            f"train_feats and test_feats must be (N, h, w, D); got {tuple(train_feats.shape)}, {tuple(test_feats.shape)}."
+        )
+    test_masks = torch.as_tensor(test_masks).long()
+    if test_masks.ndim != 3 or test_masks.shape[0] != test_feats.shape[0]:
+        raise ValueError(f"test_masks must be (M, H, W) with M = {test_feats.shape[0]}, got {tuple(test_masks.shape)}.")
+    labels = patch_targets(torch.as_tensor(train_masks), tuple(train_feats.shape[1:3]), num_classes, ignore_index)
+    labels = labels.reshape(-1)
+    rows = _subsample(torch.nonzero(labels >= 0).squeeze(1), max_train_patches, seed)
+    if rows.numel() == 0:
+        raise ValueError("No training patch has a label (all void?).")
+    bank = train_feats.reshape(-1, train_feats.shape[-1])[rows]
+    num, h, w, dim = test_feats.shape
+    votes = knn_classify(bank, labels[rows], test_feats.reshape(-1, dim), k=k, temperature=temperature,
+                         num_classes=num_classes)["scores"]
+    shares = (votes / votes.sum(dim=1, keepdim=True).clamp_min(1e-12)).reshape(num, h, w, num_classes)
+    size = tuple(test_masks.shape[1:])
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    predictions = torch.empty(test_masks.shape, dtype=torch.long) if return_predictions else None
+    for start in range(0, num, 64):
+        block = F.interpolate(shares[start : start + 64].permute(0, 3, 1, 2).float().cpu(), size=size,
+                              mode="bilinear", align_corners=False).argmax(dim=1)
+        confusion += segmentation_confusion_matrix(block, test_masks[start : start + 64], num_classes, ignore_index)
+        if predictions is not None:
+            predictions[start : start + block.shape[0]] = block
+    result: dict[str, Any] = iou_from_confusion(confusion)
+    if predictions is not None:
+        result["predictions"] = predictions
+    return result
+
+
+__all__ = ["knn_classify", "knn_segmentation"]

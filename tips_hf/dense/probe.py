@@ -125,21 +125,38 @@ class _Standardize:
         return torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], dim=1)  # bias column
 
 
-def _ridge(x: torch.Tensor, y: torch.Tensor, l2: float) -> torch.Tensor:
-    """argmin_W |XW - Y|^2 + l2 * n * |W_no_bias|^2, (D + 1, C); λ scales with n so `l2` is size-free."""
-    penalty = torch.full((x.shape[1],), l2 * x.shape[0], dtype=x.dtype, device=x.device)
+def _ridge(x: torch.Tensor, y: torch.Tensor, l2: float, sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """argmin_W Σ_i s_i |x_i W - y_i|^2 + l2 * Σ_i s_i * |W_no_bias|^2, (D + 1, C); λ scales with the total weight
+    (n when unweighted) so `l2` is size-free."""
+    xw = x if sample_weight is None else x * sample_weight[:, None]
+    total = x.shape[0] if sample_weight is None else float(sample_weight.sum())
+    penalty = torch.full((x.shape[1],), l2 * total, dtype=x.dtype, device=x.device)
     penalty[-1] = 0.0  # the bias is not shrunk
-    return torch.linalg.solve(x.T @ x + torch.diag(penalty), x.T @ y)
+    return torch.linalg.solve(xw.T @ x + torch.diag(penalty), xw.T @ y)
 
 
-def _logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter: int) -> torch.Tensor:
+def _balanced_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-sample weights 1 / (C_present · count(class)): every class present carries the same total weight, so a
+    dominant class (the background) cannot win the fit by itself."""
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    present = int((counts > 0).sum())
+    return (1.0 / (present * counts.clamp_min(1)))[labels] * labels.shape[0]
+
+
+def _logistic(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter: int, balanced: bool = False
+) -> torch.Tensor:
     x = x.float()
     weight = torch.zeros(x.shape[1], num_classes, device=x.device, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+    class_weight = None
+    if balanced:
+        counts = torch.bincount(y, minlength=num_classes).float()
+        class_weight = torch.where(counts > 0, counts.sum() / (counts.clamp_min(1) * int((counts > 0).sum())), 0.0)
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weight, y) + l2 * weight[:-1].square().sum()
+        loss = F.cross_entropy(x @ weight, y, weight=class_weight) + l2 * weight[:-1].square().sum()
         loss.backward()
         return loss
 
@@ -172,6 +189,7 @@ def linear_probe_segmentation(
     max_train_patches: int | None = None,
     seed: int = 0,
     return_predictions: bool = False,
+    class_balanced: bool = False,
 ) -> dict[str, Any]:
     """Fit a linear classifier on frozen patch features and score it on full-resolution label maps.
 
@@ -191,6 +209,8 @@ def linear_probe_segmentation(
         max_train_patches (`int`, *optional*): fit on a random subset of this many patches (drawn with `seed`).
         seed (`int`, defaults to 0): seed of that subset; the fit itself is deterministic.
         return_predictions (`bool`): also return the predicted `(M, H', W')` label maps.
+        class_balanced (`bool`, defaults to `False`): weight the training patches so that every class present has the
+            same total weight (inverse-frequency weights); otherwise a dominant background class can win everywhere.
 
     Returns:
         `dict` with `mean_iou`, `per_category_iou`, `pixel_accuracy`, `mean_accuracy`, `per_category_accuracy` (see
@@ -223,9 +243,10 @@ def linear_probe_segmentation(
     standardize = _Standardize(x_raw)
     x, y = standardize(x_raw), targets[rows]
     if method == "ridge":
-        weight = _ridge(x, F.one_hot(y, num_classes).double(), l2)
+        sample_weight = _balanced_weights(y, num_classes) if class_balanced else None
+        weight = _ridge(x, F.one_hot(y, num_classes).double(), l2, sample_weight)
     else:
-        weight = _logistic(x, y, num_classes, l2, max_iter)
+        weight = _logistic(x, y, num_classes, l2, max_iter, balanced=class_balanced)
 
     size = tuple(test_masks.shape[1:])
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)

@@ -1,11 +1,18 @@
-"""Evaluation during and after pretraining on the embedded dataset's validation split.
+"""Evaluation during and after pretraining on the embedded dataset's held-out scenes (`eval.split`: `validation`,
+reported; `test`, for tuning recipes).
 
-Metrics (computed through the `evaluate` modules shipped in `tips_hf.metrics`):
+Metrics (computed with the `tips_hf.dense` tools and the `tips_hf.metrics` functions users call):
 - retrieval R@K, image↔text: the synthetic-caption head (CLS-2) against the detailed captions, and the alt-text head
-  (CLS-1) against the alt-texts;
-- zero-shot classification accuracy (the largest object's shape) with each head;
-- zero-shot segmentation mIoU from patch–text similarity (background + shapes);
-- linear-probe segmentation mIoU and depth RMSE on frozen patch features (probe fit on training images).
+  (CLS-1) against the alt-texts; `retrieval_<head>/mean_R@1` averages both directions;
+- zero-shot classification accuracy (the largest object's shape) with each head, prompts in the captions' words
+  ([`SCENE_TEMPLATES`]);
+- zero-shot segmentation (background + shapes): the official MaskCLIP "values trick" and plain patch-text
+  similarity; `*_miou` over all classes, `*_object_miou` over the 8 shape classes only (the background covers most
+  pixels, so the all-class mean can hide a model that labels every patch background);
+- frozen patch features: a linear segmentation probe (plain ridge, and class-balanced so that the background cannot
+  win everywhere), patch-level k-NN segmentation (no training), and a depth probe scored by RMSE and by depth-order
+  accuracy (which of two overlapping objects is in front, free of scale and shift). Probes and the k-NN bank use
+  `eval.probe_train_examples` training scenes.
 """
 
 from __future__ import annotations
@@ -15,28 +22,42 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..dense.knn import knn_segmentation
 from ..dense.probe import linear_probe_depth, linear_probe_segmentation
 from ..dense.retrieval import retrieval_recall
 from ..dense.zero_shot import encode_labels, encode_texts, zero_shot_classify, zero_shot_segment
 from .augment import eval_transform
+
+# Zero-shot prompts in the scenes' own words (CLIP's "a photo of ..." templates use words the captions never have).
+SCENE_TEMPLATES: tuple[str, ...] = ("a {}.", "the {}", "{}", "{} icon", "{} shape")
+# The background class: the captions' own sentences about it ("... the background is striped.").
+BACKGROUND_TEMPLATES: tuple[str, ...] = tuple(
+    f"the {{}} is {texture}." for texture in ("striped", "checkered", "mottled", "a smooth gradient")
+)
+
+
+def object_miou(scores: dict[str, Any]) -> float:
+    """Mean IoU over the shape classes (index >= 1) that occur in the prediction or the reference."""
+    values = np.asarray(scores["per_category_iou"][1:], dtype=np.float64)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
 class ScenesEvaluator:
     """Holds the evaluation images (decoded once) and scores a `TipsModel` on them."""
 
     def __init__(self, config, seed: int = 0):
-        from ..data import CLASS_NAMES, SHAPES, SpatialScenes, scene_prompts
+        from ..data import CLASS_NAMES, SHAPES, SpatialScenes
 
         data, self.eval_config = config.data, config.eval
         self.size = self.eval_config.image_size or data.global_size
         scene = dict(image_size=data.scene_image_size, seed=seed, **data.scene_options)
-        validation = SpatialScenes("validation", self.eval_config.num_examples, **scene)
+        validation = SpatialScenes(self.eval_config.split, self.eval_config.num_examples, **scene)
         train = SpatialScenes("train", self.eval_config.probe_train_examples, **scene)
         self.val = self._load(validation)
         self.train = self._load(train)
-        prompts = scene_prompts()
         self.shape_names = list(SHAPES)
-        self.segment_names = [prompts[name] for name in CLASS_NAMES]
+        if tuple(CLASS_NAMES) != ("background", *SHAPES):
+            raise ValueError("the scenes' classes must be the background followed by the shapes")
         self.num_classes = len(CLASS_NAMES)
 
     def _load(self, scenes) -> dict[str, Any]:
@@ -65,6 +86,8 @@ class ScenesEvaluator:
 
     @torch.no_grad()
     def __call__(self, model, tokenizer) -> dict[str, float]:
+        from ..metrics import depth_order_accuracy, mean_iou
+
         was_training = model.training
         model.eval()
         metrics: dict[str, float] = {}
@@ -74,32 +97,41 @@ class ScenesEvaluator:
             texts = encode_texts(model, tokenizer, self.val[captions])
             scores = retrieval_recall(val[head], texts, ks=ks)
             metrics.update({f"retrieval_{head}/{k}": float(v) for k, v in scores.items()})
-        shapes = encode_labels(model, tokenizer, self.shape_names)
+            r1 = [float(v) for k, v in scores.items() if k.endswith("recall@1")]
+            metrics[f"retrieval_{head}/mean_R@1"] = sum(r1) / len(r1)
+        shapes = encode_labels(model, tokenizer, self.shape_names, templates=SCENE_TEMPLATES)
         for head in ("alt_text", "synthetic"):
             logits = zero_shot_classify(model, self._pixels(model, self.val["pixels"]), shapes, head=head)
             accuracy = (logits.argmax(-1).cpu() == self.val["label"]).float().mean()
             metrics[f"zero_shot/accuracy_{head}"] = float(accuracy)
-        segment_labels = encode_labels(model, tokenizer, self.segment_names, templates=("{}",))
-        predictions = []
-        for start in range(0, len(self.val["pixels"]), self.eval_config.batch_size):
-            chunk = self._pixels(model, self.val["pixels"][start : start + self.eval_config.batch_size])
-            out = zero_shot_segment(model, chunk, segment_labels, output_size=tuple(self.val["class_mask"].shape[-2:]))
-            predictions.append(out["labels"].cpu())
-        from ..metrics import mean_iou
-
-        zs = mean_iou(torch.cat(predictions).numpy(), self.val["class_mask"].numpy(), num_classes=self.num_classes)
-        metrics["zero_shot/segmentation_miou"] = float(zs["mean_iou"])
+        background = encode_labels(model, tokenizer, ["background"], templates=BACKGROUND_TEMPLATES)
+        segment_labels = torch.cat([background, shapes])  # CLASS_NAMES order
+        masks = self.val["class_mask"]
+        for method, suffix in (("values", ""), ("patches", "_patches")):
+            predictions = []
+            for start in range(0, len(self.val["pixels"]), self.eval_config.batch_size):
+                chunk = self._pixels(model, self.val["pixels"][start : start + self.eval_config.batch_size])
+                out = zero_shot_segment(model, chunk, segment_labels, method=method,
+                                        output_size=tuple(masks.shape[-2:]))
+                predictions.append(out["labels"].cpu())
+            zs = mean_iou(torch.cat(predictions).numpy(), masks.numpy(), num_classes=self.num_classes)
+            metrics[f"zero_shot/segmentation_miou{suffix}"] = float(zs["mean_iou"])
+            metrics[f"zero_shot/segmentation_object_miou{suffix}"] = object_miou(zs)
         train = self.features(model, self.train["pixels"])
-        probe = linear_probe_segmentation(
-            train["patches"],
-            self.train["class_mask"],
-            val["patches"],
-            self.val["class_mask"],
-            num_classes=self.num_classes,
-        )
-        metrics["probe/segmentation_miou"] = float(probe["mean_iou"])
-        depth = linear_probe_depth(train["patches"], self.train["depth"], val["patches"], self.val["depth"])
+        dense = (train["patches"], self.train["class_mask"], val["patches"], masks)
+        for balanced, prefix in ((False, "probe/segmentation"), (True, "probe/balanced_segmentation")):
+            probe = linear_probe_segmentation(*dense, num_classes=self.num_classes, class_balanced=balanced)
+            metrics[f"{prefix}_miou"] = float(probe["mean_iou"])
+            metrics[f"{prefix}_object_miou"] = object_miou(probe)
+        knn = knn_segmentation(*dense, num_classes=self.num_classes)
+        metrics["knn/segmentation_miou"] = float(knn["mean_iou"])
+        metrics["knn/segmentation_object_miou"] = object_miou(knn)
+        depth = linear_probe_depth(train["patches"], self.train["depth"], val["patches"], self.val["depth"],
+                                   return_predictions=True)
         metrics["probe/depth_rmse"] = float(depth["rmse"])
+        # Order of the objects only (pixels of the background, depth 0, are left out): images with 2+ objects.
+        order = depth_order_accuracy(depth["predictions"], self.val["depth"], valid_mask=self.val["depth"] > 0)
+        metrics["probe/depth_order_accuracy"] = float(order["accuracy"])
         model.train(was_training)
         return metrics
 
