@@ -213,6 +213,11 @@ def test_init_values():
     assert torch.allclose(model.log_temperature, torch.full((2,), math.log(model.config.temperature_init_value)))
     for layer in model.vision_model.encoder.layers:
         assert torch.all(layer.layer_scale1.lambda1 == model.config.vision_config.layerscale_value)
+    # Token embeddings start at std 1/sqrt(width) (flax Embed), so after the sqrt(width) scaling they are unit-size
+    # like the sinusoidal positions (std 0.02 left every caption's mean-pooled embedding nearly the same).
+    tokens = model.text_model.embeddings.token_embedding.weight
+    width = model.config.text_config.hidden_size
+    assert abs(float(tokens.std()) * width**0.5 - 1.0) < 0.1
 
 
 def test_towers_alone_and_from_full_checkpoint(tmp_path):

@@ -355,6 +355,8 @@ def test_hf_dataset_matches_torch_dataset(tmp_path):
         ({"supersample": 0}, "supersample"),
         ({"min_visible_fraction": 1.5}, "min_visible_fraction"),
         ({"max_noise_std": -1.0}, "max_noise_std"),
+        ({"object_scale": 3.0}, "object_scale"),
+        ({"background_contrast": 1.5}, "background_contrast"),
         ({"colour": "red"}, "colour"),
     ],
 )
@@ -380,3 +382,22 @@ def test_save_preview(tmp_path):
     assert picture.size == (2 * (2 * 56 + 4) + 8, 2 * 56 + 4)
     array = np.asarray(picture)
     np.testing.assert_array_equal(array[:56, :56], np.asarray(SpatialScenes("train", 4, image_size=56)[0]["image"]))
+
+
+def test_object_scale_and_background_contrast():
+    """The toy-scale knobs: objects grow with `object_scale` (captions keep their size words), the texture's
+    amplitude follows `background_contrast`, and the defaults leave the scenes unchanged."""
+    default = SpatialScenes("train", 40, image_size=56, max_objects=2)
+    explicit = SpatialScenes("train", 40, image_size=56, max_objects=2, object_scale=1.0, background_contrast=1.0)
+    assert np.array_equal(np.asarray(default[3]["image"]), np.asarray(explicit[3]["image"]))
+    big = SpatialScenes("train", 40, image_size=56, max_objects=2, object_scale=1.6)
+    area = [np.mean([o["area"] for o in scenes[i]["objects"]]) for scenes in (default, big) for i in range(40)]
+    # Diameters x1.6 (capped at 0.96 of the side): areas grow ~2.3x on average.
+    assert np.mean(area[40:]) > 1.8 * np.mean(area[:40])
+    assert all(o["size"] in SIZE_WORDS for i in range(40) for o in big[i]["objects"])
+    flat = SpatialScenes("train", 40, image_size=56, max_objects=1, background_contrast=0.0)
+    for i in range(5):
+        example = flat[i]
+        background = np.asarray(example["image"]).astype(float)[example["class_mask"] == 0]
+        # Only the lighting gradient (±10 %) and pixel noise remain: a small spread per channel.
+        assert background.std(axis=0).max() < 15.0

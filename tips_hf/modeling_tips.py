@@ -483,7 +483,12 @@ class TipsPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=std)
+            # Token embeddings are multiplied by sqrt(width) (`scale_sqrt_depth`): start them at std 1/sqrt(width),
+            # as the JAX reference (flax `Embed`) does, so that tokens and the unit-scale sinusoidal positions are
+            # of equal size. With std 0.02 the positions dominate and every caption pools to nearly the same vector.
+            text = getattr(config, "text_config", config)
+            scaled = getattr(text, "scale_sqrt_depth", False)
+            init.normal_(module.weight, mean=0.0, std=module.embedding_dim**-0.5 if scaled else std)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)

@@ -198,6 +198,11 @@ class SceneConfig:
             uniformly in `[0, max_noise_std]` (0-255 scale).
         max_placement_attempts (`int`, defaults to 30): attempts to place each object before it is dropped (objects
             needed to reach `min_objects` get more attempts and fall back to the small size).
+        object_scale (`float`, defaults to 1.0): multiplies every object diameter (the `SIZE_WORDS` ranges; the size
+            words stay ordered and disjoint). Above 1 the objects cover more of the image: easier to learn from at
+            toy scale, where a small model's CLS token first sees mostly the background. At most 2.
+        background_contrast (`float`, defaults to 1.0): scales the background's deviation from its mean colour
+            (texture amplitude); 1 keeps the full texture, 0 gives a flat background.
     """
 
     image_size: int = 112
@@ -213,6 +218,8 @@ class SceneConfig:
     background_palette_prob: float = 0.35
     max_noise_std: float = 6.0
     max_placement_attempts: int = 30
+    object_scale: float = 1.0
+    background_contrast: float = 1.0
 
     def __post_init__(self) -> None:
         def is_int(value: Any) -> bool:
@@ -241,6 +248,10 @@ class SceneConfig:
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}.")
         if not is_int(self.max_placement_attempts) or self.max_placement_attempts < 1:
             raise ValueError(f"max_placement_attempts must be an integer >= 1, got {self.max_placement_attempts!r}.")
+        if not isinstance(self.object_scale, (int, float)) or not 0.25 <= self.object_scale <= 2.0:
+            raise ValueError(f"object_scale must be a number in [0.25, 2], got {self.object_scale!r}.")
+        if not isinstance(self.background_contrast, (int, float)) or not 0.0 <= self.background_contrast <= 1.0:
+            raise ValueError(f"background_contrast must be a number in [0, 1], got {self.background_contrast!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain (JSON-serialisable) dict."""
@@ -302,7 +313,7 @@ def _background(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarray,
         t = np.asarray(noise.resize((size, size), Image.BICUBIC), dtype=np.float32) * (1.0 / 255.0)
     # A faint second gradient (lighting) so that no texture is perfectly periodic or flat.
     light = 1.0 + rng.uniform(-0.2, 0.2) * (along - 0.5)
-    image = (c1[:, None, None] + (c2 - c1)[:, None, None] * t[None]) * light[None]
+    image = (c1[:, None, None] + ((c2 - c1) * cfg.background_contrast)[:, None, None] * t[None]) * light[None]
     return image.astype(np.float32, copy=False), texture
 
 
@@ -360,7 +371,7 @@ def _render_scene(cfg: SceneConfig, split_id: int, index: int) -> dict[str, Any]
         for attempt in range(attempts):
             fallback = required and attempt >= cfg.max_placement_attempts
             size_word = "small" if fallback else tuple(SIZE_WORDS)[rng.integers(len(SIZE_WORDS))]
-            radius = float(rng.uniform(*SIZE_WORDS[size_word])) / 2
+            radius = min(float(rng.uniform(*SIZE_WORDS[size_word])) * cfg.object_scale / 2, 0.48)
             shape = SHAPES[rng.integers(len(SHAPES))]
             cx, cy = (float(c) for c in rng.uniform(radius + 0.01, 0.99 - radius, 2))
             angle = rng.uniform(0.0, 2.0 * np.pi) if shape == "crescent" else np.deg2rad(rng.uniform(-25.0, 25.0))

@@ -117,6 +117,7 @@ class OptimConfig:
 @dataclass
 class EvalConfig:
     num_examples: int = 200  # validation images
+    split: str = "validation"  # scenes split to score on (tune recipes on `test`, report `validation`)
     probe_train_examples: int = 200  # images to fit the linear probe on (from the training split)
     batch_size: int = 50
     image_size: int | None = None  # evaluation resolution; None: data.global_size
@@ -181,6 +182,7 @@ class PretrainConfig:
             "training.distributed": ("ddp", "fsdp"),
             "objective.v2_teacher": ("clean_pass", "student_view"),
             "data.source": ("scenes", "imagefolder", "parquet", "arrow", "webdataset", "hub"),
+            "eval.split": ("validation", "test"),
         }
         for key, allowed in choices.items():
             section, name = key.split(".")
