@@ -125,7 +125,7 @@ def _write_json(path: Path, payload: dict) -> None:
 def _units(dataset, streaming: bool, shard_size: int) -> tuple[int, Callable[[int], Iterator[dict]]]:
     """(number of units, unit index → row iterator)."""
     if streaming:
-        if dataset.num_shards == 1:
+        if dataset.num_shards == 1 and hasattr(dataset, "reshard"):  # datasets >= 4.1
             dataset = dataset.reshard()  # parquet: one unit per row group
         count = dataset.num_shards
         return count, lambda unit: iter(dataset.shard(num_shards=count, index=unit, contiguous=True))
