@@ -198,6 +198,27 @@ def test_streamed_parquet_shards_give_the_same_captions(blip_dir, reference, tmp
             assert have[column] == want[column]
 
 
+def test_webdataset_tars_keep_their_keys(blip_dir, reference, tmp_path):
+    """Webdataset shards (jpg/png + txt per key, one broken image): every column kept, broken sample counted."""
+    import tarfile
+
+    rows = _rows(reference)[:4]
+    with tarfile.open(tmp_path / "shard-0.tar", "w") as tar:
+        for i, row in enumerate(rows):
+            for extension, payload in (("png", row["image"] if i != 1 else b"broken"), ("txt", row["alt_text"].encode())):
+                info = tarfile.TarInfo(f"sample{i}.{extension}")
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    result = _call(blip_dir, tmp_path / "shard-*.tar", tmp_path / "out")
+    assert (result.rows_read, result.captioned, result.skipped_images) == (4, 3, 1)
+    got = _rows(tmp_path / "out")
+    assert [r["__key__"] for r in got] == ["sample0", "sample2", "sample3"]
+    for have, want in zip(got, [rows[0], rows[2], rows[3]]):
+        assert (have["png"], have["txt"]) == (want["image"], want["alt_text"])
+        for column in COLUMNS:
+            assert have[column] == want[column]
+
+
 def test_prompt_is_not_repeated_in_the_caption(blip_dir):
     """BLIP with a text prompt returns [BOS] + prompt + continuation; the caption is the continuation only."""
     from transformers import AutoProcessor, BlipForConditionalGeneration
