@@ -56,6 +56,16 @@ def test_demo_computations(demo_model, demo_files):
     overlay, legend = demo_model.zero_shot(image, ", ".join(LABELS))
     assert overlay.shape == (UPLOAD_SIZE[1], UPLOAD_SIZE[0], 3)
     assert all(label in legend for label in LABELS) and legend.count("%") == len(LABELS)
+    # Every pixel is 0.4 · image + 0.6 · the colour of one of the labels (rounded).
+    from tips_hf.dense import palette
+
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
+    candidates = np.stack([np.round(0.4 * pixels + 0.6 * color) for color in palette(len(LABELS)).astype(np.float64)])
+    assert np.all(np.any(np.all(np.abs(candidates - overlay[None]) <= 1, axis=-1), axis=0))
+    from tips_hf.demo.app import segmentation_methods
+
+    if "patches" in segmentation_methods():  # the protocol's two feature choices give different maps
+        assert not np.array_equal(demo_model.zero_shot(image, ", ".join(LABELS), "patches")[0], overlay)
     # Similarity rows = the model's own logits: cosine / temperature, softmax over the texts, both heads.
     texts = ["a red circle", "a blue square"]
     rows = demo_model.similarity(image, "\n".join(texts))

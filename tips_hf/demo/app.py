@@ -119,23 +119,28 @@ class DemoModel:
         return _resize_array(_to_uint8(rgb), image.size, nearest=True)
 
     @torch.no_grad()
-    def zero_shot(self, image: Any, labels_text: str, opacity: float = 0.6) -> tuple[np.ndarray, str]:
+    def zero_shot(
+        self, image: Any, labels_text: str, method: str | None = None, opacity: float = 0.6
+    ) -> tuple[np.ndarray, str]:
         """Zero-shot segmentation: the label map blended over the image at the uploaded size, (H, W, 3) uint8, and an
-        HTML legend with each label's colour and share of the pixels."""
-        from tips_hf.dense import colorize_segmentation, encode_labels, palette
+        HTML legend with each label's colour and share of the pixels. `method`: `zero_shot_segment`'s (`"values"`,
+        the official MaskCLIP protocol, or `"patches"`); None keeps its default."""
+        from tips_hf import dense
 
         image = _rgb(image)
         labels = _split_labels(labels_text)
         pixel_values = self.pixel_values(image)
-        label_embeds = encode_labels(self.model, self.processor, labels)
-        scores = segmentation_scores(self.model, pixel_values, label_embeds)  # (K, h, w)
+        # The protocol's prompt set (TCL templates) where this version has it, else the CLIP-style set.
+        templates = getattr(dense, "SEGMENTATION_TEMPLATES", dense.PROMPT_TEMPLATES)
+        label_embeds = dense.encode_labels(self.model, self.processor, labels, templates=templates)
+        scores = segmentation_scores(self.model, pixel_values, label_embeds, method)  # (K, h, w)
         width, height = image.size
         scores = F.interpolate(scores[None].float(), size=(height, width), mode="bilinear", align_corners=False)[0]
         label_map = scores.argmax(dim=0).cpu().numpy()
-        colored = colorize_segmentation(label_map, len(labels))
+        colored = dense.colorize_segmentation(label_map, len(labels))
         overlay = (1 - opacity) * np.asarray(image, dtype=np.float32) + opacity * colored.astype(np.float32)
         overlay = overlay.round().clip(0, 255).astype(np.uint8)
-        colors = palette(len(labels))
+        colors = dense.palette(len(labels))
         shares = np.bincount(label_map.ravel(), minlength=len(labels)) / label_map.size
         rows = "".join(
             f'<li><span style="display:inline-block;width:1em;height:1em;margin-right:.4em;vertical-align:middle;'
@@ -185,14 +190,25 @@ class DemoModel:
         return _to_uint8((normals.cpu().numpy() + 1.0) / 2.0)
 
 
-def segmentation_scores(model, pixel_values: torch.Tensor, label_embeds: torch.Tensor) -> torch.Tensor:
+def segmentation_methods() -> tuple[str, ...]:
+    """The `method` choices of the installed `zero_shot_segment` (empty for a version without the option)."""
+    from tips_hf.dense import zero_shot
+
+    return tuple(getattr(zero_shot, "SEGMENTATION_METHODS", ()))
+
+
+def segmentation_scores(
+    model, pixel_values: torch.Tensor, label_embeds: torch.Tensor, method: str | None = None
+) -> torch.Tensor:
     """Per-label scores `(K, h, w)` of one image from `tips_hf.dense.zero_shot_segment`, whichever of its signatures
-    is installed: the protocol one returns `{"scores": (B, K, H, W), ...}` (with `method=` / `mode=` options left at
-    their defaults), the earlier one `{"logits": (B, K, h, w), ...}`."""
+    is installed: the protocol one returns `{"scores": (B, K, H, W), ...}` (`mode` left at its default, one pass over
+    the image), the earlier one `{"logits": (B, K, h, w), ...}`."""
     from tips_hf.dense import zero_shot_segment
 
     parameters = inspect.signature(zero_shot_segment).parameters
     kwargs = {"output_size": tuple(pixel_values.shape[-2:])} if "output_size" in parameters else {}
+    if method is not None and "method" in parameters:
+        kwargs["method"] = method
     result = zero_shot_segment(model, pixel_values, label_embeds, **kwargs)
     scores = result["scores"] if "scores" in result else result["logits"]
     return scores[0]
@@ -242,11 +258,23 @@ def build_demo(demo_model: DemoModel) -> Any:
                     zs_labels = gr.Textbox(
                         value=DEFAULT_LABELS, label="Labels (comma-separated)", elem_id="zeroshot-labels"
                     )
+                    methods = segmentation_methods()
+                    zs_method = gr.Radio(
+                        choices=list(methods) or ["patches"],
+                        value=methods[0] if methods else "patches",
+                        label="Patch features (values: MaskCLIP values trick, the official protocol)",
+                        visible=bool(methods),
+                        elem_id="zeroshot-method",
+                    )
                     zs_run = gr.Button("Segment", variant="primary", elem_id="zeroshot-run")
                 with gr.Column():
                     zs_output = gr.Image(type="numpy", format="png", label="Segmentation", elem_id="zeroshot-output")
                     zs_legend = gr.HTML(elem_id="zeroshot-legend")
-            zs_run.click(guarded(demo_model.zero_shot), [zs_input, zs_labels], [zs_output, zs_legend])
+            zs_run.click(
+                guarded(lambda image, text, method: demo_model.zero_shot(image, text, method if methods else None)),
+                [zs_input, zs_labels, zs_method],
+                [zs_output, zs_legend],
+            )
         with gr.Tab("Image–text similarity", id="similarity"):
             with gr.Row():
                 sim_input = gr.Image(type="pil", label="Image", elem_id="similarity-input")
@@ -285,4 +313,4 @@ def build_demo(demo_model: DemoModel) -> Any:
     return demo
 
 
-__all__ = ["DemoModel", "build_demo", "segmentation_scores"]
+__all__ = ["DemoModel", "build_demo", "segmentation_methods", "segmentation_scores"]
