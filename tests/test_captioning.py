@@ -147,6 +147,7 @@ def test_sigkill_then_resume_gives_the_same_output(fault, blip_dir, image_folder
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "11 rows captioned" in resumed.stdout and "(1 unreadable images left out), 3 shards" in resumed.stdout
     assert (output / "data" / "train-00000-of-00003-00000.parquet").stat().st_ino == first.st_ino  # not rewritten
+    assert not (output / ".tips-caption" / "tmp").exists()
     assert _rows(output) == _rows(reference)
     stats = json.loads((output / "caption_stats.json").read_text())
     assert stats["train"]["model"] == str(blip_dir)

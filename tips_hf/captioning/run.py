@@ -20,6 +20,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -214,7 +215,7 @@ def caption_dataset(
         "data": str(Path(data).resolve()) if Path(data).exists() else data,  # same run from another working folder
         "split": split,
         "format": data_format, "streaming": streaming, "shard_size": shard_size, "image_column": image_column,
-        "num_beams": num_beams, "tasks": [asdict(task) for task in tasks],
+        "num_beams": captioner.num_beams, "tasks": [asdict(task) for task in tasks],
     }
     run_file = meta / "run.json"
     if run_file.is_file():
@@ -237,9 +238,11 @@ def caption_dataset(
     total = None
     if not streaming:
         total = sum(min(len(dataset), (u + 1) * shard_size) - u * shard_size for u in mine)
-    bar = tqdm(total=total, unit="img", desc=f"captioning ({state.num_processes} proc.)",
-               disable=not (progress and state.is_main_process), dynamic_ncols=True)
-    batches_done, captioned_now = 0, 0
+    # the main process's own share; the rate of N processes together is about N times its images/s
+    description = "captioning" if state.num_processes == 1 else f"captioning (process 0 of {state.num_processes})"
+    bar = tqdm(total=total, unit="img", desc=description, disable=not (progress and state.is_main_process),
+               dynamic_ncols=True)
+    batches_done, captioned_now, skipped_now = 0, 0, 0
     for unit in mine:
         chunks = itertools.groupby(enumerate(unit_rows(unit)), key=lambda item: item[0] // shard_size)
         names = []
@@ -262,8 +265,9 @@ def caption_dataset(
                 batches_done += 1
                 bar.update(len(batch))
                 maybe_fault(f"caption-batch:{batches_done}")
+            skipped_now += counts["skipped_images"]
             bar.update(counts["skipped_images"])
-            bar.set_postfix(skipped=counts["skipped_images"], refresh=False)
+            bar.set_postfix(unreadable=skipped_now, refresh=False)
             _write_shard(rows_out, features, root, name, {**counts, "captioned": len(rows_out)}, meta, state)
             captioned_now += len(rows_out)
         _write_json(meta / "units" / f"{unit:05d}.json", {"shards": names})
@@ -275,6 +279,7 @@ def caption_dataset(
     result = _summarise(root, split, columns, num_units, elapsed, captioned_all)
     if state.is_main_process:
         _write_card(root)
+        shutil.rmtree(root / META / "tmp", ignore_errors=True)  # leftovers of killed runs
         logger.info("captioned %d rows (%d unreadable images left out) in %.0f s, %.2f images/s", result.captioned,
                     result.skipped_images, elapsed, result.images_per_s)
     state.wait_for_everyone()
