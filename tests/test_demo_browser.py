@@ -137,3 +137,15 @@ def test_depth_and_normals_pictures(demo_files, tmp_path):
     farthest = np.unravel_index(int(depth.argmax()), depth.shape)
     assert depth_picture[nearest].tolist() == [252, 255, 163]  # (0.99, 1.0, 0.64) * 255
     assert depth_picture[farthest].tolist() == [0, 0, 5]  # (0, 0, 0.02) * 255
+
+
+def test_demo_cli_arguments(tmp_path, capsys):
+    from tips_hf.demo.cli import build_parser, main
+
+    args = build_parser().parse_args(["--model", "m", "--port", "7000", "--share", "false"])
+    assert (args.port, args.share, args.host) == (7000, False, "127.0.0.1")
+    assert build_parser().parse_args(["--model", "m", "--share", "True"]).share is True
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--model", "m", "--share", "maybe"])
+    assert main(["--model", str(tmp_path / "missing")]) == 2
+    assert "--model folder not found" in capsys.readouterr().err

@@ -182,8 +182,9 @@ def export_programs(model) -> dict[str, torch.export.ExportedProgram]:
 def export_onnx_files(
     model, folder: str | os.PathLike, programs: dict[str, torch.export.ExportedProgram] | None = None
 ) -> list[str]:
-    """Write `vision_model.onnx` and `text_model.onnx` (opset 18, weights inside the file) to `folder`, translated
-    from the `torch.export` programs of [`export_programs`] (traced here unless given)."""
+    """Write `vision_model.onnx` and `text_model.onnx` (opset 18; weights inside the file up to 1.8 GB, else in
+    `<name>.onnx.data` beside it) to `folder`, translated from the `torch.export` programs of [`export_programs`]
+    (traced here unless given)."""
     programs = programs if programs is not None else export_programs(model)
     folder = Path(folder)
     names = tower_io(model)
@@ -320,7 +321,7 @@ def _export_readme(kind: str, model, parity: dict[str, float] | None) -> str:
     temperature = [round(float(t), 6) for t in model.temperature.detach().cpu()]
     patch = vision.patch_size
     if kind == "onnx":
-        files = "`vision_model.onnx`, `text_model.onnx` (ONNX opset 18, weights inside)"
+        files = "`vision_model.onnx`, `text_model.onnx` (ONNX opset 18; a tower over 1.8 GB keeps its weights in `.onnx.data`)"
         usage = (
             '```python\nimport onnxruntime as ort\nfrom tips_hf import TipsProcessor\n\nprocessor = TipsProcessor.from_pretrained(".")\n'
             'vision = ort.InferenceSession("vision_model.onnx")\ntext = ort.InferenceSession("text_model.onnx")\n'
