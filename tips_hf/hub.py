@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from huggingface_hub import HfApi, ModelCard, ModelCardData, get_token, split_torch_state_dict_into_shards
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
@@ -136,11 +135,9 @@ def variant_name(config: TipsConfig) -> str:
 
 def _param_counts(model_or_config) -> tuple[int, int, int]:
     if isinstance(model_or_config, TipsConfig):
-        from .modeling_tips import TipsModel
+        from .modeling_tips import meta_model
 
-        # Shapes only: counting a g/14 this way costs no memory.
-        with torch.device("meta"):
-            model = TipsModel(model_or_config)
+        model = meta_model(model_or_config)  # shapes only: counting a g/14 this way costs no memory
     else:
         model = model_or_config
     vision = sum(p.numel() for p in model.vision_model.parameters())

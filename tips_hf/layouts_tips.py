@@ -213,140 +213,6 @@ HUB = Layout(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Official JAX/Scenic layout (google-deepmind/tips scenic/): flattened flax params, `/`-separated. Dense kernels are
-# (in, out); attention kernels are per head; the two CLS tokens carry no position embedding; no LayerScale, no mask
-# token. Import only: LayerScale and the mask token have no Scenic counterpart.
-
-
-def _dense_to_linear(ts, ctx):
-    return [ts[0].t().contiguous()]
-
-
-def _heads_in_to_linear(ts, ctx):
-    """q/k/v kernels (D, heads, head_dim) ×3 and biases (heads, head_dim) ×3 → one fused (3D, D) / (3D,)."""
-    if ts[0].ndim == 3:
-        return [torch.cat([t.reshape(t.shape[0], -1).t() for t in ts], dim=0).contiguous()]
-    return [torch.cat([t.reshape(-1) for t in ts], dim=0)]
-
-
-def _heads_out_to_linear(ts, ctx):
-    """out kernel (heads, head_dim, D) → (D, D) weight."""
-    kernel = ts[0]
-    return [kernel.reshape(-1, kernel.shape[-1]).t().contiguous()]
-
-
-def _conv_to_torch(ts, ctx):
-    """(kh, kw, in, out) → (out, in, kh, kw)."""
-    return [ts[0].permute(3, 2, 0, 1).contiguous()]
-
-
-def _scenic_tokens_to_ours(ts, ctx):
-    """cls (1, 2, D) and posembed_input (1, gh, gw, D) → cls_token, register_tokens, position_embeddings with a zero
-    CLS position (Scenic adds none)."""
-    cls, grid = ts
-    if grid.shape[1] != grid.shape[2]:
-        raise LayoutError(f"posembed_input grid {tuple(grid.shape[1:3])} is not square; TIPS grids are square.")
-    dim = grid.shape[-1]
-    positions = torch.cat([grid.new_zeros(1, 1, dim), grid.reshape(1, -1, dim)], dim=1)
-    return [cls[:, :1].contiguous(), cls[:, 1:].contiguous(), positions]
-
-
-def _swiglu_to_ours(ts, ctx):
-    """Dense_0 (gate) and Dense_1 (up), kernels (D, I) or biases (I,) → fused gate_up (2I, D) / (2I,)."""
-    if ts[0].ndim == 2:
-        return [torch.cat([t.t() for t in ts], dim=0).contiguous()]
-    return [torch.cat(ts, dim=0)]
-
-
-_SV, _SVB = "encoder/ToTokenSequence_0", "encoder/transformer/encoderblock_{i}"
-_ST = "transformer/encoderblock_{i}"
-
-
-def _scenic_block_rules(ours_prefix: str, theirs_prefix: str, tower: str, norms: tuple[str, str]) -> list[KeyRule]:
-    attn = f"{theirs_prefix}/MultiHeadDotProductAttention_0"
-    attention = "attention" if tower == "vision" else "self_attn"
-    rules = [
-        _rule(f"{ours_prefix}.{norms[0]}.weight", f"{theirs_prefix}/LayerNorm_0/scale", tower=tower),
-        _rule(f"{ours_prefix}.{norms[0]}.bias", f"{theirs_prefix}/LayerNorm_0/bias", tower=tower),
-        _rule(f"{ours_prefix}.{norms[1]}.weight", f"{theirs_prefix}/LayerNorm_1/scale", tower=tower),
-        _rule(f"{ours_prefix}.{norms[1]}.bias", f"{theirs_prefix}/LayerNorm_1/bias", tower=tower),
-        _rule(
-            f"{ours_prefix}.{attention}.qkv.weight",
-            tuple(f"{attn}/{x}/kernel" for x in ("query", "key", "value")),
-            _heads_in_to_linear,
-            tower=tower,
-        ),
-        _rule(
-            f"{ours_prefix}.{attention}.qkv.bias",
-            tuple(f"{attn}/{x}/bias" for x in ("query", "key", "value")),
-            _heads_in_to_linear,
-            tower=tower,
-        ),
-        _rule(f"{ours_prefix}.{attention}.out_proj.weight", f"{attn}/out/kernel", _heads_out_to_linear, tower=tower),
-        _rule(f"{ours_prefix}.{attention}.out_proj.bias", f"{attn}/out/bias", tower=tower),
-    ]
-    mlp = f"{theirs_prefix}/MlpBlock_0"
-    when = _is_mlp if tower == "vision" else None
-    rules += [
-        _rule(f"{ours_prefix}.mlp.fc1.weight", f"{mlp}/Dense_0/kernel", _dense_to_linear, tower=tower, when=when),
-        _rule(f"{ours_prefix}.mlp.fc1.bias", f"{mlp}/Dense_0/bias", tower=tower, when=when),
-        _rule(f"{ours_prefix}.mlp.fc2.weight", f"{mlp}/Dense_1/kernel", _dense_to_linear, tower=tower, when=when),
-        _rule(f"{ours_prefix}.mlp.fc2.bias", f"{mlp}/Dense_1/bias", tower=tower, when=when),
-    ]
-    return rules
-
-
-SCENIC_RULES: tuple[KeyRule, ...] = tuple(
-    KeyRule(r.ours, r.theirs, r.to_ours, None, r.tower, r.when, r.optional_theirs, export=False)
-    for r in (
-        _rule(
-            (f"{V}.embeddings.cls_token", f"{V}.embeddings.register_tokens", f"{V}.embeddings.position_embeddings"),
-            (f"{_SV}/cls", f"{_SV}/posembed_input"),
-            _scenic_tokens_to_ours,
-        ),
-        _rule(f"{V}.embeddings.patch_embedding.weight", f"{_SV}/embedding/kernel", _conv_to_torch),
-        _rule(f"{V}.embeddings.patch_embedding.bias", f"{_SV}/embedding/bias"),
-        *_scenic_block_rules(_VB, _SVB, "vision", ("norm1", "norm2")),
-        *(
-            _rule(
-                f"{_VB}.mlp.gate_up.{ours}",
-                tuple(f"{_SVB}/FFNSwiGluFused_0/Dense_{j}/{theirs}" for j in (0, 1)),
-                _swiglu_to_ours,
-                tower="vision",
-                when=_is_swiglu,
-            )
-            for ours, theirs in (("weight", "kernel"), ("bias", "bias"))
-        ),
-        _rule(
-            f"{_VB}.mlp.down.weight",
-            f"{_SVB}/FFNSwiGluFused_0/Dense_2/kernel",
-            _dense_to_linear,
-            tower="vision",
-            when=_is_swiglu,
-        ),
-        _rule(f"{_VB}.mlp.down.bias", f"{_SVB}/FFNSwiGluFused_0/Dense_2/bias", tower="vision", when=_is_swiglu),
-        _rule(f"{V}.layernorm.weight", "encoder/encoder_norm/scale"),
-        _rule(f"{V}.layernorm.bias", "encoder/encoder_norm/bias"),
-        _rule(f"{T}.embeddings.token_embedding.weight", "token_emb/emb_var"),
-        *_scenic_block_rules(_TB, _ST, "text", ("layer_norm1", "layer_norm2")),
-        _rule(f"{T}.final_layer_norm.weight", "text_encoder_norm/scale"),
-        _rule(f"{T}.final_layer_norm.bias", "text_encoder_norm/bias"),
-        _rule(
-            "log_temperature",
-            "temperature_contrastive",
-            _log_temperature_from_scalar,
-            tower="text",
-            optional_theirs=True,
-        ),
-    )
-)
-
-SCENIC = Layout("scenic", "official JAX/Scenic TIPS checkpoint (google-deepmind/tips, scenic/)", SCENIC_RULES)
-# Our tensors with no Scenic counterpart, and the values that reproduce Scenic's computation.
-SCENIC_DEFAULTS = {"mask_token": "zeros", "layer_scale": "ones"}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # transformers-native `Tipsv2Model` (model_type "tipsv2", transformers >= 5.14): separate q/k/v matrices; SwiGLU as
 # gate/up/down projections since transformers 5.24, as one fused `weights_in` (gate first) + `weights_out` before.
 
@@ -471,64 +337,6 @@ def native_layout_for(keys: Iterable[str]) -> Layout:
     return NATIVE_FUSED_SWIGLU if any(".mlp.weights_in." in k for k in keys) else NATIVE
 
 
-def _native_mlp_ratio(hidden: int, width: int, swiglu: bool) -> float:
-    """An `mlp_ratio` for which transformers' Tipsv2 rebuilds exactly our FFN width (it stores a ratio, not a width)."""
-
-    def rebuilt(ratio: float) -> int:
-        mlp = int(hidden * ratio)
-        return (int(mlp * 2 / 3) + 7) // 8 * 8 if swiglu else mlp
-
-    base = width * (1.5 if swiglu else 1.0)
-    for candidate in (width / hidden if not swiglu else 4.0, base / hidden, (base + 0.5) / hidden):
-        if rebuilt(candidate) == width:
-            return candidate
-    raise ValueError(
-        f"transformers' Tipsv2 cannot express an FFN width of {width} for hidden size {hidden} "
-        f"({'SwiGLU widths must be multiples of 8' if swiglu else 'no mlp_ratio gives it'})."
-    )
-
-
-def config_to_native(config) -> dict:
-    """`Tipsv2Config` keyword arguments equivalent to a `TipsConfig` (see `NATIVE_CANNOT_CARRY` for what is lost)."""
-    v, t = config.vision_config, config.text_config
-    return {
-        "vision_config": {
-            "hidden_size": v.hidden_size,
-            "num_hidden_layers": v.num_hidden_layers,
-            "num_attention_heads": v.num_attention_heads,
-            "mlp_ratio": _native_mlp_ratio(v.hidden_size, v.intermediate_size, v.ffn_type == "swiglu"),
-            "use_swiglu_ffn": v.ffn_type == "swiglu",
-            "hidden_act": v.hidden_act,
-            "layer_norm_eps": v.layer_norm_eps,
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
-            "num_channels": v.num_channels,
-            "qkv_bias": v.qkv_bias,
-            "layerscale_value": v.layerscale_value,
-            "num_register_tokens": v.num_register_tokens,
-            "drop_path_rate": v.drop_path_rate,
-            "attention_probs_dropout_prob": v.attention_dropout,
-            "initializer_range": v.initializer_range,
-        },
-        "text_config": {
-            "vocab_size": t.vocab_size,
-            "hidden_size": t.hidden_size,
-            "intermediate_size": t.intermediate_size,
-            "num_hidden_layers": t.num_hidden_layers,
-            "num_attention_heads": t.num_attention_heads,
-            "max_position_embeddings": t.max_position_embeddings,
-            "hidden_act": t.hidden_act,
-            "layer_norm_eps": t.layer_norm_eps,
-            "attention_dropout": t.attention_dropout,
-            "pad_token_id": t.pad_token_id,
-            "scale_sqrt_depth": t.scale_sqrt_depth,
-            "pooling_epsilon": t.pooling_epsilon,
-            "initializer_range": t.initializer_range,
-        },
-        "temperature_init_value": config.temperature_init_value,
-    }
-
-
 def config_from_native(native: Mapping) -> dict:
     """`TipsConfig` keyword arguments from a transformers-native `Tipsv2Config` dict (as in its config.json)."""
     v, t = dict(native.get("vision_config") or {}), dict(native.get("text_config") or {})
@@ -584,13 +392,6 @@ def config_from_native(native: Mapping) -> dict:
     return out
 
 
-NATIVE_CANNOT_CARRY = (
-    "the synthetic-caption head's own temperature (Tipsv2Model has one `temperature`; the alt-text head's is kept)",
-    "the temperature clamp range (temperature_min/max) and the `preset` name (the processor keeps the image size)",
-    "interpolate_antialias=False (Tipsv2 always antialiases)",
-)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Architecture inference: read a TipsConfig from tensor shapes (+ head counts where the weights cannot tell them)
 
@@ -607,11 +408,6 @@ class TensorReader(Protocol):
     def shape(self, key: str) -> tuple[int, ...]: ...
 
     def read(self, key: str) -> torch.Tensor: ...
-
-
-_TOKENS = "encoder/ToTokenSequence_0"
-_VBLOCK = r"encoder/transformer/encoderblock_(\d+)/"
-_TBLOCK = r"transformer/encoderblock_(\d+)/"
 
 
 def count_blocks(keys, pattern: str, source: str) -> int:
@@ -768,95 +564,6 @@ def temperature_overrides(value: float) -> dict[str, float]:
     if not value > 0:
         raise LayoutError(f"the checkpoint's temperature is {value}; it must be positive (logits = cosine / T).")
     return {"temperature_init_value": value, "temperature_min": min(1e-3, value), "temperature_max": max(1.0, value)}
-
-
-def _heads(reader: TensorReader, kernel_key: str, width: int) -> int:
-    shape = require(reader, kernel_key, 3)
-    if shape[0] != width or shape[1] * shape[2] != width:
-        raise LayoutError(
-            f"{reader.path}: key {kernel_key!r} has shape {shape}, expected ({width}, heads, {width} // heads)."
-        )
-    return shape[1]
-
-
-def infer_scenic_config(
-    vision: TensorReader,
-    text: TensorReader,
-    preset: str | None = None,
-    image_resolution: int | None = None,
-    max_text_length: int = 64,
-) -> TipsConfig:
-    """Architecture from the array shapes; Scenic's per-head attention kernels also give the head counts."""
-    cls = require(vision, f"{_TOKENS}/cls", 3)
-    width = cls[-1]
-    if cls[1] != 2:
-        raise LayoutError(f"{vision.path}: key '{_TOKENS}/cls' holds {cls[1]} CLS tokens; TIPS has 2.")
-    kernel = require(vision, f"{_TOKENS}/embedding/kernel", 4)
-    grid = require(vision, f"{_TOKENS}/posembed_input", 4)
-    if grid[1] != grid[2]:
-        raise LayoutError(f"{vision.path}: posembed_input grid {grid[1]}x{grid[2]} is not square.")
-    depth = count_blocks(vision.keys(), _VBLOCK, str(vision.path))
-    block0 = "encoder/transformer/encoderblock_0"
-    if f"{block0}/FFNSwiGluFused_0/Dense_0/kernel" in vision:
-        ffn_type, mlp = "swiglu", require(vision, f"{block0}/FFNSwiGluFused_0/Dense_0/kernel", 2)[1]
-    else:
-        ffn_type, mlp = "mlp", require(vision, f"{block0}/MlpBlock_0/Dense_0/kernel", 2)[1]
-    vocab, text_width = require(text, "token_emb/emb_var", 2)
-    if text_width != width:
-        raise LayoutError(
-            f"vision width {width} ({vision.path}) differs from text width {text_width} ({text.path}); the two files "
-            "do not belong to the same TIPS model."
-        )
-    text_depth = count_blocks(text.keys(), _TBLOCK, str(text.path))
-    text_mlp = require(text, "transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel", 2)[1]
-    overrides = {}
-    if preset is not None:
-        reference = TipsConfig.from_preset(preset).vision_config
-        if (reference.hidden_size, reference.num_hidden_layers, reference.ffn_type) != (width, depth, ffn_type):
-            raise LayoutError(
-                f"{vision.path} does not match preset {preset!r}: found width {width}, {depth} layers, {ffn_type}."
-            )
-        overrides = dict(preset=preset, image_resolution=PRESETS[preset][2])
-    if image_resolution is not None:
-        overrides["image_resolution"] = image_resolution
-    if "temperature_contrastive" in text:
-        overrides.update(temperature_overrides(float(text.read("temperature_contrastive").reshape(()))))
-    vision_config = TipsVisionConfig(
-        hidden_size=width,
-        num_hidden_layers=depth,
-        num_attention_heads=_heads(vision, f"{block0}/MultiHeadDotProductAttention_0/query/kernel", width),
-        intermediate_size=mlp,
-        ffn_type=ffn_type,
-        hidden_act="gelu_pytorch_tanh",  # flax.linen.gelu defaults to the tanh approximation
-        layer_norm_eps=1e-6,
-        patch_size=kernel[0],
-        num_channels=kernel[2],
-        image_size=grid[1] * kernel[0],
-        num_register_tokens=1,
-        layerscale_value=1.0,
-    )
-    text_config = TipsTextConfig(
-        vocab_size=vocab,
-        hidden_size=text_width,
-        intermediate_size=text_mlp,
-        num_hidden_layers=text_depth,
-        num_attention_heads=_heads(
-            text, "transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel", text_width
-        ),
-        max_position_embeddings=max_text_length,
-        layer_norm_eps=1e-6,  # flax LayerNorm
-    )
-    return TipsConfig(vision_config=vision_config, text_config=text_config, **overrides)
-
-
-def scenic_defaults(config: TipsConfig) -> dict[str, torch.Tensor]:
-    """Our tensors that Scenic lacks, set to the values that reproduce Scenic's computation."""
-    v = config.vision_config
-    defaults = {"vision_model.embeddings.mask_token": torch.zeros(1, v.hidden_size)}
-    for i in range(v.num_hidden_layers):
-        for j in (1, 2):
-            defaults[f"vision_model.encoder.layers.{i}.layer_scale{j}.lambda1"] = torch.ones(v.hidden_size)
-    return defaults
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1022,9 +729,12 @@ def safetensors_files(path_or_repo: str, resolve: Callable[[str], str | None]) -
     return files
 
 
-def load_foreign_checkpoint(path_or_repo: str, **hub_kwargs) -> tuple[TipsConfig, dict[str, torch.Tensor]] | None:
+def load_foreign_checkpoint(
+    path_or_repo: str, shapes_for: Callable[[TipsConfig], Mapping[str, tuple[int, ...]]], **hub_kwargs
+) -> tuple[TipsConfig, dict[str, torch.Tensor]] | None:
     """(config, state dict in our keys) for a transformers-native Tipsv2 folder or a google/tipsv2-* Hub-layout
-    folder/repo; None for a TipsModel folder (or one without config.json: the caller's usual error applies)."""
+    folder/repo; None for a TipsModel folder (or one without config.json: the caller's usual error applies).
+    `shapes_for(config)` gives our model's {key: shape} (passed in, so this module never imports the model)."""
     import json
 
     from transformers.utils import cached_file
@@ -1046,20 +756,13 @@ def load_foreign_checkpoint(path_or_repo: str, **hub_kwargs) -> tuple[TipsConfig
         return None
     reader = reader.with_aliases(layout.aliases)
     tips = config_for_foreign(layout, config, reader)
-    shapes = {k: tuple(v) for k, v in _our_shapes(tips).items()}
+    shapes = shapes_for(tips)
     state = dict(
         import_tensors(
             layout, arch_from_config(tips), context_from_config(tips), reader.keys(), reader.read, shapes, source
         )
     )
     return tips, state
-
-
-def _our_shapes(config: TipsConfig) -> dict[str, torch.Size]:
-    from .modeling_tips import TipsModel
-
-    with torch.device("meta"):
-        return {k: v.shape for k, v in TipsModel(config).state_dict().items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1212,16 +915,11 @@ __all__ = [
     "TensorReader",
     "count_blocks",
     "infer_official_config",
-    "infer_scenic_config",
-    "scenic_defaults",
     "temperature_overrides",
     "HUB",
-    "SCENIC",
     "NATIVE",
-    "NATIVE_CANNOT_CARRY",
     "NATIVE_FUSED_SWIGLU",
     "config_from_native",
-    "config_to_native",
     "OFFICIAL",
     "KeyRule",
     "Layout",

@@ -460,7 +460,7 @@ class TipsPreTrainedModel(PreTrainedModel):
             from .layouts_tips import load_foreign_checkpoint
 
             hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if kwargs.get(k) is not None}
-            foreign = load_foreign_checkpoint(str(pretrained_model_name_or_path), **hub_kwargs)
+            foreign = load_foreign_checkpoint(str(pretrained_model_name_or_path), state_shapes, **hub_kwargs)
             if foreign is not None:
                 config, state_dict = foreign
                 prefix = {TipsVisionModel: "vision_model.", TipsTextModel: "text_model."}.get(cls)
@@ -848,6 +848,18 @@ class TipsModel(TipsPreTrainedModel):
         return out if return_dict else out.to_tuple()
 
 
+def meta_model(config: Any, model_class: type[nn.Module] | None = None) -> nn.Module:
+    """`model_class(config)` (default `TipsModel`) with every tensor on the meta device: key names and shapes at no
+    memory cost (a g/14 included)."""
+    with torch.device("meta"):
+        return (model_class or TipsModel)(config)
+
+
+def state_shapes(config: Any, model_class: type[nn.Module] | None = None) -> dict[str, tuple[int, ...]]:
+    """{state-dict key: shape} of `model_class(config)` (default `TipsModel`), without allocating it."""
+    return {k: tuple(v.shape) for k, v in meta_model(config, model_class).state_dict().items()}
+
+
 __all__ = [
     "TipsModel",
     "TipsOutput",
@@ -856,4 +868,6 @@ __all__ = [
     "TipsVisionModel",
     "TipsVisionModelOutput",
     "contrastive_loss",
+    "meta_model",
+    "state_shapes",
 ]

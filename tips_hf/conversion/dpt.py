@@ -25,6 +25,7 @@ from ..layouts_tips import (
     import_tensors,
     infer_official_config,
 )
+from ..modeling_tips import meta_model, state_shapes
 from .npz import NpzReader
 from .official import ConversionResult
 from .writer import DEFAULT_MAX_SHARD_SIZE, atomic_folder, expected_shapes, write_safetensors
@@ -206,8 +207,7 @@ def _write_folder(
     """Weights, config with `auto_map`, remote-code files and an image processor, written atomically."""
     from ..image_processing_tips import TipsImageProcessor
 
-    with torch.device("meta"):
-        model = model_class(config)
+    model = meta_model(config, model_class)
     with atomic_folder(output_dir, overwrite) as staging:
         write_safetensors(
             staging, model.state_dict(), tensors, max_shard_size, progress=progress, description=description,
@@ -287,8 +287,7 @@ def convert_dpt(
         auto_map = {"AutoConfig": "configuration_dense_tips.TipsDPTConfig", "AutoModel": f"modeling_dense_tips.{class_name}"}
         if auto_class:
             auto_map[auto_class] = f"modeling_dense_tips.{class_name}"
-        with torch.device("meta"):
-            shapes = {k: tuple(v.shape) for k, v in model_class(config).state_dict().items()}
+        shapes = state_shapes(config, model_class)
 
         def stream():
             yield from _vision_tensors(vision, tips, strip_prefix=False)

@@ -14,20 +14,81 @@ import torch
 from ..layouts_tips import (
     _HUB_PREFIXES,
     HUB,
-    NATIVE_CANNOT_CARRY,
     arch_from_config,
     canonical_key,
-    config_to_native,
     context_from_config,
     export_tensors,
     native_layout_for,
 )
+from ..modeling_tips import meta_model
 from .writer import atomic_folder, open_checkpoint, write_safetensors
 
-CANNOT_CARRY = NATIVE_CANNOT_CARRY + (
+# What a native folder cannot hold (listed in its tips_hf_export.json).
+CANNOT_CARRY = (
+    "the synthetic-caption head's own temperature (Tipsv2Model has one `temperature`; the alt-text head's is kept)",
+    "the temperature clamp range (temperature_min/max) and the `preset` name (the processor keeps the image size)",
+    "interpolate_antialias=False (Tipsv2 always antialiases)",
     "bit-exact tokenization: transformers' Tipsv2Tokenizer (a `tokenizers` conversion of tokenizer.model) drops "
     "characters outside the vocabulary instead of emitting <unk>; token ids differ on such text",
 )
+
+
+def _native_mlp_ratio(hidden: int, width: int, swiglu: bool) -> float:
+    """An `mlp_ratio` for which transformers' Tipsv2 rebuilds exactly our FFN width (it stores a ratio, not a width)."""
+
+    def rebuilt(ratio: float) -> int:
+        mlp = int(hidden * ratio)
+        return (int(mlp * 2 / 3) + 7) // 8 * 8 if swiglu else mlp
+
+    base = width * (1.5 if swiglu else 1.0)
+    for candidate in (width / hidden if not swiglu else 4.0, base / hidden, (base + 0.5) / hidden):
+        if rebuilt(candidate) == width:
+            return candidate
+    raise ValueError(
+        f"transformers' Tipsv2 cannot express an FFN width of {width} for hidden size {hidden} "
+        f"({'SwiGLU widths must be multiples of 8' if swiglu else 'no mlp_ratio gives it'})."
+    )
+
+
+def config_to_native(config) -> dict:
+    """`Tipsv2Config` keyword arguments equivalent to a `TipsConfig` (see `CANNOT_CARRY` for what is lost)."""
+    v, t = config.vision_config, config.text_config
+    return {
+        "vision_config": {
+            "hidden_size": v.hidden_size,
+            "num_hidden_layers": v.num_hidden_layers,
+            "num_attention_heads": v.num_attention_heads,
+            "mlp_ratio": _native_mlp_ratio(v.hidden_size, v.intermediate_size, v.ffn_type == "swiglu"),
+            "use_swiglu_ffn": v.ffn_type == "swiglu",
+            "hidden_act": v.hidden_act,
+            "layer_norm_eps": v.layer_norm_eps,
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "num_channels": v.num_channels,
+            "qkv_bias": v.qkv_bias,
+            "layerscale_value": v.layerscale_value,
+            "num_register_tokens": v.num_register_tokens,
+            "drop_path_rate": v.drop_path_rate,
+            "attention_probs_dropout_prob": v.attention_dropout,
+            "initializer_range": v.initializer_range,
+        },
+        "text_config": {
+            "vocab_size": t.vocab_size,
+            "hidden_size": t.hidden_size,
+            "intermediate_size": t.intermediate_size,
+            "num_hidden_layers": t.num_hidden_layers,
+            "num_attention_heads": t.num_attention_heads,
+            "max_position_embeddings": t.max_position_embeddings,
+            "hidden_act": t.hidden_act,
+            "layer_norm_eps": t.layer_norm_eps,
+            "attention_dropout": t.attention_dropout,
+            "pad_token_id": t.pad_token_id,
+            "scale_sqrt_depth": t.scale_sqrt_depth,
+            "pooling_epsilon": t.pooling_epsilon,
+            "initializer_range": t.initializer_range,
+        },
+        "temperature_init_value": config.temperature_init_value,
+    }
 
 
 def export_to_transformers(
@@ -49,8 +110,7 @@ def export_to_transformers(
     model_dir = Path(model_dir)
     config, _, read = open_checkpoint(model_dir)
     native_config = transformers.Tipsv2Config(**config_to_native(config))
-    with torch.device("meta"):
-        native = transformers.Tipsv2Model(native_config)
+    native = meta_model(native_config, transformers.Tipsv2Model)
     saved = _saved_layout(native)
     arch, ctx = arch_from_config(config), context_from_config(config)
     with atomic_folder(output_dir, overwrite) as staging:

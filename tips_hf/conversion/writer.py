@@ -23,19 +23,12 @@ from transformers.dynamic_module_utils import custom_object_save
 
 from ..configuration_tips import TipsConfig
 from ..layouts_tips import LayoutError, SafetensorsReader, load_foreign_checkpoint, safetensors_files
-from ..modeling_tips import TipsModel
+from ..modeling_tips import meta_model, state_shapes
 
 DEFAULT_MAX_SHARD_SIZE = "2GB"
 
 
-def meta_model(config: TipsConfig) -> TipsModel:
-    """A TipsModel without storage: shapes and key names at no memory cost."""
-    with torch.device("meta"):
-        return TipsModel(config)
-
-
-def expected_shapes(config: TipsConfig) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in meta_model(config).state_dict().items()}
+expected_shapes = state_shapes  # our model's {key: shape} for a config (one helper, in the modeling module)
 
 
 @contextlib.contextmanager
@@ -163,7 +156,7 @@ def open_checkpoint(path: str | os.PathLike) -> tuple[TipsConfig, list[str], Cal
         )
     if not (folder / "config.json").is_file():
         raise LayoutError(f"{folder}: no config.json; not a model folder (convert .npz checkpoints with tips-convert).")
-    foreign = load_foreign_checkpoint(str(folder))
+    foreign = load_foreign_checkpoint(str(folder), state_shapes)
     if foreign is not None:
         config, state = foreign
         return config, list(state), state.__getitem__
