@@ -239,26 +239,39 @@ def test_prompt_is_not_repeated_in_the_caption(blip_dir):
     assert processor.decode(full[0], skip_special_tokens=True).startswith("a photo of")
 
 
-def test_paligemma_task_prompt_path(tmp_path):
-    """A prompted decoder-only VLM (tiny random PaliGemma + its real processor): the `caption en` / `describe en` task
-    prompts, batched, with the prompt (<image> tokens, [BOS], task, newline) cut from the answer."""
-    from tips_hf.captioning import Captioner, preset_task
-    from tips_hf.captioning.tiny import tiny_paligemma
+CHAT = "USER: <image> Describe this image in one short sentence. ASSISTANT:"
 
-    captioner = Captioner(tiny_paligemma(tmp_path / "paligemma"))
-    assert captioner.family == "paligemma"
+
+@pytest.mark.parametrize(
+    "builder, family, presets",
+    [
+        # a task-prompted decoder-only VLM: PaliGemma's documented "<image>" + task form
+        ("tiny_paligemma", "paligemma", [("short", "caption en", "<image>caption en"),
+                                         ("detailed", "describe en", "<image>describe en")]),
+        # a chat VLM: the question goes through the processor's chat template
+        ("tiny_llava", "chat", [("short", "Describe this image in one short sentence.", CHAT)]),
+    ],
+)
+def test_prompted_vlm_paths(builder, family, presets, tmp_path):
+    """Tiny random PaliGemma / LLaVA with their real processors: the preset prompts, batched generation, and the
+    prompt (image tokens, [BOS], question) cut from each answer; each caption equals that model's own generate() on
+    the image alone, continued after the full prompt."""
+    from tips_hf.captioning import Captioner, preset_task, tiny
+
+    captioner = Captioner(getattr(tiny, builder)(tmp_path / builder))
+    assert captioner.family == family
     images = _images()[:3]
-    for preset, prompt in (("short", "caption en"), ("detailed", "describe en")):
+    for preset, prompt, text in presets:
         task = preset_task(captioner.family, preset, "c", 6)
         assert task.prompt == prompt
         captions = captioner.caption(images, task)
         for image, caption in zip(images, captions):
-            inputs = captioner.processor(images=image, text=f"<image>{prompt}", return_tensors="pt")
+            inputs = captioner.processor(images=image, text=text, return_tensors="pt")
             full = captioner.model.generate(**inputs, max_new_tokens=6, do_sample=False)
             answer = full[0, inputs["input_ids"].shape[1]:]
             assert caption == captioner.processor.decode(answer, skip_special_tokens=True).strip()
             assert prompt not in caption
-    assert len(set(captions)) > 1  # batched rows kept apart
+        assert len(set(captions)) > 1  # batched rows kept apart
 
 
 def test_task_building_and_bad_input():

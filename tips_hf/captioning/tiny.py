@@ -89,3 +89,45 @@ def tiny_paligemma(folder: str | os.PathLike, seed: int = 0, std: float = 0.2) -
     PaliGemmaForConditionalGeneration(config).save_pretrained(folder)
     processor.save_pretrained(folder)
     return str(folder)
+
+
+# a LLaVA-1.5-style conversation: "USER: <image> <question> ASSISTANT:"
+LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'].upper() + ': ' }}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}{{ '<image> ' }}{% else %}{{ item['text'] + ' ' }}{% endif %}{% endfor %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+
+def tiny_llava(folder: str | os.PathLike, seed: int = 0, std: float = 0.2) -> str:
+    """A 2-layer LLaVA (CLIP vision + Llama, 28-px images = 4 image tokens) + LlavaProcessor with a chat template in
+    `folder`: the chat-VLM path (prompt through the processor's chat template)."""
+    from transformers import (
+        CLIPImageProcessor,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
+
+    specials = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
+    tokenizer = _word_level(specials + "USER: ASSISTANT: Describe this image in one short sentence.".split())
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
+                                   eos_token="</s>", additional_special_tokens=["<image>"])
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=fast, patch_size=14,
+                               vision_feature_select_strategy="default", chat_template=LLAVA_CHAT_TEMPLATE,
+                               num_additional_image_tokens=1)
+    config = LlavaConfig(
+        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=28, patch_size=14, projection_dim=32),
+        text_config=dict(model_type="llama", vocab_size=len(fast), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, pad_token_id=0,
+                         bos_token_id=2, eos_token_id=3, initializer_range=std),
+        image_token_index=fast.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
+        vision_feature_select_strategy="default", initializer_range=std,
+    )
+    torch.manual_seed(seed)
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
