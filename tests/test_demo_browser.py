@@ -86,8 +86,10 @@ def test_demo_computations(demo_model, demo_files):
 
 
 def test_zero_shot_tab_in_headless_chromium(demo_model, demo_files, tmp_path):
-    pytest.importorskip("gradio", reason="the demo extra is not installed: pip install 'tips-hf[demo]'")
-    pytest.importorskip("playwright", reason="playwright is not installed: pip install 'tips-hf[demo]'")
+    # gradio and playwright are required (the `demo` extra, installed by CI); only a missing browser skips.
+    import gradio  # noqa: F401
+    import playwright  # noqa: F401
+
     from tips_hf.demo.browser import find_chromium, run_zero_shot, serve_demo
 
     chromium = find_chromium()
