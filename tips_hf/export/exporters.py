@@ -105,7 +105,8 @@ def max_abs_difference(actual: Sequence[Any], expected: Sequence[torch.Tensor]) 
         got = torch.as_tensor(got)
         if got.shape != want.shape:
             raise AssertionError(f"exported output has shape {tuple(got.shape)}, eager PyTorch {tuple(want.shape)}")
-        worst = max(worst, float((got.float() - want.float()).abs().max()))
+        difference = float((got.float() - want.float()).abs().max())
+        worst = max(worst, difference if difference == difference else float("inf"))  # NaN is a failure, not 0
     return worst
 
 
