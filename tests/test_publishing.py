@@ -398,7 +398,7 @@ def test_real_push_to_branch_with_default_message(verified_model):
 
 def test_cli_real_push(verified_model, monkeypatch, capsys):
     api = RecordingApi()
-    monkeypatch.setattr("tips_hf.hub.HfApi", lambda: api)
+    monkeypatch.setattr("tips_hf.hub.publishing.HfApi", lambda: api)
     code = main(
         ["--model", str(verified_model), "--repo-id", REPO, "--private", "--token", "hf_cli"]
         + ["--commit-message", "from the CLI"]
@@ -418,7 +418,7 @@ def test_cli_upload_failure_is_reported(verified_model, monkeypatch, capsys):
             raise OfflineModeIsEnabled("Cannot reach https://huggingface.co: offline mode is enabled.")
 
     api = OfflineApi()
-    monkeypatch.setattr("tips_hf.hub.HfApi", lambda: api)
+    monkeypatch.setattr("tips_hf.hub.publishing.HfApi", lambda: api)
     code = main(["--model", str(verified_model), "--repo-id", REPO, "--token", "hf_cli"])
     printed = capsys.readouterr()
     assert code == 1 and "Traceback" not in printed.err

@@ -15,12 +15,15 @@ import sys
 
 from ..configuration_tips import PRESETS
 from ..layouts_tips import LayoutError
+from .writer import DEFAULT_MAX_SHARD_SIZE
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="folder to write (created atomically)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
-    parser.add_argument("--max-shard-size", default="2GB", help="safetensors shard size (default 2GB)")
+    parser.add_argument(
+        "--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, help=f"safetensors shard size (default {DEFAULT_MAX_SHARD_SIZE})"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -21,7 +21,7 @@ from ..layouts_tips import (
     native_layout_for,
 )
 from ..modeling_tips import meta_model
-from .writer import atomic_folder, open_checkpoint, write_safetensors
+from .writer import DEFAULT_MAX_SHARD_SIZE, atomic_folder, open_checkpoint, write_safetensors
 
 # What a native folder cannot hold (listed in its tips_hf_export.json).
 CANNOT_CARRY = (
@@ -94,7 +94,7 @@ def config_to_native(config) -> dict:
 def export_to_transformers(
     model_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
-    max_shard_size: int | str = "2GB",
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
