@@ -192,7 +192,8 @@ def test_streamed_parquet_shards_give_the_same_captions(blip_dir, reference, tmp
         "train-00001-of-00002-00000.parquet", "train-00001-of-00002-00001.parquet"]
     got = _rows(output)
     assert [r["alt_text"] for r in got] == [r["alt_text"] for r in rows]
-    # 3-image batches fall differently here (chunks of 4 + 2 and 4 + 1 rows): captions agree as in the per-image check above
+    # 3-image batches fall differently here (chunks of 4 + 2 and 4 + 1 rows): captions agree as in the per-image
+    # check above
     for want, have in zip(rows, got):
         assert have["img"] == want["image"]
         for column in COLUMNS:
@@ -206,7 +207,8 @@ def test_webdataset_tars_keep_their_keys(blip_dir, reference, tmp_path):
     rows = _rows(reference)[:4]
     with tarfile.open(tmp_path / "shard-0.tar", "w") as tar:
         for i, row in enumerate(rows):
-            for extension, payload in (("png", row["image"] if i != 1 else b"broken"), ("txt", row["alt_text"].encode())):
+            image = row["image"] if i != 1 else b"broken"
+            for extension, payload in (("png", image), ("txt", row["alt_text"].encode())):
                 info = tarfile.TarInfo(f"sample{i}.{extension}")
                 info.size = len(payload)
                 tar.addfile(info, io.BytesIO(payload))

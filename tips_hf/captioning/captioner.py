@@ -99,7 +99,12 @@ class Captioner:
             config = AutoConfig.from_pretrained(model)
         except (OSError, ValueError) as error:
             raise ValueError(f"--model {model}: not a transformers model folder or Hub id ({error}).") from None
-        self.processor = AutoProcessor.from_pretrained(model)
+        try:
+            self.processor = AutoProcessor.from_pretrained(model)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"--model {model}: no processor could be loaded (save it next to the model; {error})."
+            ) from None
         try:
             self.model = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
         except ValueError as error:

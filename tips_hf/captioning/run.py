@@ -4,10 +4,10 @@ The input is cut into *units*: blocks of `shard_size` rows of a map-style datase
 source's own shards (files; parquet row groups). Process r of W (`accelerate launch`) takes units r, r+W, r+2W, ...;
 a unit is read in chunks of `shard_size` rows and every chunk becomes one parquet file
 `OUT/data/<split>-<unit>-of-<units>-<chunk>.parquet` (the Hub's shard naming, which `datasets` resolves to splits by
-itself; its cache then follows the files, so a resumed or re-made folder never loads stale rows). A chunk file is written under `OUT/.tips-caption/` and renamed into
-`data/` when complete, so a half-written shard is never visible, and a restarted run skips every chunk whose file
-exists (and every unit marked done). Chunks and batches never depend on the number of processes, so 1 and N
-processes, and a resumed run, write the same rows. Rows whose image cannot be decoded are left out and counted.
+itself; its cache then follows the files, so a resumed or re-made folder never loads stale rows). A chunk file is
+written under `OUT/.tips-caption/` and renamed into `data/` when complete, so a half-written shard is never visible,
+and a restarted run skips every chunk whose file exists (and every unit marked done). Chunks and batches never
+depend on the number of processes, so 1 and N processes, and a resumed run, write the same rows. Rows whose image cannot be decoded are left out and counted.
 
 When every unit is done the main process writes `OUT/README.md` (a short dataset card) and `OUT/caption_stats.json`;
 `datasets.load_dataset(OUT)` loads every captioned split.
@@ -131,7 +131,8 @@ def _units(dataset, streaming: bool, shard_size: int) -> tuple[int, Callable[[in
         count = dataset.num_shards
         return count, lambda unit: iter(dataset.shard(num_shards=count, index=unit, contiguous=True))
     count = (len(dataset) + shard_size - 1) // shard_size
-    return count, lambda unit: iter(dataset.select(range(unit * shard_size, min(len(dataset), (unit + 1) * shard_size))))
+    size = len(dataset)
+    return count, lambda unit: iter(dataset.select(range(unit * shard_size, min(size, (unit + 1) * shard_size))))
 
 
 def _batches(rows: Iterable[tuple[int, dict]], image_column: str, batch_size: int, counts: dict,
@@ -344,7 +345,8 @@ def _write_card(root: Path) -> None:
              f"{', '.join(t['column'] for t in v['tasks'])}; {v['skipped_images']} unreadable images left out."
              for s, v in stats.items()]
     card = (
-        "---\ntags:\n- tips-caption\n- synthetic-captions\n---\n\n# Captioned dataset\n\nWritten by `tips-caption` (tips-hf): the input rows with synthetic caption "
+        "---\ntags:\n- tips-caption\n- synthetic-captions\n---\n\n# Captioned dataset\n\n"
+        "Written by `tips-caption` (tips-hf): the input rows with synthetic caption "
         "column(s).\n\n" + "\n".join(lines) + "\n"
     )
     temporary = root / f".README.md.{os.getpid()}.tmp"
