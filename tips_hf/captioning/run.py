@@ -7,7 +7,8 @@ a unit is read in chunks of `shard_size` rows and every chunk becomes one parque
 itself; its cache then follows the files, so a resumed or re-made folder never loads stale rows). A chunk file is
 written under `OUT/.tips-caption/` and renamed into `data/` when complete, so a half-written shard is never visible,
 and a restarted run skips every chunk whose file exists (and every unit marked done). Chunks and batches never
-depend on the number of processes, so 1 and N processes, and a resumed run, write the same rows. Rows whose image cannot be decoded are left out and counted.
+depend on the number of processes, so 1 and N processes, and a resumed run, write the same rows. Rows whose image
+cannot be decoded are left out and counted.
 
 When every unit is done the main process writes `OUT/README.md` (a short dataset card) and `OUT/caption_stats.json`;
 `datasets.load_dataset(OUT)` loads every captioned split.
