@@ -7,7 +7,7 @@ Prints one JSON line per measurement. Without --model it builds the tiny random 
 numbers measure the machinery at a fixed decode length, not a real captioner.
 
     python benchmarks/bench_caption.py                                  # CPU: tiny BLIP, batch 1..32
-    python benchmarks/bench_caption.py --model PATH/paligemma2-3b-pt-224 --device cuda --dtype bfloat16 \\
+    python benchmarks/bench_caption.py --model PATH/paligemma2-3b-mix-224 --device cuda --dtype bfloat16 \\
         --batch-sizes 8 32 128 --images 512 --preset short                # GPU, a real captioner folder
 """
 
