@@ -164,6 +164,8 @@ def estimate(config, gpus: int) -> dict:
     weights + gradients); bf16 autocast keeps a bf16 copy of every weight used. Activations per token and block
     (bf16, SDPA/flash attention, fp32 residual stream) = 2·(16·h + 2·I) bytes (GELU MLP) or 2·(16·h + 4·I)
     (SwiGLU); with activation checkpointing only the block inputs (4·h bytes) plus one block's activations."""
+    import torch
+
     counts = parameter_counts(config)
     tips = counts.pop("config")
     vision, text = tips.vision_config, tips.text_config
@@ -213,9 +215,12 @@ def estimate(config, gpus: int) -> dict:
     if fsdp:
         cast = 0  # FSDP's bf16 parameters are the unsharded blocks above
     distill_teacher = 0
-    if objective.distillation_teacher:
-        distill_teacher = 4 * 1.14e9  # a frozen g/14 TipsModel (float32), the shipped distillation teacher
-        distill_teacher /= gpus if fsdp else 1
+    if objective.distillation_teacher:  # the shipped distillation teacher: a frozen g/14 TipsModel in float32
+        from tips_hf import TipsConfig, TipsModel
+
+        with torch.device("meta"):
+            teacher_params = sum(p.numel() for p in TipsModel(TipsConfig.from_preset("tips-v2-g14")).parameters())
+        distill_teacher = 4 * teacher_params / (gpus if fsdp else 1)
     context = 3 * GIB  # CUDA context, NCCL buffers, allocator fragmentation
     terms = {
         "weights_grads_optimizer": weights,
@@ -250,11 +255,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full", action="store_true", help="the unchunked loss (the before picture)")
     parser.add_argument("--config", default=None, help="print the per-GPU estimate of a pretraining config")
     parser.add_argument("--gpus", type=int, default=None, help="GPUs of the run (FSDP shards over them)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value applied to --config (what-if estimates)")
     args = parser.parse_args(argv)
     if args.config:
         from tips_hf.pretraining import load_config
 
-        config = load_config(args.config)
+        config = load_config(args.config, args.overrides)
         gpus = args.gpus or _gpus_from_comment(Path(args.config))
         print(json.dumps({"config": args.config, **estimate(config, gpus)}))
         return
@@ -268,7 +274,7 @@ def _gpus_from_comment(path: Path) -> int:
     """GPUs named in the config's `batch_size` comment ("per GPU: 32 GPUs × 256 = 8192"); 8 otherwise."""
     import re
 
-    match = re.search(r"(\d+) GPUs", path.read_text())
+    match = re.search(r"per GPU: (\d+) GPUs", path.read_text())
     return int(match.group(1)) if match else 8
 
 
