@@ -323,3 +323,44 @@ def test_trainer_gradient_accumulation_matches_one_big_batch(tmp_path):
     assert updates[0].abs().max() > 1e-3
     # Same sum of per-row gradients in another order: float32 rounding only (~1e-7 relative).
     torch.testing.assert_close(updates[1], updates[0], atol=1e-6, rtol=1e-4)
+
+
+def test_trainer_fine_tunes_depth_with_lora(tmp_path):
+    """TipsForDepthEstimation (SILog loss) under Trainer with LoRA, the scenes' depth-order maps (0 = background, not
+    scored) through TipsDenseDataCollator(task="depth") and DepthMetrics."""
+    from peft import get_peft_model
+    from transformers import Trainer, TrainingArguments
+
+    from tips_hf.configuration_dense_tips import TipsDPTConfig
+    from tips_hf.finetuning import lora_config
+    from tips_hf.metrics import depth_errors
+    from tips_hf.modeling_dense_tips import TipsForDepthEstimation
+    from tips_hf.training_utils import DepthMetrics
+
+    vision = tiny_config("mlp", image_size=56).vision_config.to_dict()
+    config = TipsDPTConfig(vision_config=vision, task="depth", num_depth_bins=16, max_depth=4.0, dpt_channels=16,
+                           backbone_out_indices=[0, 0, 1, 1])
+    torch.manual_seed(0)
+    model = get_peft_model(TipsForDepthEstimation(config), lora_config("vision", r=4, modules_to_save=["decoder", "head"]))
+    train = load_scenes_dataset("train", 24, image_size=56, max_objects=2)
+    valid = load_scenes_dataset("validation", 8, image_size=56, max_objects=2)
+    collator = TipsDenseDataCollator(TipsImageProcessor(size={"height": 56, "width": 56}), label_column="depth",
+                                     task="depth")
+    metrics = DepthMetrics()
+    args = TrainingArguments(str(tmp_path), max_steps=6, per_device_train_batch_size=8, per_device_eval_batch_size=4,
+                             learning_rate=1e-2, report_to="none", remove_unused_columns=False, use_cpu=True,
+                             disable_tqdm=True, save_strategy="no")
+    trainer = Trainer(model, args, train_dataset=train, eval_dataset=valid, data_collator=collator,
+                      compute_metrics=metrics, preprocess_logits_for_metrics=metrics.preprocess_logits_for_metrics)
+    before = trainer.evaluate()
+    trainer.train()
+    after = trainer.evaluate()
+    # Measured: SILog 0.33 -> 0.25, RMSE 0.93 -> 0.41 (depth orders 1-2).
+    assert after["eval_loss"] < before["eval_loss"] - 0.03 and after["eval_rmse"] < before["eval_rmse"] - 0.2
+    batch = collator([valid[i] for i in range(8)])
+    model.eval()
+    with torch.no_grad():
+        depth = metrics.preprocess_logits_for_metrics(model(pixel_values=batch["pixel_values"]).predicted_depth,
+                                                      batch["labels"])
+    valid_pixels = batch["labels"] > 0
+    assert after["eval_rmse"] == pytest.approx(depth_errors(depth, batch["labels"], valid_pixels)["rmse"], rel=1e-6)
