@@ -251,6 +251,10 @@ def test_cli_dpt_and_vision_only(tmp_path, capsys):
     assert isinstance(TipsVisionModel.from_pretrained(vision_out), TipsVisionModel)
     assert cli_main(["scenic", "--vision", str(dense_file(name, "vision")), "--output", str(tmp_path / "x")]) == 2
     assert "needs --text" in capsys.readouterr().err
+    assert cli_main(["official", "--vision", str(dense_file(name, "vision")), "--vision-heads", "4", "--tokenizer",
+                     "tokenizer.model", "--output", str(tmp_path / "y")]) == 2
+    assert "tokenizer_path needs the text tower" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def _write_npz(path, arrays):
