@@ -252,12 +252,15 @@ CHAT = "USER: <image> Describe this image in one short sentence. ASSISTANT:"
                                          ("detailed", "describe en", "<image>describe en")]),
         # a chat VLM: the question goes through the processor's chat template
         ("tiny_llava", "chat", [("short", "Describe this image in one short sentence.", CHAT)]),
+        # an encoder-decoder task-prompted VLM: the answer comes back without the prompt
+        ("tiny_florence2", "florence2", [("short", "<CAPTION>", "<CAPTION>"),
+                                         ("detailed", "<MORE_DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")]),
     ],
 )
 def test_prompted_vlm_paths(builder, family, presets, tmp_path):
-    """Tiny random PaliGemma / LLaVA with their real processors: the preset prompts, batched generation, and the
-    prompt (image tokens, [BOS], question) cut from each answer; each caption equals that model's own generate() on
-    the image alone, continued after the full prompt."""
+    """Tiny random PaliGemma / LLaVA / Florence-2 with their real processors: the preset prompts, batched generation,
+    and the prompt (image tokens, [BOS], question) cut from each decoder-only answer; each caption equals that model's
+    own generate() on the image alone (after the full prompt for decoder-only models)."""
     from tips_hf.captioning import Captioner, preset_task, tiny
 
     captioner = Captioner(getattr(tiny, builder)(tmp_path / builder))
@@ -270,7 +273,7 @@ def test_prompted_vlm_paths(builder, family, presets, tmp_path):
         for image, caption in zip(images, captions):
             inputs = captioner.processor(images=image, text=text, return_tensors="pt")
             full = captioner.model.generate(**inputs, max_new_tokens=6, do_sample=False)
-            answer = full[0, inputs["input_ids"].shape[1]:]
+            answer = full[0] if family == "florence2" else full[0, inputs["input_ids"].shape[1]:]
             assert caption == captioner.processor.decode(answer, skip_special_tokens=True).strip()
             assert prompt not in caption
         assert len(set(captions)) > 1  # batched rows kept apart

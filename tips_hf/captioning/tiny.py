@@ -131,3 +131,44 @@ def tiny_llava(folder: str | os.PathLike, seed: int = 0, std: float = 0.2) -> st
     LlavaForConditionalGeneration(config).save_pretrained(folder)
     processor.save_pretrained(folder)
     return str(folder)
+
+
+def tiny_florence2(folder: str | os.PathLike, seed: int = 0, std: float = 0.2) -> str:
+    """A tiny Florence-2 (1-block-per-stage DaViT + 1-layer BART encoder-decoder, 64-px images = 5 image tokens) +
+    Florence2Processor in `folder`: the encoder-decoder task-prompt path (`<CAPTION>` becomes the processor's
+    question; the answer comes back without the prompt)."""
+    from tokenizers import processors
+    from transformers import (
+        CLIPImageProcessor,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+        PreTrainedTokenizerFast,
+    )
+
+    specials = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
+    questions = "What does the image describe? Describe with paragraph what is shown in image.".split()
+    tokenizer = _word_level(specials + [w for w in dict.fromkeys(questions) if w not in WORDS])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)]
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
+                                   eos_token="</s>", extra_special_tokens={"image_token": "<image>"})
+    image_processor = CLIPImageProcessor(size={"height": 64, "width": 64}, crop_size={"height": 64, "width": 64},
+                                         do_center_crop=False)
+    image_processor.image_seq_length = 5  # a 2 x 2 grid after the 32x downsampling + 1 pooled token
+    processor = Florence2Processor(image_processor=image_processor, tokenizer=fast)
+    config = Florence2Config(
+        vision_config=dict(depths=[1, 1, 1, 1], embed_dim=[8, 16, 16, 32], num_heads=[1, 1, 1, 1],
+                           num_groups=[1, 1, 1, 1], window_size=2, projection_dim=32, drop_path_rate=0.0,
+                           max_temporal_embeddings=1, max_position_embeddings=8, initializer_range=std),
+        text_config=dict(model_type="bart", vocab_size=len(fast), d_model=32, encoder_layers=1, decoder_layers=1,
+                         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                         max_position_embeddings=64, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+                         decoder_start_token_id=3, forced_bos_token_id=2, init_std=std),
+        image_token_id=fast.image_token_id,
+    )
+    torch.manual_seed(seed)
+    Florence2ForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
