@@ -1,7 +1,7 @@
-"""tips-caption with a tiny randomly initialised BLIP (a 25-word WordLevel tokenizer, 2-layer towers, built by
-tips_hf.captioning.tiny):
-every readable row gets the captions the model itself generates, unreadable images are left out and counted, a
-SIGKILLed run resumes to the same output, 2 processes write the same rows as 1, and the output trains TIPS."""
+"""tips-caption with tiny randomly initialised captioners (tips_hf.captioning.tiny: 2-layer BLIP, PaliGemma, LLaVA,
+Florence-2 with ~25-word WordLevel tokenizers and their real processors): every readable row gets the captions the
+model itself generates, unreadable images are left out and counted, a SIGKILLed run resumes to the same output,
+2 processes write the same rows as 1, parquet / webdataset / streamed inputs work, and the output trains TIPS."""
 
 import io
 import json
