@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -32,14 +33,21 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "v2": ("5. v2 recipe (head-only EMA, iBOT++)", ["objective.recipe=v2"]),
 }
 COLUMNS = [
-    ("probe/segmentation_miou", "linear-probe mIoU"),
-    ("zero_shot/segmentation_miou", "zero-shot seg mIoU"),
-    ("retrieval_synthetic/image_to_text_recall@1", "I→T R@1 (synthetic)"),
-    ("retrieval_synthetic/text_to_image_recall@1", "T→I R@1 (synthetic)"),
-    ("retrieval_alt/image_to_text_recall@1", "I→T R@1 (alt-text)"),
-    ("zero_shot/accuracy_alt_text", "zero-shot acc."),
-    ("probe/depth_rmse", "depth-probe RMSE"),
+    ("retrieval_synthetic/mean_R@1", "R@1 synthetic head (mean of I→T, T→I)", True),
+    ("retrieval_alt/mean_R@1", "R@1 alt-text head", True),
+    ("zero_shot/accuracy_alt_text", "zero-shot acc. (alt-text head)", True),
+    ("zero_shot/accuracy_synthetic", "zero-shot acc. (synthetic head)", True),
+    ("zero_shot/segmentation_object_miou", "zero-shot seg. object mIoU (values)", True),
+    ("zero_shot/segmentation_object_miou_patches", "zero-shot seg. object mIoU (patches)", True),
+    ("probe/balanced_segmentation_object_miou", "balanced linear-probe object mIoU", True),
+    ("knn/segmentation_object_miou", "patch k-NN object mIoU", True),
+    ("probe/depth_order_accuracy", "depth-order acc.", True),
+    ("probe/depth_rmse", "depth-probe RMSE", False),
 ]
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def run(variant: str, seed: int, config: str, overrides: list[str], output: Path) -> dict:
@@ -56,27 +64,61 @@ def run(variant: str, seed: int, config: str, overrides: list[str], output: Path
     curve = [json.loads(line) for line in (output / name / "metrics.jsonl").read_text().splitlines()]
     record["first_loss"] = next(r["loss"] for r in curve if "loss" in r)
     record["last_loss"] = [r["loss"] for r in curve if "loss" in r][-1]
+    objective = config_obj.objective
+    mask_terms = 2.0 if objective.recipe == "v2" and objective.ibot_normalisation == "masked_plus_visible" else 1.0
+    levels = {"distill": math.log(objective.head_prototypes), "mask": mask_terms * math.log(objective.patch_prototypes)}
+    for key, level in levels.items():
+        values = [r[key] for r in curve if key in r]
+        if values:
+            record[f"{key}_first"], record[f"{key}_last"] = values[0], values[-1]
+            record[f"{key}_over_log_k"] = values[-1] / level
     return record
 
 
 def table(records: list[dict], variants: list[str]) -> str:
-    header = "| recipe | " + " | ".join(title for _, title in COLUMNS) + " | wall time / run |"
-    lines = [header, "|" + "---|" * (len(COLUMNS) + 2)]
+    """Mean ± std over seeds per recipe; a cell is marked ▲ / ▼ when the interval mean ± std lies entirely above /
+    below the previous row's (better / worse by the "spreads do not overlap" rule; ≈ otherwise)."""
+    header = "| recipe | " + " | ".join(title for _, title, _ in COLUMNS) + " | seeds | wall time / run |"
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 3)]
+    previous: dict[str, tuple[float, float]] = {}
     for variant in variants:
         rows = [r for r in records if r["variant"] == variant]
         if not rows:
             continue
-        cells = []
-        for key, _ in COLUMNS:
-            values = [r[key] for r in rows if key in r]
+        cells, current = [], {}
+        for key, _, higher_is_better in COLUMNS:
+            values = [r[key] for r in rows if key in r and r[key] == r[key]]  # NaN-free
             if not values:
                 cells.append("–")
                 continue
-            mean = statistics.fmean(values)
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{mean:.3f} ± {spread:.3f}")
+            mean, spread = current[key] = _stats(values)
+            mark = ""
+            if key in previous:
+                before, before_spread = previous[key]
+                if mean - spread > before + before_spread:
+                    mark = " ▲" if higher_is_better else " ▼"
+                elif mean + spread < before - before_spread:
+                    mark = " ▼" if higher_is_better else " ▲"
+                else:
+                    mark = " ≈"
+            cells.append(f"{mean:.3f} ± {spread:.3f}{mark}")
+        previous = current
         wall = statistics.fmean(r["wall_time_s"] for r in rows)
-        lines.append(f"| {VARIANTS[variant][0]} | " + " | ".join(cells) + f" | {wall:.0f} s |")
+        lines.append(f"| {VARIANTS[variant][0]} | " + " | ".join(cells) + f" | {len(rows)} | {wall:.0f} s |")
+    return "\n".join(lines)
+
+
+def loss_table(records: list[dict], variants: list[str]) -> str:
+    """Final self-supervised losses against their uniform level log K (mean ± std over seeds)."""
+    lines = ["| recipe | final CLS self-distillation / log K | final MIM / its log-K level |", "|---|---|---|"]
+    for variant in variants:
+        rows = [r for r in records if r["variant"] == variant]
+        cells = []
+        for key in ("distill_over_log_k", "mask_over_log_k"):
+            values = [r[key] for r in rows if key in r]
+            cells.append("{:.3f} ± {:.3f}".format(*_stats(values)) if values else "–")
+        if rows:
+            lines.append(f"| {VARIANTS[variant][0]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -84,24 +126,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(ROOT / "training" / "configs" / "tiny-cpu.yaml"))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", nargs="*", default=[], dest="overrides", help="section.key=value for every run")
     parser.add_argument("--output", default="outputs/ablation")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in OUTPUT/results.jsonl and run only the missing ones")
+    parser.add_argument("--table-only", action="store_true", help="rebuild results.md from results.jsonl")
     args = parser.parse_args(argv)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     results = output / "results.jsonl"
     records = []
+    if (args.resume or args.table_only) and results.is_file():
+        records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    elif results.is_file():
+        results.unlink()  # a fresh ablation
+    done = {(r["variant"], r["seed"]) for r in records}
     start = time.time()
-    for variant in args.variants:
-        for seed in args.seeds:
+    # Seed-major order: an interrupted ablation still has every recipe for the seeds it finished.
+    for seed in [] if args.table_only else args.seeds:
+        for variant in args.variants:
+            if (variant, seed) in done:
+                continue
             record = run(variant, seed, args.config, args.overrides, output / "runs")
             records.append(record)
             with open(results, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
             print(json.dumps({k: v for k, v in record.items() if k in ("variant", "seed", "wall_time_s",
                                                                         "first_loss", "last_loss")}), flush=True)
-    markdown = table(records, args.variants)
+    markdown = table(records, args.variants) + "\n\n" + loss_table(records, args.variants)
     total = time.time() - start
     command = "python benchmarks/ablation.py " + " ".join(sys.argv[1:] if argv is None else argv)
     (output / "results.md").write_text(f"{markdown}\n\nCommand: `{command}`; total wall time {total:.0f} s.\n")
