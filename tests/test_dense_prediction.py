@@ -156,6 +156,8 @@ def test_dpt_config_read_from_arrays(converted_dpt):
         assert seg_model(pixel_values=pixels).logits.shape == (1, 6, 32, 48)
         assert depth_model(pixel_values=pixels).predicted_depth.shape == (1, 32, 48)
         assert normals(pixel_values=pixels).predicted_normals.shape == (1, 3, 32, 48)
+        hidden = normals(pixel_values=pixels, output_hidden_states=True).hidden_states
+        assert len(hidden) == 1 and hidden[0].shape == (1, 32, 32, 48)  # decoder features, dpt.channels = 32
 
 
 def test_segmentation_loss_is_cross_entropy_at_label_size():

@@ -49,13 +49,14 @@ class TipsNormalEstimatorOutput(ModelOutput):
         predicted_normals (`torch.FloatTensor` of shape `(batch_size, 3, height', width')`): raw normal vectors at the
             decoder's resolution `(16⌈h/2⌉, 16⌈w/2⌉)` for an (h, w) patch grid, not normalised (as the official
             decoder returns them).
-        hidden_states (`torch.FloatTensor` of shape `(batch_size, dpt_channels, height', width')`, *optional*): the
-            decoder features before the head; returned with `output_hidden_states=True`.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*): one tensor, the decoder features before the head,
+            `(batch_size, dpt_channels, height', width')`; returned with `output_hidden_states=True` (as for the
+            segmentation and depth models).
     """
 
     loss: torch.FloatTensor | None = None
     predicted_normals: torch.FloatTensor | None = None
-    hidden_states: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -355,7 +356,7 @@ class TipsForNormalEstimation(_TipsDPTModel):
         normals, hidden = self.decode(pixel_values)
         loss = None if labels is None else normals_loss(normals, labels.float())
         out = TipsNormalEstimatorOutput(
-            loss=loss, predicted_normals=normals, hidden_states=hidden if output_hidden_states else None
+            loss=loss, predicted_normals=normals, hidden_states=(hidden,) if output_hidden_states else None
         )
         return out if return_dict else out.to_tuple()
 
