@@ -8,22 +8,15 @@ files of a saved folder.
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any, ClassVar
 
 from transformers import PretrainedConfig
 from transformers.backbone_utils import BackboneConfigMixin
 
-from .configuration_tips import TipsVisionConfig
+from .configuration_tips import TipsVisionConfig, official_dpt_layers
 
 DPT_TASKS = ("segmentation", "depth", "normals")
 READOUT_TYPES = ("project",)
-
-
-def official_dpt_layers(num_hidden_layers: int) -> list[int]:
-    """The blocks the released DPT decoders read: ceil(k * depth / 4) - 1 for k = 1..4, which gives the official
-    choices B [2, 5, 8, 11], L [5, 11, 17, 23], So400m [6, 13, 20, 26] and g [9, 19, 29, 39]."""
-    return [math.ceil(k * num_hidden_layers / 4) - 1 for k in range(1, 5)]
 
 
 class TipsDPTConfig(PretrainedConfig):

@@ -8,6 +8,8 @@ and loaded with `trust_remote_code=True` without `tips_hf` installed.
 from __future__ import annotations
 
 import copy
+import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from transformers import PretrainedConfig
@@ -187,18 +189,80 @@ _TEXT = {
     "so400m14": dict(hidden_size=1152, intermediate_size=4304, num_attention_heads=16, num_hidden_layers=27),
     "g14": dict(hidden_size=1536, intermediate_size=6144, num_attention_heads=24, num_hidden_layers=12),
 }
-# name -> (size key, position-grid image size, processor image size, official file stem)
-PRESETS: dict[str, tuple[str, int, int, str]] = {
-    "tips-v1-s14-hr": ("s14", 224, 448, "tips_oss_s14_highres_distilled"),
-    "tips-v1-b14-hr": ("b14", 224, 448, "tips_oss_b14_highres_distilled"),
-    "tips-v1-l14-hr": ("l14", 224, 448, "tips_oss_l14_highres_distilled"),
-    "tips-v1-so400m14-hr": ("so400m14", 224, 448, "tips_oss_so400m14_highres_largetext_distilled"),
-    "tips-v1-g14-hr": ("g14", 224, 448, "tips_oss_g14_highres"),
-    "tips-v1-g14-lr": ("g14", 224, 224, "tips_oss_g14_lowres"),
-    "tips-v2-b14": ("b14", 448, 448, "tips_v2_b14"),
-    "tips-v2-l14": ("l14", 448, 448, "tips_v2_l14"),
-    "tips-v2-so400m14": ("so400m14", 448, 448, "tips_v2_so14"),
-    "tips-v2-g14": ("g14", 448, 448, "tips_v2_g14"),
+_SIZE_NAMES = {"s14": "S/14", "b14": "B/14", "l14": "L/14", "so400m14": "So400m/14", "g14": "g/14"}
+# the `vision_fn` of the flat remote-code configs on the Hub (google/tipsv*-*)
+_VISION_FNS = {"s14": "vit_small", "b14": "vit_base", "l14": "vit_large", "so400m14": "vit_so400m", "g14": "vit_giant2"}
+
+
+def official_dpt_layers(num_hidden_layers: int) -> list[int]:
+    """The blocks the released DPT decoders read: ceil(k * depth / 4) - 1 for k = 1..4, which gives the official
+    choices B [2, 5, 8, 11], L [5, 11, 17, 23], So400m [6, 13, 20, 26] and g [9, 19, 29, 39]."""
+    return [math.ceil(k * num_hidden_layers / 4) - 1 for k in range(1, 5)]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything we know about one released TIPS variant, in one record.
+
+    Attributes:
+        name (`str`): our preset name, e.g. `"tips-v2-b14"` (`TipsConfig.preset`).
+        size (`str`): architecture key (`"s14"`, `"b14"`, `"l14"`, `"so400m14"`, `"g14"`).
+        grid_image_size (`int`): image size of the learned position grid (224: 16x16 for v1, 448: 32x32 for v2).
+        resolution (`int`): the processor's default input size.
+        official_stem (`str`): stem of the official checkpoint files (`<stem>_vision.npz`, `<stem>_text.npz`).
+        hub_id (`str`): Google's Hub repository of the release (a published card's `base_model`).
+    """
+
+    name: str
+    size: str
+    grid_image_size: int
+    resolution: int
+    official_stem: str
+    hub_id: str
+
+    @property
+    def display_name(self) -> str:
+        """`"TIPSv2 B/14"`, `"TIPS (v1) g/14 low-res"`."""
+        size = _SIZE_NAMES[self.size]
+        if self.name.startswith("tips-v2"):
+            return f"TIPSv2 {size}"
+        return f"TIPS (v1) {size} {'low-res' if self.name.endswith('-lr') else 'high-res'}"
+
+    @property
+    def vision_fn(self) -> str:
+        return _VISION_FNS[self.size]
+
+    @property
+    def vision_heads(self) -> int:
+        return _VISION[self.size]["num_attention_heads"]
+
+    @property
+    def dpt_layers(self) -> list[int]:
+        """The blocks Google's released DPT decoders of this size read."""
+        return official_dpt_layers(_VISION[self.size]["num_hidden_layers"])
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("tips-v1-s14-hr", "s14", 224, 448, "tips_oss_s14_highres_distilled", "google/tipsv1-s14"),
+        Preset("tips-v1-b14-hr", "b14", 224, 448, "tips_oss_b14_highres_distilled", "google/tipsv1-b14"),
+        Preset("tips-v1-l14-hr", "l14", 224, 448, "tips_oss_l14_highres_distilled", "google/tipsv1-l14"),
+        Preset(
+            "tips-v1-so400m14-hr",
+            "so400m14",
+            224,
+            448,
+            "tips_oss_so400m14_highres_largetext_distilled",
+            "google/tipsv1-so400m14",
+        ),
+        Preset("tips-v1-g14-hr", "g14", 224, 448, "tips_oss_g14_highres", "google/tipsv1-g14"),
+        Preset("tips-v1-g14-lr", "g14", 224, 224, "tips_oss_g14_lowres", "google/tipsv1-g14-lowres"),
+        Preset("tips-v2-b14", "b14", 448, 448, "tips_v2_b14", "google/tipsv2-b14"),
+        Preset("tips-v2-l14", "l14", 448, 448, "tips_v2_l14", "google/tipsv2-l14"),
+        Preset("tips-v2-so400m14", "so400m14", 448, 448, "tips_v2_so14", "google/tipsv2-so400m14"),
+        Preset("tips-v2-g14", "g14", 448, 448, "tips_v2_g14", "google/tipsv2-g14"),
+    )
 }
 # Released widths -> attention heads, used by the converters when only arrays are given.
 HEADS_BY_WIDTH = {v["hidden_size"]: v["num_attention_heads"] for v in _VISION.values()}
@@ -276,7 +340,8 @@ class TipsConfig(PretrainedConfig):
         """
         if name not in PRESETS:
             raise ValueError(f"Unknown TIPS preset {name!r}; known presets: {', '.join(PRESETS)}.")
-        size, grid_image_size, resolution, _ = PRESETS[name]
+        preset = PRESETS[name]
+        size, grid_image_size, resolution = preset.size, preset.grid_image_size, preset.resolution
         vision = dict(_VISION[size], image_size=grid_image_size)
         vision.update(overrides.pop("vision_config", None) or {})
         text = dict(_TEXT[size])
@@ -294,4 +359,13 @@ class TipsConfig(PretrainedConfig):
         return copy.deepcopy(output)
 
 
-__all__ = ["TipsConfig", "TipsTextConfig", "TipsVisionConfig", "PRESETS", "HEADS_BY_WIDTH", "swiglu_hidden_size"]
+__all__ = [
+    "TipsConfig",
+    "TipsTextConfig",
+    "TipsVisionConfig",
+    "PRESETS",
+    "Preset",
+    "HEADS_BY_WIDTH",
+    "official_dpt_layers",
+    "swiglu_hidden_size",
+]

@@ -503,7 +503,7 @@ def infer_official_config(
             "vision": reference.vision_config.num_attention_heads,
             "text": reference.text_config.num_attention_heads,
         }
-        overrides = dict(preset=preset, image_resolution=PRESETS[preset][2])
+        overrides = dict(preset=preset, image_resolution=PRESETS[preset].resolution)
     vision_config = TipsVisionConfig(
         hidden_size=width,
         num_hidden_layers=depth,
@@ -551,11 +551,11 @@ def with_matched_preset(config: TipsConfig, image_resolution: int | None = None)
         name
         for name in PRESETS
         if _architecture(TipsConfig.from_preset(name)) == _architecture(config)
-        and image_resolution in (None, PRESETS[name][2])
+        and image_resolution in (None, PRESETS[name].resolution)
     ]
     if len(matches) == 1:
         config.preset = matches[0]
-        config.image_resolution = image_resolution or PRESETS[matches[0]][2]
+        config.image_resolution = image_resolution or PRESETS[matches[0]].resolution
     return config
 
 
@@ -670,8 +670,8 @@ def _hub_heads(config: Mapping) -> tuple[int | None, int | None]:
             (config.get("vision_config") or {}).get("num_attention_heads"),
             (config.get("text_config") or {}).get("num_attention_heads"),
         )
-    vision_fn = {"vit_small": 6, "vit_base": 12, "vit_large": 16, "vit_so400m": 16, "vit_giant2": 24}
-    return vision_fn.get(config.get("vision_fn")), config.get("text_num_heads")
+    heads = {preset.vision_fn: preset.vision_heads for preset in PRESETS.values()}
+    return heads.get(config.get("vision_fn")), config.get("text_num_heads")
 
 
 def config_for_foreign(layout: Layout, config: Mapping, reader: SafetensorsReader) -> TipsConfig:

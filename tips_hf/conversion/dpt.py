@@ -188,7 +188,7 @@ class DecoderFile:
 def _vision_config(vision: NpzReader, preset: str | None, vision_heads: int | None, image_resolution: int | None):
     """The vision tower's config from its arrays, and the processor resolution (the preset's, else 448)."""
     tips = infer_official_config(vision, None, preset, vision_heads, None, image_resolution)
-    return tips, tips.vision_config, image_resolution or (PRESETS[preset][2] if preset else tips.image_resolution)
+    return tips, tips.vision_config, image_resolution or (PRESETS[preset].resolution if preset else tips.image_resolution)
 
 
 def _vision_tensors(vision: NpzReader, tips_config, strip_prefix: bool) -> Iterator[tuple[str, torch.Tensor]]:

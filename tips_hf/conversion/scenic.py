@@ -220,7 +220,7 @@ def infer_scenic_config(
             raise LayoutError(
                 f"{vision.path} does not match preset {preset!r}: found width {width}, {depth} layers, {ffn_type}."
             )
-        overrides = dict(preset=preset, image_resolution=PRESETS[preset][2])
+        overrides = dict(preset=preset, image_resolution=PRESETS[preset].resolution)
     if image_resolution is not None:
         overrides["image_resolution"] = image_resolution
     if "temperature_contrastive" in text:

@@ -16,18 +16,7 @@ from ..conversion.verify import PARITY_FILE
 logger = logging.getLogger("tips_hf.hub")
 
 # Hub repositories of Google's releases, by `TipsConfig.preset`; they become the card's `base_model`.
-GOOGLE_HUB_IDS: dict[str, str] = {
-    "tips-v1-s14-hr": "google/tipsv1-s14",
-    "tips-v1-b14-hr": "google/tipsv1-b14",
-    "tips-v1-l14-hr": "google/tipsv1-l14",
-    "tips-v1-so400m14-hr": "google/tipsv1-so400m14",
-    "tips-v1-g14-hr": "google/tipsv1-g14",
-    "tips-v1-g14-lr": "google/tipsv1-g14-lowres",
-    "tips-v2-b14": "google/tipsv2-b14",
-    "tips-v2-l14": "google/tipsv2-l14",
-    "tips-v2-so400m14": "google/tipsv2-so400m14",
-    "tips-v2-g14": "google/tipsv2-g14",
-}
+GOOGLE_HUB_IDS: dict[str, str] = {name: preset.hub_id for name, preset in PRESETS.items()}
 
 CARD_TAGS = [
     "tips",
@@ -39,7 +28,6 @@ CARD_TAGS = [
     "custom_code",
 ]
 
-_SIZE_NAMES = {"s14": "S/14", "b14": "B/14", "l14": "L/14", "so400m14": "So400m/14", "g14": "g/14"}
 _OUTPUT_NAMES = {
     "cls1": "alt-text CLS embedding",
     "cls2": "synthetic-caption CLS embedding",
@@ -68,10 +56,7 @@ def variant_name(config: TipsConfig) -> str:
     """Human name of the variant: `"TIPSv2 B/14"`, `"TIPS (v1) g/14 low-res"`, or a description of a custom one."""
     preset = config.preset
     if preset in PRESETS:
-        size = _SIZE_NAMES[PRESETS[preset][0]]
-        if preset.startswith("tips-v2"):
-            return f"TIPSv2 {size}"
-        return f"TIPS (v1) {size} {'low-res' if preset.endswith('-lr') else 'high-res'}"
+        return PRESETS[preset].display_name
     v = config.vision_config
     return f"TIPS (custom: width {v.hidden_size}, {v.num_hidden_layers} vision layers, patch {v.patch_size})"
 
