@@ -21,6 +21,10 @@ import numpy as np
 import torch
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# What every task looks for in a `datasets` dataset when the column is not named, and the two CLS heads it scores.
+IMAGE_COLUMNS = ("image", "img", "jpg", "png")
+LABEL_COLUMNS = ("label", "labels", "class", "cls")
+HEADS = ("alt_text", "synthetic")
 
 
 class EvalError(Exception):

@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from .common import IMAGE_COLUMNS as COMMON_IMAGE_COLUMNS
 from .common import EvalError, EvalOptions, evenly_spaced, load_hf, pick_column, read_label_map
 
-IMAGE_COLUMNS = ("image", "img", "jpg", "png", "pixel_values")
+IMAGE_COLUMNS = (*COMMON_IMAGE_COLUMNS, "pixel_values")
 SEGMENTATION_COLUMNS = ("annotation", "label", "mask", "segmentation", "semantic_segmentation", "gt")
 DEPTH_COLUMNS = ("depth_map", "depth", "depth_gt")
 

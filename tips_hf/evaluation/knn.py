@@ -29,6 +29,9 @@ import torch.nn.functional as F
 
 from ..dense.knn import knn_classify
 from .common import (
+    HEADS,
+    IMAGE_COLUMNS,
+    LABEL_COLUMNS,
     EvalError,
     EvalOptions,
     batches,
@@ -45,10 +48,6 @@ from .common import (
     read_class_folders,
     resize_description,
 )
-
-HEADS = ("alt_text", "synthetic")
-LABEL_COLUMNS = ("label", "labels", "class", "cls")
-IMAGE_COLUMNS = ("image", "img", "jpg", "png")
 
 
 def _split_records(data: Any, split: str, options: EvalOptions, processor: Any, size: int, classes=None):

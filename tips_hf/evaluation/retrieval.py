@@ -39,6 +39,8 @@ import torch.nn.functional as F
 from ..dense.retrieval import retrieval_recall_from_similarity
 from ..dense.zero_shot import encode_texts
 from .common import (
+    HEADS,
+    IMAGE_COLUMNS,
     EvalError,
     EvalOptions,
     batches,
@@ -56,10 +58,8 @@ from .common import (
 )
 
 KS = (1, 5, 10)
-HEADS = ("alt_text", "synthetic")
 KARPATHY_FILES = ("dataset_flickr30k.json", "dataset_coco.json", "dataset_flickr8k.json")
 CAPTION_COLUMNS = ("caption", "captions", "sentences", "text", "raw")
-IMAGE_COLUMNS = ("image", "img", "jpg", "png")
 
 
 def _find_karpathy(data: Path) -> Path:

@@ -34,6 +34,9 @@ import torch.nn.functional as F
 from ..dense.zero_shot import encode_labels
 from ..metrics import topk_accuracy
 from .common import (
+    HEADS,
+    IMAGE_COLUMNS,
+    LABEL_COLUMNS,
     EvalError,
     EvalOptions,
     batches,
@@ -52,9 +55,6 @@ from .common import (
 )
 from .templates import resolve_templates
 
-HEADS = ("alt_text", "synthetic")
-LABEL_COLUMNS = ("label", "labels", "class", "cls")
-IMAGE_COLUMNS = ("image", "img", "jpg", "png")
 _WNID = re.compile(r"^n\d{8}$")
 
 
