@@ -277,3 +277,22 @@ def test_stream_with_two_workers_resumes_exactly(tmp_path):
         assert torch.equal(a["stream_position"], b["stream_position"])
     with pytest.raises(ValueError, match="data.num_workers"):
         StreamingPretrainingDataset(source, config.data, config.objective, num_workers=3, start_positions=[state[0]])
+
+
+@pytest.mark.parametrize("choice", ["clean_pass", "student_view"])
+def test_v2_teacher_tokens_without_drop_path(choice):
+    """v2 with drop-path: `clean_pass` targets come from the encoder without drop-path (its eval-mode forward),
+    `student_view` from the student's own (stochastic-depth) un-masked view."""
+    module, _ = _module("model.drop_path_rate=0.9", f"objective.v2_teacher={choice}")
+    module.train()
+    vision = module.student.vision_model
+    images = torch.rand(3, 3, 56, 56)
+    with torch.no_grad():
+        clean = vision.eval()(pixel_values=images).last_hidden_state
+        vision.train()
+        torch.manual_seed(1)
+        unmasked = vision(pixel_values=images).last_hidden_state
+    assert not torch.allclose(unmasked, clean)  # drop-path 0.9 changes the view
+    teacher = module._teacher_tokens(images, unmasked)
+    torch.testing.assert_close(teacher, clean if choice == "clean_pass" else unmasked, rtol=0, atol=0)
+    assert vision.training and not teacher.requires_grad
