@@ -114,3 +114,39 @@ def run_without_tips_hf(code: str, workdir: Path, timeout: int = 300, **variable
     return subprocess.run(
         [sys.executable, str(script)], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+@pytest.fixture(scope="session")
+def verified_model(tmp_path_factory) -> Path:
+    """A fixture checkpoint converted with --verify, so that the folder holds parity.json (tips-publish tests)."""
+    from publishing_helpers import NAME
+
+    from tips_hf.conversion import convert_official
+
+    vision, text, expected = official_files(NAME)
+    out = tmp_path_factory.mktemp("verified") / NAME
+    convert_official(
+        vision, text, out, tokenizer_path=TOKENIZER_MODEL, vision_heads=4, text_heads=4, verify=expected, progress=False
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def dry_run(verified_model, tmp_path_factory) -> tuple[Path, str]:
+    """`tips-publish --dry-run --output OUT` with a tiny shard size; returns OUT and what the command printed."""
+    import contextlib
+    import io
+
+    from publishing_helpers import REPO, SHARD
+
+    from tips_hf.hub import main
+
+    out = tmp_path_factory.mktemp("dry") / "published"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(
+            ["--model", str(verified_model), "--repo-id", REPO, "--dry-run", "--output", str(out)]
+            + ["--max-shard-size", SHARD]
+        )
+    assert code == 0
+    return out, printed.getvalue()
