@@ -249,6 +249,9 @@ class Pretrainer:
                            config.data.max_text_length)
         pin = accelerator.device.type == "cuda"
         workers = config.data.num_workers
+        # The loader's own generator: creating its iterator must not draw from the global RNG, whose state (drop-path
+        # draws) a checkpoint restores; a resumed run would otherwise be one draw off.
+        generator = torch.Generator().manual_seed(training.seed)
         if config.data.streaming:
             from .data import StreamingPretrainingDataset
 
@@ -261,12 +264,12 @@ class Pretrainer:
             self.stream_state = torch.tensor(stream.start_positions, dtype=torch.long)
             return torch.utils.data.DataLoader(stream, batch_size=training.batch_size, drop_last=True,
                                                num_workers=workers, collate_fn=collate, pin_memory=pin,
-                                               persistent_workers=workers > 0)
+                                               persistent_workers=workers > 0, generator=generator)
         dataset = PretrainingDataset(source, config.data, config.objective, seed=training.seed)
         sampler = GlobalBatchSampler(len(dataset), training.batch_size, accelerator.process_index,
                                      accelerator.num_processes, training.seed, start_batch=state.micro_batches)
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                                           pin_memory=pin, persistent_workers=workers > 0)
+                                           pin_memory=pin, persistent_workers=workers > 0, generator=generator)
 
     def _reset_window(self) -> None:
         self.window: dict[str, torch.Tensor] = {}
