@@ -20,7 +20,8 @@ from PIL import Image, ImageDraw
 COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 
 
-def _panel(draw, box, series: dict[str, list[tuple[float, float]]], title: str, y_range, hline=None) -> None:
+def _panel(draw, box, series: dict[str, list[tuple[float, float]]], title: str, y_range, hline=None,
+           legend_top: bool = False) -> None:
     x0, y0, x1, y1 = box
     draw.rectangle(box, outline=(0, 0, 0))
     draw.text((x0, y0 - 16), title, fill=(0, 0, 0))
@@ -52,7 +53,8 @@ def _panel(draw, box, series: dict[str, list[tuple[float, float]]], title: str, 
         for x, y in values:
             px, py = to_px(x, y)
             draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=color)
-        draw.text((x0 + 8, y0 + 6 + 14 * i), name, fill=color)
+        legend_y = y0 + 6 + 14 * i if legend_top else y1 - 14 * (len(series) - i) - 4
+        draw.text((x0 + 8, legend_y), name, fill=color)
 
 
 def plot(records: list[dict], out: Path, log_k: dict[str, float]) -> None:
@@ -76,7 +78,7 @@ def plot(records: list[dict], out: Path, log_k: dict[str, float]) -> None:
     image = Image.new("RGB", (1000, 380), (255, 255, 255))
     draw = ImageDraw.Draw(image)
     _panel(draw, (60, 40, 480, 330), losses, "loss / log K (1.0 = uniform predictions)", (0.0, 1.2), hline=1.0)
-    _panel(draw, (560, 40, 980, 330), evals, "held-out evaluation", (0.0, 1.0))
+    _panel(draw, (560, 40, 980, 330), evals, "held-out evaluation", (0.0, 1.0), legend_top=True)
     draw.text((460, 360), "optimizer step", fill=(0, 0, 0))
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
@@ -95,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     objective = config["objective"]
     log_k = {"clip/alt_text_loss": math.log(batch), "clip/synthetic_loss": math.log(batch),
              "distill": math.log(objective["head_prototypes"]),
-             # iBOT++ sums a masked and a visible term, each at most log K
-             "mask": (2.0 if objective["recipe"] == "v2" else 1.0) * math.log(objective["patch_prototypes"])}
+             # iBOT++ (v2, masked_plus_visible) sums a masked and a visible term, each at log K when uniform
+             "mask": (2.0 if objective["recipe"] == "v2" and objective["ibot_normalisation"] == "masked_plus_visible"
+                      else 1.0) * math.log(objective["patch_prototypes"])}
     plot(records, args.out, log_k)
     print(args.out)
     return 0
