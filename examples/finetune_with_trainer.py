@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default="outputs/finetune-trainer")
     parser.add_argument("--model", default=None, help=f"TipsModel folder (default {MAIN_JOB_MODEL}), or 'random'")
-    parser.add_argument("--max_steps", type=int, default=80)
+    parser.add_argument("--max_steps", type=int, default=240)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--lora_preset", default="all", help="tips_hf.finetuning.PRESETS (both towers by default)")
