@@ -21,10 +21,10 @@ import numpy as np
 import torch
 import yaml
 
+from ..lora import lora_config
 from ..pretraining.config import _coerce, parse_overrides
 from ..pretraining.schedules import cosine
 from .dense import TipsForDenseTasks
-from .lora import lora_config
 
 
 @dataclass
@@ -41,7 +41,7 @@ class DenseModelSection:
 @dataclass
 class LoraSection:
     enabled: bool = True  # False: frozen backbone, only the head trains
-    preset: str = "vision"  # see tips_hf.finetuning.lora.PRESETS
+    preset: str = "vision"  # see tips_hf.lora.PRESETS
     r: int = 8
     alpha: int = 16
     dropout: float = 0.0

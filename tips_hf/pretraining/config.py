@@ -127,7 +127,7 @@ class EvalConfig:
 @dataclass
 class LoraConfig:
     enabled: bool = False  # wrap the student with LoRA adapters (fine-tuning; the base weights stay frozen)
-    preset: str = "all"  # tips_hf.finetuning.lora.PRESETS: vision, text, all, vision-attention, ...
+    preset: str = "all"  # tips_hf.lora.PRESETS: vision, text, all, vision-attention, ...
     r: int = 8  # adapter rank
     alpha: int = 16  # LoRA scaling numerator
     dropout: float = 0.0

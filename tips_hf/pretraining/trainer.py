@@ -117,7 +117,7 @@ def build_module(config: PretrainConfig, tokenizer) -> TipsPretrainingModel:
     if config.lora.enabled:
         from peft import get_peft_model
 
-        from ..finetuning.lora import lora_config
+        from ..lora import lora_config
 
         lora = config.lora
         student = get_peft_model(student, lora_config(lora.preset, lora.r, lora.alpha, lora.dropout,
