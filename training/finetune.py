@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output_dir", default=None)
     parser.add_argument("--max_steps", default=None)
     parser.add_argument("overrides", nargs="*", help="section.key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # section.key=value may stand before or after the options
     extra = [f"training.{k}={getattr(args, k)}" for k in ("output_dir", "max_steps") if getattr(args, k)]
     try:
         with open(args.config) as handle:

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in SHORTCUTS:
         parser.add_argument(f"--{name}", default=None, help=f"training.{name}")
     parser.add_argument("overrides", nargs="*", help="section.key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # section.key=value may stand before or after the options
     overrides = [f"training.{name}={getattr(args, name)}" for name in SHORTCUTS if getattr(args, name) is not None]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
