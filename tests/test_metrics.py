@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from tips_hf.dense.retrieval import retrieval_recall, retrieval_recall_from_similarity
 from tips_hf.metrics import (
     METRIC_NAMES,
     depth_errors,
@@ -21,6 +20,8 @@ from tips_hf.metrics import (
     load_metric,
     mean_iou,
     metric_path,
+    retrieval_recall,
+    retrieval_recall_from_similarity,
     topk_accuracy,
 )
 

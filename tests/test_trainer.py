@@ -15,7 +15,7 @@ from PIL import Image
 from tips_hf import TipsImageProcessor, TipsModel, TipsProcessor, TipsTokenizer
 from tips_hf.data import load_scenes_dataset
 from tips_hf.data.build_tokenizer import TOKENIZER_PATH
-from tips_hf.dense.retrieval import retrieval_recall
+from tips_hf.metrics import retrieval_recall
 from tips_hf.training_utils import ContrastiveRetrievalMetrics, TipsDataCollator, TipsDenseDataCollator
 
 

@@ -1,10 +1,10 @@
 """Dense-feature tools: PCA pictures of patch features, zero-shot classification and segmentation, k-NN, linear
 probes, retrieval recall and segmentation pictures. Metrics live in `tips_hf.metrics`."""
 
+from ..metrics.retrieval import retrieval_recall, retrieval_recall_from_similarity  # re-exported: dense tools' users
 from .knn import knn_classify, knn_segmentation
 from .pca import pca_rgb, save_pca_picture
 from .probe import linear_probe_depth, linear_probe_segmentation, patch_targets
-from .retrieval import retrieval_recall, retrieval_recall_from_similarity
 from .visualize import colorize_segmentation, palette, save_segmentation_picture, segmentation_picture
 from .zero_shot import (
     BACKGROUND,

@@ -12,7 +12,7 @@ Protocol
 - Scores: cosine similarity of L2-normalised embeddings, for each head separately: the alt-text head (CLS-1) and
   the synthetic-caption head (CLS-2) against the same text embeddings. The official README does not say which head
   its Flickr numbers use; both are reported.
-- Metric: `tips_hf.dense.retrieval_recall_from_similarity` — I→T R@K: fraction of images with at least one of
+- Metric: `tips_hf.metrics.retrieval_recall_from_similarity` — I→T R@K: fraction of images with at least one of
   their captions among the K best-scoring texts; T→I R@K: fraction of captions whose image is among the K
   best-scoring images; ties count against the right answer. K = 1, 5, 10.
 
@@ -36,8 +36,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..dense.retrieval import retrieval_recall_from_similarity
 from ..dense.zero_shot import encode_texts
+from ..metrics.retrieval import retrieval_recall_from_similarity
 from .common import (
     HEADS,
     IMAGE_COLUMNS,

@@ -24,8 +24,8 @@ import torch
 
 from ..dense.knn import knn_segmentation
 from ..dense.probe import linear_probe_depth, linear_probe_segmentation
-from ..dense.retrieval import retrieval_recall
 from ..dense.zero_shot import encode_labels, encode_texts, zero_shot_classify, zero_shot_segment
+from ..metrics.retrieval import retrieval_recall
 from .augment import eval_transform
 
 # Zero-shot prompts in the scenes' own words (CLIP's "a photo of ..." templates use words the captions never have).

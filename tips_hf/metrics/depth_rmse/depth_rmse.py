@@ -1,10 +1,10 @@
 # Copyright 2026 The tips-hf authors. Licensed under the Apache License, Version 2.0.
 """`evaluate` module: depth RMSE and absolute relative error (maths in `tips_hf.metrics.depth_errors`)."""
 
-import datasets
 import evaluate
 
 from tips_hf.metrics import depth_errors
+from tips_hf.metrics.info import example_features, metric_info
 
 _DESCRIPTION = """
 Depth errors pooled over the valid pixels of all images: RMSE = sqrt(mean((pred - ref)^2)) and
@@ -31,17 +31,8 @@ Examples:
 
 class DepthRMSE(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Sequence(datasets.Value("float32"))),
-                    "references": datasets.Sequence(datasets.Sequence(datasets.Value("float32"))),
-                }
-            ),
-        )
+        maps = ("float32", 2)  # one (H, W) map per example
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, example_features(maps, maps))
 
     def _compute(self, predictions, references, valid_mask=None):
         return depth_errors(predictions, references, valid_mask=valid_mask)

@@ -1,10 +1,10 @@
 # Copyright 2026 The tips-hf authors. Licensed under the Apache License, Version 2.0.
 """`evaluate` module: mean IoU of semantic segmentation maps (maths in `tips_hf.metrics.mean_iou`)."""
 
-import datasets
 import evaluate
 
 from tips_hf.metrics import mean_iou
+from tips_hf.metrics.info import example_features, metric_info
 
 _DESCRIPTION = """
 Intersection over union of semantic segmentation maps, accumulated over all pixels of all images. The IoU of a
@@ -32,17 +32,8 @@ Examples:
 
 class MeanIou(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Sequence(datasets.Value("int64"))),
-                    "references": datasets.Sequence(datasets.Sequence(datasets.Value("int64"))),
-                }
-            ),
-        )
+        maps = ("int64", 2)  # one (H, W) map of class ids per example
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, example_features(maps, maps))
 
     def _compute(self, predictions, references, num_classes=None, ignore_index=None):
         if num_classes is None:

@@ -1,12 +1,12 @@
 # Copyright 2026 The tips-hf authors. Licensed under the Apache License, Version 2.0.
-"""`evaluate` module: image↔text Recall@K (maths in `tips_hf.dense.retrieval`)."""
+"""`evaluate` module: image↔text Recall@K (maths in `tips_hf.metrics.retrieval`)."""
 
-import datasets
 import evaluate
 import numpy as np
 import torch
 
-from tips_hf.dense.retrieval import retrieval_recall, retrieval_recall_from_similarity
+from tips_hf.metrics import retrieval_recall, retrieval_recall_from_similarity
+from tips_hf.metrics.info import example_features, metric_info
 
 _DESCRIPTION = """
 Image→text and text→image Recall@K. Two input forms, one example per text:
@@ -40,23 +40,10 @@ Examples:
 
 class RetrievalRecall(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            # evaluate picks the first feature set that encodes the first example: int references = similarities.
-            features=[
-                datasets.Features(
-                    {"predictions": datasets.Sequence(datasets.Value("float32")), "references": datasets.Value("int64")}
-                ),
-                datasets.Features(
-                    {
-                        "predictions": datasets.Sequence(datasets.Value("float32")),
-                        "references": datasets.Sequence(datasets.Value("float32")),
-                    }
-                ),
-            ],
-        )
+        row = ("float32", 1)  # a text's similarities to the images, or an embedding
+        # evaluate picks the first feature set that encodes the first example: int references = similarities.
+        features = [example_features(row, ("int64", 0)), example_features(row, row)]
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, features)
 
     def _compute(self, predictions, references, ks=(1, 5), image_ids=None):
         predictions = torch.tensor(np.asarray(predictions, dtype=np.float32))

@@ -1,10 +1,10 @@
 # Copyright 2026 The tips-hf authors. Licensed under the Apache License, Version 2.0.
 """`evaluate` module: top-k accuracy of zero-shot logits (maths in `tips_hf.metrics.topk_accuracy`)."""
 
-import datasets
 import evaluate
 
 from tips_hf.metrics import topk_accuracy
+from tips_hf.metrics.info import example_features, metric_info
 
 _DESCRIPTION = """
 Top-1 and top-5 accuracy from class logits (e.g. `zero_shot_classify` or `logits_per_image`). A row is correct at k
@@ -30,14 +30,8 @@ Examples:
 
 class ZeroShotAccuracy(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Sequence(datasets.Value("float32")), "references": datasets.Value("int64")}
-            ),
-        )
+        # one row of K logits and the true class index per example
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, example_features(("float32", 1), ("int64", 0)))
 
     def _compute(self, predictions, references, ks=(1, 5)):
         return topk_accuracy(predictions, references, ks=ks)
