@@ -26,15 +26,13 @@ from torch import nn
 from transformers import initialization as init
 from transformers.backbone_utils import BackboneMixin
 from transformers.modeling_outputs import BackboneOutput, DepthEstimatorOutput, SemanticSegmenterOutput
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_dense_tips import TipsBackboneConfig, TipsDPTConfig
-from .modeling_tips import (
-    TipsPreTrainedModel,
-    TipsVisionEmbeddings,
-    TipsVisionEncoder,
-    TipsVisionModel,
-)
+from .modeling_tips import TipsPreTrainedModel, TipsVisionEmbeddings, TipsVisionModel, vision_encoder
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Outputs
@@ -244,6 +242,32 @@ class _TipsDPTModel(TipsDPTPreTrainedModel):
             self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs: Any,
+    ) -> ModelOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`): RGB in [0, 1], sides multiples
+                of the patch size (448×448 as released).
+            labels (`torch.Tensor`, *optional*): targets at any resolution, giving `loss` (see the task's class).
+            output_hidden_states (`bool`, *optional*): also return the decoder features before the head,
+                `(batch_size, dpt_channels, H', W')`.
+
+        Returns:
+            The task's output at the decoder resolution H' = 16⌈height/28⌉, W' = 16⌈width/28⌉ (upsample bilinearly
+            with align_corners=False to the image, as the official decoder does).
+        """
+        head, hidden = self.decode(pixel_values)
+        return self._output(head, labels, (hidden,) if output_hidden_states else None)
+
+    def _output(self, head: torch.Tensor, labels: torch.Tensor | None, hidden_states: tuple | None) -> ModelOutput:
+        raise NotImplementedError
+
 
 class TipsForSemanticSegmentation(_TipsDPTModel):
     """TIPS vision tower + the official DPT segmentation decoder (ADE20K: 150 classes)."""
@@ -254,36 +278,11 @@ class TipsForSemanticSegmentation(_TipsDPTModel):
     def _head_size(config: TipsDPTConfig) -> int:
         return config.num_labels
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> SemanticSegmenterOutput | tuple:
-        r"""
-        Args:
-            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`): RGB in [0, 1], sides multiples
-                of the patch size (448×448 as released).
-            labels (`torch.LongTensor` of shape `(batch_size, H, W)`, *optional*): class ids at any resolution;
-                `config.semantic_loss_ignore_index` (255) marks unlabelled pixels.
-            output_hidden_states (`bool`, *optional*): also return the decoder features before the head,
-                `(batch_size, dpt_channels, H', W')`.
-
-        Returns:
-            `SemanticSegmenterOutput` with `logits` of shape `(batch_size, num_labels, H', W')`, H' = 16⌈height/28⌉,
-            W' = 16⌈width/28⌉ (upsample bilinearly with align_corners=False to the image, as the official decoder
-            does with `image_size`), and `loss` when `labels` are given.
-        """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        logits, hidden = self.decode(pixel_values)
-        loss = None
-        if labels is not None:
-            loss = segmentation_loss(logits, labels, self.config.semantic_loss_ignore_index)
-        out = SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=(hidden,) if output_hidden_states else None)
-        return out if return_dict else out.to_tuple()
-
+    def _output(self, logits, labels, hidden_states) -> SemanticSegmenterOutput:
+        """`logits` (batch_size, num_labels, H', W'); `labels` (batch_size, H, W) class ids, with
+        `config.semantic_loss_ignore_index` (255) for unlabelled pixels: cross-entropy."""
+        loss = None if labels is None else segmentation_loss(logits, labels, self.config.semantic_loss_ignore_index)
+        return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
 
 class TipsForDepthEstimation(_TipsDPTModel):
@@ -295,34 +294,12 @@ class TipsForDepthEstimation(_TipsDPTModel):
     def _head_size(config: TipsDPTConfig) -> int:
         return config.num_depth_bins
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> DepthEstimatorOutput | tuple:
-        r"""
-        Args:
-            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`): RGB in [0, 1], sides multiples
-                of the patch size (448×448 as released).
-            labels (`torch.FloatTensor` of shape `(batch_size, H, W)`, *optional*): metric depth at any resolution;
-                pixels that are not finite or not > 0 are ignored. Gives `loss` (SILog, see the module docstring).
-
-        Returns:
-            `DepthEstimatorOutput` with `predicted_depth` of shape `(batch_size, H', W')`
-            in metres (upsample bilinearly to the image, as the official decoder does after the expectation).
-        """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        logits, hidden = self.decode(pixel_values)
+    def _output(self, logits, labels, hidden_states) -> DepthEstimatorOutput:
+        """`predicted_depth` (batch_size, H', W') in metres; `labels` (batch_size, H, W) metric depth, pixels that are
+        not finite or not > 0 ignored: SILog (see the module docstring)."""
         depth = depth_from_bins(logits, self.config.min_depth, self.config.max_depth)
         loss = None if labels is None else silog_loss(depth, labels.float(), self.config.silog_lambda)
-        out = DepthEstimatorOutput(
-            loss=loss, predicted_depth=depth, hidden_states=(hidden,) if output_hidden_states else None
-        )
-        return out if return_dict else out.to_tuple()
-
+        return DepthEstimatorOutput(loss=loss, predicted_depth=depth, hidden_states=hidden_states)
 
 
 class TipsForNormalEstimation(_TipsDPTModel):
@@ -334,32 +311,11 @@ class TipsForNormalEstimation(_TipsDPTModel):
     def _head_size(config: TipsDPTConfig) -> int:
         return 3
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> TipsNormalEstimatorOutput | tuple:
-        r"""
-        Args:
-            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`): RGB in [0, 1], sides multiples
-                of the patch size (448×448 as released).
-            labels (`torch.FloatTensor` of shape `(batch_size, 3, H, W)`, *optional*): unit normals at any resolution;
-                zero or non-finite vectors are ignored. Gives `loss` (mean 1 - cosine).
-
-        Returns:
-            [`TipsNormalEstimatorOutput`] with `predicted_normals` of shape `(batch_size, 3, H', W')`.
-        """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        normals, hidden = self.decode(pixel_values)
+    def _output(self, normals, labels, hidden_states) -> TipsNormalEstimatorOutput:
+        """[`TipsNormalEstimatorOutput`], `predicted_normals` (batch_size, 3, H', W'); `labels` (batch_size, 3, H, W)
+        unit normals, zero or non-finite vectors ignored: mean 1 - cosine."""
         loss = None if labels is None else normals_loss(normals, labels.float())
-        out = TipsNormalEstimatorOutput(
-            loss=loss, predicted_normals=normals, hidden_states=(hidden,) if output_hidden_states else None
-        )
-        return out if return_dict else out.to_tuple()
-
+        return TipsNormalEstimatorOutput(loss=loss, predicted_normals=normals, hidden_states=hidden_states)
 
 
 class TipsBackbone(BackboneMixin, TipsPreTrainedModel):
@@ -375,7 +331,7 @@ class TipsBackbone(BackboneMixin, TipsPreTrainedModel):
     def __init__(self, config: TipsBackboneConfig):
         super().__init__(config)
         self.embeddings = TipsVisionEmbeddings(config)
-        self.encoder = TipsVisionEncoder(config)
+        self.encoder = vision_encoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
         self.post_init()
@@ -383,39 +339,31 @@ class TipsBackbone(BackboneMixin, TipsPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embedding
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> BackboneOutput | tuple:
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BackboneOutput | tuple:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`): images in [0, 1].
 
         Returns:
             `BackboneOutput` with `feature_maps`, one `(batch_size, hidden_size, height // 14, width // 14)` map per
-            entry of `config.out_features`.
+            entry of `config.out_features`; `hidden_states` (every stage, before the LayerNorm) and `attentions` with
+            `output_hidden_states=True` / `output_attentions=True`.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         hidden = self.embeddings(pixel_values)
-        _, all_hidden, all_attn = self.encoder(
-            hidden, None, output_hidden_states=True, output_attentions=bool(output_attentions)
-        )
+        states = [hidden]  # stage k is the output of block k - 1 (the stem: the embeddings)
+        for layer in self.encoder.layers:
+            hidden = layer(hidden, None, **kwargs)[0]
+            states.append(hidden)
         batch, _, height, width = pixel_values.shape
         grid = (height // self.config.patch_size, width // self.config.patch_size)
         first_patch = 1 + self.config.num_register_tokens
         maps = tuple(
             self.layernorm(state)[:, first_patch:].transpose(1, 2).reshape(batch, -1, *grid)
-            for stage, state in zip(self.stage_names, all_hidden)
+            for stage, state in zip(self.stage_names, states)
             if stage in self.out_features
         )
-        out = BackboneOutput(
-            feature_maps=maps, hidden_states=all_hidden if output_hidden_states else None, attentions=all_attn
-        )
-        return out if return_dict else out.to_tuple()
+        return BackboneOutput(feature_maps=maps)
 
 
 __all__ = [

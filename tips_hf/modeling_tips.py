@@ -22,7 +22,10 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_tips import TipsConfig, TipsTextConfig, TipsVisionConfig
 
@@ -339,31 +342,26 @@ class TipsVisionLayer(GradientCheckpointingLayer):
         return hidden_states, weights
 
 
-class TipsVisionEncoder(nn.Module):
-    def __init__(self, config: TipsVisionConfig):
+class TipsEncoder(nn.Module):
+    """A stack of blocks. Per-block outputs and attention weights are recorded by `capture_outputs` hooks (see
+    `TipsPreTrainedModel._can_record_outputs`), not threaded through here."""
+
+    def __init__(self, layers: Sequence[nn.Module]):
         super().__init__()
-        depth = config.num_hidden_layers
-        rates = [config.drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
-        self.layers = nn.ModuleList([TipsVisionLayer(config, rate) for rate in rates])
-        self.gradient_checkpointing = False
+        self.layers = nn.ModuleList(layers)
 
     def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, tuple | None, tuple | None]:
-        all_hidden = (hidden_states,) if output_hidden_states else None
-        all_attn = () if output_attentions else None
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
+    ) -> torch.Tensor:
         for layer in self.layers:
-            hidden_states, weights = layer(hidden_states, attention_mask, **kwargs)
-            if output_hidden_states:
-                all_hidden += (hidden_states,)
-            if output_attentions:
-                all_attn += (weights,)
-        return hidden_states, all_hidden, all_attn
+            hidden_states = layer(hidden_states, attention_mask, **kwargs)[0]
+        return hidden_states
+
+
+def vision_encoder(config: TipsVisionConfig) -> TipsEncoder:
+    """The vision blocks, with stochastic depth rising linearly from 0 to `drop_path_rate` at the last block."""
+    depth = config.num_hidden_layers
+    return TipsEncoder([TipsVisionLayer(config, config.drop_path_rate * i / max(depth - 1, 1)) for i in range(depth)])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -422,13 +420,6 @@ class TipsTextLayer(GradientCheckpointingLayer):
         return hidden_states, weights
 
 
-class TipsTextEncoder(TipsVisionEncoder):
-    def __init__(self, config: TipsTextConfig):
-        nn.Module.__init__(self)
-        self.layers = nn.ModuleList([TipsTextLayer(config) for _ in range(config.num_hidden_layers)])
-        self.gradient_checkpointing = False
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Pretrained models
 
@@ -451,6 +442,9 @@ class TipsPreTrainedModel(PreTrainedModel):
     # Our losses are batch means, not sums over Trainer's `num_items_in_batch`: without this, forward's **kwargs make
     # Trainer skip its division by the gradient-accumulation steps (tests/test_trainer.py).
     accepts_loss_kwargs = False
+    # `capture_outputs` records `hidden_states` (each block's input, then the last block's output, before the final
+    # LayerNorm) and `attentions` (eager attention probabilities) with hooks on these modules.
+    _can_record_outputs = {"hidden_states": [TipsVisionLayer, TipsTextLayer], "attentions": TipsAttention}
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args: Any, **kwargs: Any):
@@ -524,7 +518,7 @@ class TipsVisionModel(TipsPreTrainedModel):
     def __init__(self, config: TipsVisionConfig):
         super().__init__(config)
         self.embeddings = TipsVisionEmbeddings(config)
-        self.encoder = TipsVisionEncoder(config)
+        self.encoder = vision_encoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
@@ -568,15 +562,13 @@ class TipsVisionModel(TipsPreTrainedModel):
             (kept[i][:, first_patch:].transpose(1, 2).reshape(batch, -1, *grid), kept[i][:, 0]) for i in wanted
         ]
 
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values: torch.Tensor,
         bool_masked_pos: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = True,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> TipsVisionModelOutput | tuple:
         r"""
         Args:
@@ -586,31 +578,22 @@ class TipsVisionModel(TipsPreTrainedModel):
                 embedding is replaced by the learned mask token (masked image modeling).
             interpolate_pos_encoding (`bool`, defaults to `True`): resize the position grid to the input grid (TIPS
                 always does); with `False` the input grid must equal the learned one.
+            output_hidden_states, output_attentions, return_dict (`bool`, *optional*): as for every transformers
+                model (recorded by `capture_outputs`).
         """
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else bool(self.config.output_hidden_states)
-        )
-        output_attentions = bool(output_attentions)
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         embeddings = self.embeddings(pixel_values, bool_masked_pos, interpolate_pos_encoding)
-        hidden, all_hidden, all_attn = self.encoder(
-            embeddings, None, output_hidden_states=output_hidden_states, output_attentions=output_attentions
-        )
-        tokens = self.layernorm(hidden)
+        tokens = self.layernorm(self.encoder(embeddings, None, **kwargs))
         batch, _, height, width = pixel_values.shape
         patch = self.config.patch_size
         first_patch = 1 + self.config.num_register_tokens
         patch_embeds = tokens[:, first_patch:].reshape(batch, height // patch, width // patch, -1)
-        output = TipsVisionModelOutput(
+        return TipsVisionModelOutput(
             last_hidden_state=tokens,
             pooler_output=tokens[:, 0],
             alt_text_embeds=tokens[:, 0],
             synthetic_embeds=tokens[:, 1],
             patch_embeds=patch_embeds,
-            hidden_states=all_hidden,
-            attentions=all_attn,
         )
-        return output if return_dict else output.to_tuple()
 
 
 class TipsTextModel(TipsPreTrainedModel):
@@ -625,7 +608,7 @@ class TipsTextModel(TipsPreTrainedModel):
     def __init__(self, config: TipsTextConfig):
         super().__init__(config)
         self.embeddings = TipsTextEmbeddings(config)
-        self.encoder = TipsTextEncoder(config)
+        self.encoder = TipsEncoder([TipsTextLayer(config) for _ in range(config.num_hidden_layers)])
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
@@ -635,14 +618,12 @@ class TipsTextModel(TipsPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.embeddings.token_embedding = value
 
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling | tuple:
         r"""
         Args:
@@ -654,10 +635,6 @@ class TipsTextModel(TipsPreTrainedModel):
         Returns:
             `pooler_output` (B, D) is the mean of the final-LayerNorm tokens over the non-padding positions.
         """
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else bool(self.config.output_hidden_states)
-        )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}.")
         if attention_mask is None:
@@ -674,16 +651,10 @@ class TipsTextModel(TipsPreTrainedModel):
         # pooled embedding is zero whatever its tokens hold.
         attend = keep | ~keep.any(dim=-1, keepdim=True)
         mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attend)
-        hidden, all_hidden, all_attn = self.encoder(
-            hidden, mask, output_hidden_states=output_hidden_states, output_attentions=bool(output_attentions)
-        )
-        hidden = self.final_layer_norm(hidden)
+        hidden = self.final_layer_norm(self.encoder(hidden, mask, **kwargs))
         weights = keep.to(hidden.dtype).unsqueeze(-1)
         pooled = (hidden * weights).sum(dim=1) / (weights.sum(dim=1) + self.config.pooling_epsilon)
-        output = BaseModelOutputWithPooling(
-            last_hidden_state=hidden, pooler_output=pooled, hidden_states=all_hidden, attentions=all_attn
-        )
-        return output if return_dict else output.to_tuple()
+        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled)
 
 
 def contrastive_loss(
@@ -737,7 +708,7 @@ class TipsModel(TipsPreTrainedModel):
         self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
     ) -> BaseModelOutputWithPooling:
         """Text tower output; `pooler_output` (B, D) is the (un-normalised) text embedding."""
-        return self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
+        return self.text_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs, return_dict=True)
 
     def get_image_features(
         self,
@@ -752,10 +723,11 @@ class TipsModel(TipsPreTrainedModel):
             pixel_values=pixel_values,
             bool_masked_pos=bool_masked_pos,
             interpolate_pos_encoding=interpolate_pos_encoding,
-            return_dict=True,
             **kwargs,
+            return_dict=True,
         )
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -764,12 +736,9 @@ class TipsModel(TipsPreTrainedModel):
         bool_masked_pos: torch.Tensor | None = None,
         return_loss: bool | None = None,
         interpolate_pos_encoding: bool = True,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
         synthetic_input_ids: torch.LongTensor | None = None,
         synthetic_attention_mask: torch.Tensor | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> TipsOutput | tuple:
         r"""
         Args:
@@ -785,10 +754,11 @@ class TipsModel(TipsPreTrainedModel):
                 two heads train on their own caption streams, as in TIPS pretraining.
             synthetic_attention_mask (`torch.Tensor` of shape `(synthetic_text_batch_size, length)`, *optional*):
                 1 = token, 0 = pad, for `synthetic_input_ids`.
+            output_hidden_states, output_attentions (`bool`, *optional*): passed to the towers, whose outputs carry
+                them; return_dict (`bool`, *optional*): as for every transformers model.
         """
         if pixel_values is None and input_ids is None and synthetic_input_ids is None:
             raise ValueError("TipsModel needs pixel_values, input_ids (or synthetic_input_ids), or both.")
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         vision = text = synthetic_text = image_embeds = synthetic_image_embeds = None
         text_embeds = synthetic_text_embeds = logits = synthetic_logits = loss = None
         if pixel_values is not None:
@@ -796,19 +766,17 @@ class TipsModel(TipsPreTrainedModel):
                 pixel_values=pixel_values,
                 bool_masked_pos=bool_masked_pos,
                 interpolate_pos_encoding=interpolate_pos_encoding,
-                output_hidden_states=output_hidden_states,
-                output_attentions=output_attentions,
+                **kwargs,
                 return_dict=True,
             )
             image_embeds = F.normalize(vision.alt_text_embeds, dim=-1)
             synthetic_image_embeds = F.normalize(vision.synthetic_embeds, dim=-1)
-        text_kwargs = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
         if input_ids is not None:
-            text = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **text_kwargs)
+            text = self.text_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs, return_dict=True)
             text_embeds = F.normalize(text.pooler_output, dim=-1)
         if synthetic_input_ids is not None:
             synthetic_text = self.text_model(
-                input_ids=synthetic_input_ids, attention_mask=synthetic_attention_mask, return_dict=True, **text_kwargs
+                input_ids=synthetic_input_ids, attention_mask=synthetic_attention_mask, **kwargs, return_dict=True
             )
             synthetic_text_embeds = F.normalize(synthetic_text.pooler_output, dim=-1)
         # The synthetic head scores its own captions when given, else the same texts as the alt-text head.
@@ -831,7 +799,7 @@ class TipsModel(TipsPreTrainedModel):
                 loss = sum(contrastive_loss(head) for head in heads) / len(heads)
         elif return_loss:
             raise ValueError("return_loss=True needs both pixel_values and input_ids (or synthetic_input_ids).")
-        out = TipsOutput(
+        return TipsOutput(
             loss=loss,
             logits_per_image=logits,
             logits_per_text=logits.t() if logits is not None else None,
@@ -845,7 +813,6 @@ class TipsModel(TipsPreTrainedModel):
             synthetic_text_embeds=synthetic_text_embeds,
             synthetic_text_model_output=synthetic_text,
         )
-        return out if return_dict else out.to_tuple()
 
 
 def meta_model(config: Any, model_class: type[nn.Module] | None = None) -> nn.Module:
