@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .probe import _check_features, _check_maps, _training_patches, patch_targets, score_segmentation, upsampled_blocks
 
 
 @torch.no_grad()
@@ -108,40 +109,20 @@ def knn_segmentation(
         `dict` with the [`tips_hf.metrics.mean_iou`] keys (and `predictions`). Each patch's normalised vote shares are
         upsampled bilinearly to `(H', W')` before the argmax.
     """
-    from ..metrics import iou_from_confusion, segmentation_confusion_matrix
-    from .probe import _subsample, patch_targets
-
-    train_feats, test_feats = torch.as_tensor(train_feats), torch.as_tensor(test_feats)
-    if train_feats.ndim != 4 or test_feats.ndim != 4:
-        raise ValueError(
-            f"train_feats and test_feats must be (N, h, w, D); got {tuple(train_feats.shape)}, {tuple(test_feats.shape)}."
-        )
+    train_feats, test_feats = _check_features("train_feats", train_feats), _check_features("test_feats", test_feats)
     test_masks = torch.as_tensor(test_masks).long()
-    if test_masks.ndim != 3 or test_masks.shape[0] != test_feats.shape[0]:
-        raise ValueError(f"test_masks must be (M, H, W) with M = {test_feats.shape[0]}, got {tuple(test_masks.shape)}.")
+    _check_maps("test_masks", test_masks, test_feats, "M")
     labels = patch_targets(torch.as_tensor(train_masks), tuple(train_feats.shape[1:3]), num_classes, ignore_index)
     labels = labels.reshape(-1)
-    rows = _subsample(torch.nonzero(labels >= 0).squeeze(1), max_train_patches, seed)
-    if rows.numel() == 0:
-        raise ValueError("No training patch has a label (all void?).")
-    bank = train_feats.reshape(-1, train_feats.shape[-1])[rows]
+    rows, bank = _training_patches(
+        train_feats, labels >= 0, max_train_patches, seed, "No training patch has a label (all void?)."
+    )
     num, h, w, dim = test_feats.shape
     votes = knn_classify(bank, labels[rows], test_feats.reshape(-1, dim), k=k, temperature=temperature,
                          num_classes=num_classes)["scores"]
     shares = (votes / votes.sum(dim=1, keepdim=True).clamp_min(1e-12)).reshape(num, h, w, num_classes)
-    size = tuple(test_masks.shape[1:])
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    predictions = torch.empty(test_masks.shape, dtype=torch.long) if return_predictions else None
-    for start in range(0, num, 64):
-        block = F.interpolate(shares[start : start + 64].permute(0, 3, 1, 2).float().cpu(), size=size,
-                              mode="bilinear", align_corners=False).argmax(dim=1)
-        confusion += segmentation_confusion_matrix(block, test_masks[start : start + 64], num_classes, ignore_index)
-        if predictions is not None:
-            predictions[start : start + block.shape[0]] = block
-    result: dict[str, Any] = iou_from_confusion(confusion)
-    if predictions is not None:
-        result["predictions"] = predictions
-    return result
+    blocks = upsampled_blocks(lambda block: block.permute(0, 3, 1, 2).float().cpu(), shares, tuple(test_masks.shape[1:]))
+    return score_segmentation(blocks, test_masks, num_classes, ignore_index, return_predictions)
 
 
 __all__ = ["knn_classify", "knn_segmentation"]

@@ -12,6 +12,7 @@ behind the `mean_iou` and `depth_rmse` evaluate modules). Two fitting methods, b
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -105,12 +106,29 @@ def _check_features(name: str, feats: torch.Tensor) -> torch.Tensor:
     return feats
 
 
+def _check_maps(name: str, maps: torch.Tensor, feats: torch.Tensor, letter: str) -> None:
+    """Per-pixel targets must be one `(H, W)` map per image of `feats`."""
+    if maps.ndim != 3 or maps.shape[0] != feats.shape[0]:
+        raise ValueError(f"{name} must be ({letter}, H, W) with {letter} = {feats.shape[0]}, got {tuple(maps.shape)}.")
+
+
 def _subsample(rows: torch.Tensor, limit: int | None, seed: int) -> torch.Tensor:
     if limit is None or rows.shape[0] <= limit:
         return rows
     generator = torch.Generator().manual_seed(seed)
     keep = torch.randperm(rows.shape[0], generator=generator)[:limit].sort().values
     return rows[keep.to(rows.device)]
+
+
+def _training_patches(
+    feats: torch.Tensor, usable: torch.Tensor, limit: int | None, seed: int, empty: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flat indices of the usable training patches (a random subset of `limit` of them, drawn with `seed`) and
+    their `(n, D)` features; `empty` is the error when there is none."""
+    rows = _subsample(torch.nonzero(usable.reshape(-1)).squeeze(1), limit, seed)
+    if rows.numel() == 0:
+        raise ValueError(empty)
+    return rows, feats.reshape(-1, feats.shape[-1])[rows]
 
 
 class _Standardize:
@@ -165,13 +183,51 @@ def _logistic(
     return weight.detach().double()
 
 
-def _predict(feats: torch.Tensor, standardize: _Standardize, weight: torch.Tensor) -> torch.Tensor:
-    num, h, w, dim = feats.shape
-    return (standardize(feats.reshape(-1, dim)) @ weight).float().reshape(num, h, w, -1).permute(0, 3, 1, 2)
+class _LinearMap:
+    """A linear map on standardised patch features: `fit(x)` solves for the `(D + 1, C)` weight from the standardised
+    training features `x` (bias column last); called on `(B, h, w, D)` features it gives `(B, C, h, w)` scores."""
+
+    def __init__(self, x_raw: torch.Tensor, fit: Callable[[torch.Tensor], torch.Tensor]):
+        self.standardize = _Standardize(x_raw)
+        self.weight = fit(self.standardize(x_raw))
+
+    def __call__(self, feats: torch.Tensor) -> torch.Tensor:
+        num, h, w, dim = feats.shape
+        x = self.standardize(feats.to(self.weight.device).reshape(-1, dim))
+        return (x @ self.weight).float().reshape(num, h, w, -1).permute(0, 3, 1, 2)
 
 
-def _upsample(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+def upsampled_blocks(
+    patch_scores: Callable[[torch.Tensor], torch.Tensor], feats: torch.Tensor, size: tuple[int, int]
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """`(start, scores)` for blocks of images: `patch_scores` maps `(B, h, w, ...)` patch inputs to `(B, C, h, w)`
+    scores, upsampled bilinearly here to `(B, C, *size)` (blocks bound the memory of full-resolution scores)."""
+    for start in range(0, feats.shape[0], _CHUNK):
+        scores = patch_scores(feats[start : start + _CHUNK])
+        yield start, F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+
+
+def score_segmentation(
+    blocks: Iterator[tuple[int, torch.Tensor]],
+    masks: torch.Tensor,
+    num_classes: int,
+    ignore_index: int | None,
+    return_predictions: bool,
+) -> dict[str, Any]:
+    """Argmax of each block of [`upsampled_blocks`] scored against the `(M, H, W)` label maps `masks`: the
+    [`tips_hf.metrics.mean_iou`] keys, and `predictions` (`(M, H, W)` labels) when asked."""
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    predictions = torch.empty(masks.shape, dtype=torch.long) if return_predictions else None
+    for start, scores in blocks:
+        labels = scores.argmax(dim=1).cpu()
+        stop = start + labels.shape[0]
+        confusion += segmentation_confusion_matrix(labels, masks[start:stop], num_classes, ignore_index)
+        if predictions is not None:
+            predictions[start:stop] = labels
+    result: dict[str, Any] = iou_from_confusion(confusion)
+    if predictions is not None:
+        result["predictions"] = predictions
+    return result
 
 
 @torch.no_grad()
@@ -220,12 +276,8 @@ def linear_probe_segmentation(
     train_feats, test_feats = _check_features("train_feats", train_feats), _check_features("test_feats", test_feats)
     train_masks = torch.as_tensor(train_masks).long().to(train_feats.device)
     test_masks = torch.as_tensor(test_masks).long()
-    if train_masks.ndim != 3 or train_masks.shape[0] != train_feats.shape[0]:
-        raise ValueError(
-            f"train_masks must be (N, H, W) with N = {train_feats.shape[0]}, got {tuple(train_masks.shape)}."
-        )
-    if test_masks.ndim != 3 or test_masks.shape[0] != test_feats.shape[0]:
-        raise ValueError(f"test_masks must be (M, H, W) with M = {test_feats.shape[0]}, got {tuple(test_masks.shape)}.")
+    _check_maps("train_masks", train_masks, train_feats, "N")
+    _check_maps("test_masks", test_masks, test_feats, "M")
     if method not in ("ridge", "logistic"):
         raise ValueError(f"method must be 'ridge' or 'logistic', got {method!r}.")
     for name, masks in (("train_masks", train_masks), ("test_masks", test_masks)):
@@ -236,33 +288,20 @@ def linear_probe_segmentation(
             raise ValueError(f"{name} hold labels outside [0, {num_classes}) that are not ignore_index={ignore_index}.")
 
     targets = patch_targets(train_masks, train_feats.shape[1:3], num_classes, ignore_index, target_mode).reshape(-1)
-    rows = _subsample(torch.nonzero(targets >= 0).squeeze(1), max_train_patches, seed)
-    if rows.numel() == 0:
-        raise ValueError("No training patch has a label (all void?).")
-    x_raw = train_feats.reshape(-1, train_feats.shape[-1])[rows].double()
-    standardize = _Standardize(x_raw)
-    x, y = standardize(x_raw), targets[rows]
-    if method == "ridge":
-        sample_weight = _balanced_weights(y, num_classes) if class_balanced else None
-        weight = _ridge(x, F.one_hot(y, num_classes).double(), l2, sample_weight)
-    else:
-        weight = _logistic(x, y, num_classes, l2, max_iter, balanced=class_balanced)
+    rows, x_raw = _training_patches(
+        train_feats, targets >= 0, max_train_patches, seed, "No training patch has a label (all void?)."
+    )
+    y = targets[rows]
 
-    size = tuple(test_masks.shape[1:])
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    predictions = torch.empty(test_masks.shape, dtype=torch.long) if return_predictions else None
-    for start in range(0, test_feats.shape[0], _CHUNK):
-        scores = _upsample(_predict(test_feats[start : start + _CHUNK].to(weight.device), standardize, weight), size)
-        labels = scores.argmax(dim=1).cpu()
-        confusion += segmentation_confusion_matrix(
-            labels, test_masks[start : start + _CHUNK], num_classes, ignore_index
-        )
-        if predictions is not None:
-            predictions[start : start + labels.shape[0]] = labels
-    result: dict[str, Any] = iou_from_confusion(confusion)
-    if predictions is not None:
-        result["predictions"] = predictions
-    return result
+    def fit(x: torch.Tensor) -> torch.Tensor:
+        if method == "logistic":
+            return _logistic(x, y, num_classes, l2, max_iter, balanced=class_balanced)
+        sample_weight = _balanced_weights(y, num_classes) if class_balanced else None
+        return _ridge(x, F.one_hot(y, num_classes).double(), l2, sample_weight)
+
+    probe = _LinearMap(x_raw.double(), fit)
+    blocks = upsampled_blocks(probe, test_feats, tuple(test_masks.shape[1:]))
+    return score_segmentation(blocks, test_masks, num_classes, ignore_index, return_predictions)
 
 
 @torch.no_grad()
@@ -299,27 +338,19 @@ def linear_probe_depth(
     train_feats, test_feats = _check_features("train_feats", train_feats), _check_features("test_feats", test_feats)
     train_depth = torch.as_tensor(train_depth).float().to(train_feats.device)
     test_depth = torch.as_tensor(test_depth).float()
-    if train_depth.ndim != 3 or train_depth.shape[0] != train_feats.shape[0]:
-        raise ValueError(
-            f"train_depth must be (N, H, W) with N = {train_feats.shape[0]}, got {tuple(train_depth.shape)}."
-        )
-    if test_depth.ndim != 3 or test_depth.shape[0] != test_feats.shape[0]:
-        raise ValueError(f"test_depth must be (M, H, W) with M = {test_feats.shape[0]}, got {tuple(test_depth.shape)}.")
+    _check_maps("train_depth", train_depth, train_feats, "N")
+    _check_maps("test_depth", test_depth, test_feats, "M")
     valid = torch.isfinite(train_depth)
     if train_valid is not None:
         valid &= torch.as_tensor(train_valid).bool().to(valid.device)
     targets, has_target = _patch_mean(torch.nan_to_num(train_depth), valid, tuple(train_feats.shape[1:3]))
-    rows = _subsample(torch.nonzero(has_target.reshape(-1)).squeeze(1), max_train_patches, seed)
-    if rows.numel() == 0:
-        raise ValueError("No training patch has a valid depth.")
-    x_raw = train_feats.reshape(-1, train_feats.shape[-1])[rows].double()
-    standardize = _Standardize(x_raw)
-    weight = _ridge(standardize(x_raw), targets.reshape(-1, 1)[rows], l2)
+    rows, x_raw = _training_patches(
+        train_feats, has_target, max_train_patches, seed, "No training patch has a valid depth."
+    )
+    probe = _LinearMap(x_raw.double(), lambda x: _ridge(x, targets.reshape(-1, 1)[rows], l2))
 
-    size = tuple(test_depth.shape[1:])
     predictions = torch.empty(test_depth.shape, dtype=torch.float32)
-    for start in range(0, test_feats.shape[0], _CHUNK):
-        block = _upsample(_predict(test_feats[start : start + _CHUNK].to(weight.device), standardize, weight), size)
+    for start, block in upsampled_blocks(probe, test_feats, tuple(test_depth.shape[1:])):
         predictions[start : start + block.shape[0]] = block[:, 0].cpu()
     result: dict[str, Any] = depth_errors(predictions, test_depth, valid_mask=test_valid)
     if return_predictions:
