@@ -12,6 +12,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -254,6 +255,12 @@ def is_saved_dataset(data: Any) -> bool:
     return path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file())
 
 
+def is_file_layout(data: Any) -> bool:
+    """`data` is a local file or folder in a task's own layout (class folders, Karpathy JSON, ADE20K, ...), not a
+    `datasets` dataset, a `save_to_disk` folder or a Hub id."""
+    return is_local(data) and not is_saved_dataset(data)
+
+
 def load_hf(data: Any, split: str, options: EvalOptions) -> Any:
     """A `datasets` dataset: `data` itself when it is one, a folder written by `save_to_disk`, or a Hub id
     (`load_dataset(id, split=split, streaming=options.streaming)`), filtered by `--where` and cut by `--limit`."""
@@ -324,6 +331,53 @@ def read_class_folders(root: Path, split: str | None, classes: Sequence[str] | N
         paths += files
         labels += [index[name]] * len(files)
     return paths, labels, names
+
+
+def labelled_images(
+    data: Any,
+    split: str,
+    options: EvalOptions,
+    processor: Any,
+    size: int,
+    resize: str,
+    classes: Sequence[str] | None = None,
+    strict_split: bool = False,
+) -> tuple[Any, Callable[[Any], dict[str, Any]], list[str], str | None]:
+    """A labelled image split (k-NN, zero-shot classification): ImageNet-style class folders `<data>/<split>/<class>/
+    <image>` (`--limit` evenly spaced images; without `strict_split`, `<data>/<class>/<image>` when there is no split
+    folder), or a `datasets` dataset with an image and a label column (`load_hf`).
+
+    Returns:
+        `(records, load, names, label_column)`: `load(record)` gives `{"pixel_values", "label"}` with the image resized
+        by [`pixels_for`]; `names` are the class folders (`classes` when given, see [`read_class_folders`]) or the
+        label column's `ClassLabel` names (empty when it has none); `label_column` is `None` for class folders. A
+        dataset's label must be a class index (an `int` >= 0).
+    """
+    if is_file_layout(data):
+        root = Path(data)
+        if strict_split and not (root / split).is_dir():
+            raise EvalError(f"{root / split}: split folder not found (expected <data>/{split}/<class>/<image>)")
+        paths, labels, names = read_class_folders(root, split, classes)
+
+        def load_file(record: tuple[Path, int]) -> dict[str, Any]:
+            path, label = record
+            return {"pixel_values": pixels_for(processor, open_image(path, str(path)), size, resize), "label": label}
+
+        return [(paths[i], labels[i]) for i in evenly_spaced(len(paths), options.limit)], load_file, list(names), None
+    dataset = load_hf(data, split, options)
+    columns = list(dataset.column_names or [])
+    image_column = pick_column(columns, options.image_column, IMAGE_COLUMNS, "image")
+    label_column = pick_column(columns, options.label_column, LABEL_COLUMNS, "label")
+    feature = (dataset.features or {}).get(label_column)
+
+    def load_row(row: dict[str, Any]) -> dict[str, Any]:
+        label = row[label_column]
+        if not isinstance(label, int) or label < 0:
+            raise EvalError(f"column {label_column!r}: label {label!r} is not a class index")
+        image = open_image(row[image_column], image_column)
+        return {"pixel_values": pixels_for(processor, image, size, resize), "label": label}
+
+    return dataset, load_row, list(getattr(feature, "names", None) or []), label_column
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -472,14 +526,50 @@ def percent(value: float) -> float:
     return 100.0 * value if value is not None and math.isfinite(value) else float("nan")
 
 
+def segmentation_result(
+    task: str,
+    scores: dict[str, Any],
+    split: str | None,
+    count: int,
+    start: float,
+    protocol: dict[str, Any],
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The result dict of a segmentation task from [`tips_hf.metrics.iou_from_confusion`] scores (`per_category_iou`
+    keyed by `class_names` when given); `start` is the task's `time.perf_counter()` at its beginning."""
+    per_category = scores["per_category_iou"]
+    return {
+        "task": task,
+        "split": split,
+        "num_examples": count,
+        "metrics": {
+            "mean_iou": scores["mean_iou"],
+            "pixel_accuracy": scores["pixel_accuracy"],
+            "mean_accuracy": scores["mean_accuracy"],
+            "per_category_iou": dict(zip(class_names, per_category)) if class_names is not None else per_category,
+        },
+        "protocol": protocol,
+        "table": {
+            "columns": ["metric", "value"],
+            "rows": [
+                ["mIoU (%)", percent(scores["mean_iou"])],
+                ["pixel accuracy (%)", percent(scores["pixel_accuracy"])],
+            ],
+        },
+        "runtime_s": time.perf_counter() - start,
+    }
+
+
 __all__ = [
     "EvalError",
     "EvalOptions",
     "batches",
     "evenly_spaced",
     "image_embeddings",
+    "is_file_layout",
     "is_local",
     "is_saved_dataset",
+    "labelled_images",
     "load_hf",
     "load_model",
     "markdown_table",
@@ -491,5 +581,6 @@ __all__ = [
     "pixels_square",
     "read_class_folders",
     "read_label_map",
+    "segmentation_result",
     "write_results",
 ]

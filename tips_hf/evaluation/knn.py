@@ -21,7 +21,6 @@ Protocol
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,53 +29,24 @@ import torch.nn.functional as F
 from ..dense.knn import knn_classify
 from .common import (
     HEADS,
-    IMAGE_COLUMNS,
-    LABEL_COLUMNS,
     EvalError,
     EvalOptions,
     batches,
-    evenly_spaced,
     image_embeddings,
-    is_local,
-    is_saved_dataset,
-    load_hf,
+    is_file_layout,
+    labelled_images,
     model_image_size,
-    open_image,
     percent,
-    pick_column,
-    pixels_for,
-    read_class_folders,
     resize_description,
 )
 
 
 def _split_records(data: Any, split: str, options: EvalOptions, processor: Any, size: int, classes=None):
     resize = options.extra.get("resize") or "center-crop"
-    if is_local(data) and not is_saved_dataset(data):
-        root = Path(data)
-        if not (root / split).is_dir():
-            raise EvalError(f"{root / split}: split folder not found (expected <data>/{split}/<class>/<image>)")
-        paths, labels, names = read_class_folders(root, split, classes)
-        keep = evenly_spaced(len(paths), options.limit)
-
-        def load(record) -> dict[str, Any]:
-            path, label = record
-            return {"pixel_values": pixels_for(processor, open_image(path, str(path)), size, resize), "label": label}
-
-        return [(paths[i], labels[i]) for i in keep], load, names
-    dataset = load_hf(data, split, options)
-    columns = list(dataset.column_names or [])
-    image_column = pick_column(columns, options.image_column, IMAGE_COLUMNS, "image")
-    label_column = pick_column(columns, options.label_column, LABEL_COLUMNS, "label")
-
-    def load(row) -> dict[str, Any]:
-        label = row[label_column]
-        if not isinstance(label, int) or label < 0:
-            raise EvalError(f"column {label_column!r}: label {label!r} is not a class index")
-        return {"pixel_values": pixels_for(processor, open_image(row[image_column], image_column), size, resize),
-                "label": label}  # fmt: skip
-
-    return dataset, load, None
+    records, load, names, label_column = labelled_images(
+        data, split, options, processor, size, resize, classes, strict_split=True
+    )
+    return records, load, (names if label_column is None else None)
 
 
 def _embed(model: Any, records: Any, load: Any, options: EvalOptions, desc: str):
@@ -99,7 +69,7 @@ def evaluate_knn(model: Any, processor: Any, data: Any, options: EvalOptions) ->
     size = model_image_size(model, processor, options.image_size)
     k = int(options.extra.get("knn_k") or 20)
     temperature = float(options.extra.get("knn_temperature") or 0.07)
-    local = is_local(data) and not is_saved_dataset(data)
+    local = is_file_layout(data)
     train_split = options.train_split or "train"
     split = options.split or ("val" if local else "validation")
     train_records, train_load, classes = _split_records(data, train_split, options.for_training(), processor, size)

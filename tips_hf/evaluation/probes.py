@@ -40,13 +40,13 @@ from .common import (
     EvalError,
     EvalOptions,
     batches,
+    is_file_layout,
     is_local,
-    is_saved_dataset,
     model_image_size,
     model_input,
     open_image,
-    percent,
     pixels_square,
+    segmentation_result,
 )
 from .dense_data import (
     DEPTH_COLUMNS,
@@ -66,7 +66,7 @@ VOC_NUM_CLASSES = 21
 
 def _segmentation_records(data: Any, split: str, options: EvalOptions) -> tuple[list, bool]:
     """Records and whether the labels are ADE20K-style (0 = ignore, k = class k - 1)."""
-    if is_local(data) and not is_saved_dataset(data):
+    if is_file_layout(data):
         root = Path(data)
         if _is_ade(data):
             return ade20k_records(root, split, options.limit), True
@@ -81,7 +81,7 @@ def _is_ade(data: Any) -> bool:
 
 
 def _depth_records(data: Any, split: str, options: EvalOptions) -> list:
-    if is_local(data) and not is_saved_dataset(data):
+    if is_file_layout(data):
         return nyu_records(Path(data), split, options.limit)
     return hf_records(data, split, options, DEPTH_COLUMNS, "depth")
 
@@ -162,7 +162,7 @@ def evaluate_linear_probe_segmentation(model: Any, processor: Any, data: Any, op
     for prediction, original in zip(at_input_size.pop("predictions"), test["original"]):
         prediction = _resize_nearest(prediction.numpy(), tuple(original.shape))
         confusion += segmentation_confusion_matrix(prediction, original.long(), num_classes, ignore_index=255)
-    result = _segmentation_result(
+    result = segmentation_result(
         "linear-probe-segmentation", iou_from_confusion(confusion), split, len(test["original"]), start,
         {
             "features": "final-LayerNorm patch tokens of the last block, frozen",
@@ -184,29 +184,11 @@ def evaluate_linear_probe_segmentation(model: Any, processor: Any, data: Any, op
     return result
 
 
-def _segmentation_result(task, scores, split, count, start, protocol) -> dict[str, Any]:
-    return {
-        "task": task,
-        "split": split,
-        "num_examples": count,
-        "metrics": {key: scores[key] for key in ("mean_iou", "pixel_accuracy", "mean_accuracy", "per_category_iou")},
-        "protocol": protocol,
-        "table": {
-            "columns": ["metric", "value"],
-            "rows": [
-                ["mIoU (%)", percent(scores["mean_iou"])],
-                ["pixel accuracy (%)", percent(scores["pixel_accuracy"])],
-            ],
-        },
-        "runtime_s": time.perf_counter() - start,
-    }
-
-
 def _load_dpt(folder: str, kind: str, device: torch.device):
     try:
-        from .. import modeling_dense_tips
+        from ..modeling import modeling_dense_tips
     except ImportError as error:  # pragma: no cover - the DPT classes ship with tips_hf
-        raise EvalError(f"--dpt needs tips_hf.modeling_dense_tips: {error}") from None
+        raise EvalError(f"--dpt needs tips_hf.modeling.modeling_dense_tips: {error}") from None
     cls = getattr(modeling_dense_tips, kind, None)
     if cls is None:
         raise EvalError(f"--dpt: this tips_hf has no {kind}")
@@ -247,7 +229,7 @@ def _evaluate_dpt_segmentation(processor: Any, data: Any, options: EvalOptions) 
             )
             confusion += segmentation_confusion_matrix(up.argmax(dim=1)[0].cpu(), target, num_classes, ignore_index=255)
             count += 1
-    return _segmentation_result(
+    return segmentation_result(
         "linear-probe-segmentation", iou_from_confusion(confusion), split, count, start,
         {
             "head": f"DPT ({options.extra['dpt']})",

@@ -46,8 +46,7 @@ from .common import (
     batches,
     evenly_spaced,
     image_embeddings,
-    is_local,
-    is_saved_dataset,
+    is_file_layout,
     load_hf,
     model_image_size,
     open_image,
@@ -160,7 +159,7 @@ def evaluate_retrieval(model: Any, processor: Any, data: Any, options: EvalOptio
     size = model_image_size(model, processor, options.image_size)
     split = options.split or "test"
     resize = options.extra.get("resize") or "square"
-    if is_local(data) and not is_saved_dataset(data):
+    if is_file_layout(data):
         json_path = _find_karpathy(Path(data))
         image_root = options.extra.get("image_root")
         records, captions, owner = read_karpathy(

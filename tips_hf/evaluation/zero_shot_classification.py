@@ -35,22 +35,14 @@ from ..dense.zero_shot import encode_labels
 from ..metrics import topk_accuracy
 from .common import (
     HEADS,
-    IMAGE_COLUMNS,
-    LABEL_COLUMNS,
     EvalError,
     EvalOptions,
     batches,
-    evenly_spaced,
     image_embeddings,
-    is_local,
-    is_saved_dataset,
-    load_hf,
+    is_file_layout,
+    labelled_images,
     model_image_size,
-    open_image,
     percent,
-    pick_column,
-    pixels_for,
-    read_class_folders,
     resize_description,
 )
 from .templates import resolve_templates
@@ -90,46 +82,21 @@ def read_class_names(path: str | Path, folders: list[str] | None = None) -> list
 def _load_data(data: Any, options: EvalOptions, processor: Any, size: int):
     resize = options.extra.get("resize") or "square"
     class_names_file = options.extra.get("class_names")
-    if is_local(data) and not is_saved_dataset(data):
-        paths, labels, folders = read_class_folders(Path(data), options.split or "val")
-        keep = evenly_spaced(len(paths), options.limit)
-        records = [(paths[i], labels[i]) for i in keep]
-        if class_names_file:
-            names = read_class_names(class_names_file, folders)
-        elif any(_WNID.match(folder) for folder in folders):
-            raise EvalError(
-                f"{data}: class folders are WordNet ids (e.g. {folders[0]}); pass --class-names FILE with a readable "
-                "name per class"
-            )
-        else:
-            names = [folder.replace("_", " ") for folder in folders]
-
-        def load(record) -> dict[str, Any]:
-            path, label = record
-            return {"pixel_values": pixels_for(processor, open_image(path, str(path)), size, resize), "label": label}
-
-        return records, load, names
-    dataset = load_hf(data, options.split or "validation", options)
-    columns = list(dataset.column_names or [])
-    image_column = pick_column(columns, options.image_column, IMAGE_COLUMNS, "image")
-    label_column = pick_column(columns, options.label_column, LABEL_COLUMNS, "label")
-    feature = (dataset.features or {}).get(label_column)
-    feature_names = list(getattr(feature, "names", None) or [])
+    local = is_file_layout(data)
+    split = options.split or ("val" if local else "validation")
+    records, load, found, label_column = labelled_images(data, split, options, processor, size, resize)
     if class_names_file:
-        names = read_class_names(class_names_file, feature_names or None)
-    elif feature_names:
-        names = feature_names
-    else:
+        return records, load, read_class_names(class_names_file, found or None), label_column
+    if local and any(_WNID.match(folder) for folder in found):
+        raise EvalError(
+            f"{data}: class folders are WordNet ids (e.g. {found[0]}); pass --class-names FILE with a readable "
+            "name per class"
+        )
+    if local:
+        return records, load, [folder.replace("_", " ") for folder in found], label_column
+    if not found:
         raise EvalError(f"column {label_column!r} is not a ClassLabel with names; pass --class-names FILE")
-
-    def load(row) -> dict[str, Any]:
-        label = row[label_column]
-        if not isinstance(label, int) or not 0 <= label < len(names):
-            raise EvalError(f"column {label_column!r}: label {label!r} outside [0, {len(names)})")
-        image = open_image(row[image_column], image_column)
-        return {"pixel_values": pixels_for(processor, image, size, resize), "label": label}
-
-    return dataset, load, names
+    return records, load, found, label_column
 
 
 @torch.no_grad()
@@ -138,7 +105,7 @@ def evaluate_zero_shot_classification(model: Any, processor: Any, data: Any, opt
     start = time.perf_counter()
     size = model_image_size(model, processor, options.image_size)
     template_name, templates = resolve_templates(options.extra.get("templates"), "clip80")
-    records, load, names = _load_data(data, options, processor, size)
+    records, load, names, label_column = _load_data(data, options, processor, size)
     label_embeds = encode_labels(model, processor, names, templates=templates, batch_size=max(64, options.batch_size))
     logits: dict[str, list[torch.Tensor]] = {head: [] for head in HEADS}
     labels = []
@@ -146,6 +113,8 @@ def evaluate_zero_shot_classification(model: Any, processor: Any, data: Any, opt
         for head, value in image_embeddings(model, batch["pixel_values"]).items():
             logits[head].append((F.normalize(value, dim=-1) @ label_embeds.to(value).T).cpu())
         labels.append(torch.as_tensor(batch["label"]).reshape(-1))
+        if int(labels[-1].max()) >= len(names):  # a dataset label beyond the class names (folders cannot be)
+            raise EvalError(f"column {label_column!r}: label {int(labels[-1].max())} outside [0, {len(names)})")
     if not labels:
         raise EvalError(f"{data}: no example to evaluate")
     target = torch.cat(labels)

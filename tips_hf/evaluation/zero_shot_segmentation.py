@@ -34,12 +34,11 @@ from ..metrics import iou_from_confusion, segmentation_confusion_matrix
 from .common import (
     EvalOptions,
     batches,
-    is_local,
-    is_saved_dataset,
+    is_file_layout,
     model_input,
     open_image,
-    percent,
     pixels_short_side,
+    segmentation_result,
 )
 from .dense_data import SEGMENTATION_COLUMNS, ade20k_records, hf_records, segmentation_target, unpack
 from .templates import ADE20K_CLASS_NAMES, resolve_templates
@@ -81,7 +80,7 @@ def evaluate_zero_shot_segmentation(model: Any, processor: Any, data: Any, optio
     template_name, templates = resolve_templates(options.extra.get("templates"), "tcl")
     features = options.extra.get("seg_features") or "values"
     reduce_zero_label = options.extra.get("reduce_zero_label", True)
-    if is_local(data) and not is_saved_dataset(data):
+    if is_file_layout(data):
         records = ade20k_records(Path(data), split, options.limit)
     else:
         records = hf_records(data, split, options, SEGMENTATION_COLUMNS, "annotation")
@@ -120,26 +119,9 @@ def evaluate_zero_shot_segmentation(model: Any, processor: Any, data: Any, optio
         "stride": stride,
         "ignore_index": 255,
     }
-    return {
-        "task": "zero-shot-segmentation",
-        "split": split,
-        "num_examples": count,
-        "metrics": {
-            "mean_iou": scores_dict["mean_iou"],
-            "pixel_accuracy": scores_dict["pixel_accuracy"],
-            "mean_accuracy": scores_dict["mean_accuracy"],
-            "per_category_iou": dict(zip(class_names, scores_dict["per_category_iou"])),
-        },
-        "protocol": protocol,
-        "table": {
-            "columns": ["metric", "value"],
-            "rows": [
-                ["mIoU (%)", percent(scores_dict["mean_iou"])],
-                ["pixel accuracy (%)", percent(scores_dict["pixel_accuracy"])],
-            ],
-        },
-        "runtime_s": time.perf_counter() - start,
-    }
+    return segmentation_result(
+        "zero-shot-segmentation", scores_dict, split, count, start, protocol, class_names=class_names
+    )
 
 
 __all__ = ["evaluate_zero_shot_segmentation", "segment_scores"]
