@@ -1,4 +1,4 @@
-"""Pretraining building blocks: configuration, schedules, masks, views, sampler, data sources, recipes."""
+"""Pretraining building blocks (the configuration: test_config.py): schedules, masks, views, sampler, data sources, recipes."""
 
 import io
 import itertools
@@ -25,56 +25,6 @@ MICRO = [
     "data.num_local_crops=2", "objective.head_prototypes=32", "objective.patch_prototypes=32", "objective.head_hidden_dim=32",
     "objective.head_bottleneck_dim=16",
 ]
-
-
-# ---------------------------------------------------------------------------------------------------------- config
-def test_config_file_and_overrides(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text("objective: {recipe: v1, mask_ratio: 0.5}\ntraining: {max_steps: 7}\n")
-    config = load_config(path, ["training.max_steps=9", "data.global_scale=[0.4, 1.0]"])
-    assert (config.objective.recipe, config.objective.mask_ratio, config.training.max_steps) == ("v1", 0.5, 9)
-    assert config.data.global_scale == (0.4, 1.0)
-
-
-@pytest.mark.parametrize(
-    "override, message",
-    [
-        ("objective.recipe=v3", "objective.recipe must be one of"),
-        ("objective.nope=1", "unknown key objective.nope"),
-        ("nosection.key=1", "unknown section 'nosection'"),
-        ("training.max_steps=ten", "training.max_steps must be an integer"),
-        ("objective.mask_ratio=1.5", "objective.mask_ratio must be in"),
-        ("data.global_size=100", "data.global_size must be a multiple of the patch size"),
-        ("training_max_steps", "must look like section.key=value"),
-        ("data.source=parquet", "data.path is required with data.source='parquet'"),
-    ],
-)
-def test_config_errors_name_the_key(override, message):
-    with pytest.raises(ValueError, match=message):
-        load_config(None, [override])
-
-
-def test_config_file_errors(tmp_path):
-    with pytest.raises(ValueError, match="does not exist"):
-        load_config(tmp_path / "missing.yaml")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("training: [1, 2]\n")
-    with pytest.raises(ValueError, match="section 'training' must be a mapping"):
-        load_config(bad)
-
-
-def test_shipped_configs_load():
-    import yaml
-    from conftest import ROOT
-
-    from tips_hf.finetuning.trainer import load_dense_config
-
-    paths = sorted((ROOT / "training" / "configs").glob("*.yaml"))
-    assert len(paths) >= 10
-    for path in paths:
-        dense = (yaml.safe_load(path.read_text()).get("training") or {}).get("task") in ("segmentation", "depth")
-        config = load_dense_config(path) if dense else load_config(path)
-        assert config.training.max_steps > 0, path
 
 
 # ------------------------------------------------------------------------------------------------------- schedules

@@ -15,6 +15,7 @@ or carry another prefix).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 _LAYER = r"encoder\.layers\.\d+"
 _PARTS = {
@@ -50,10 +51,12 @@ def lora_config(
     alpha: int = 16,
     dropout: float = 0.0,
     modules_to_save: list[str] | None = None,
-    target_modules: str | None = None,
+    target_modules: str | list[str] | None = None,
+    **options: Any,
 ):
-    """A `peft.LoraConfig` for TIPS: a preset (or an explicit regex in `target_modules`), and the new heads to train
-    and save with the adapter (`modules_to_save`)."""
+    """A `peft.LoraConfig` for TIPS: a preset (or explicit `target_modules`: a regex or module names), and the new
+    heads to train and save with the adapter (`modules_to_save`); `options`: other `peft.LoraConfig` fields (e.g.
+    `use_rslora`, `use_dora`, `bias`, default "none")."""
     from peft import LoraConfig
 
     return LoraConfig(
@@ -62,7 +65,7 @@ def lora_config(
         lora_dropout=dropout,
         target_modules=target_modules or target_regex(preset),
         modules_to_save=modules_to_save,
-        bias="none",
+        **{"bias": "none", **options},
     )
 
 

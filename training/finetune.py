@@ -1,51 +1,49 @@
 #!/usr/bin/env python
 """Fine-tune TIPS with LoRA adapters.
 
-    accelerate launch training/finetune.py --config training/configs/finetune_segmentation_tiny.yaml [key=value ...]
+    accelerate launch training/finetune.py --config training/configs/finetune_segmentation_tiny.yaml
+        [--output_dir D] [--max_steps N] [--section.key VALUE ...] [section.key=value ...]
 
 Dense tasks (configs with `training.task: segmentation | depth`): a new linear/MLP head on the patch grid, the
 backbone frozen or adapted with LoRA; writes OUT/adapter (LoRA + head), OUT/dense_config.json, OUT/metrics.jsonl.
 Contrastive domain adaptation (configs with a `lora` section and `objective` weights, the pretraining schema): the
 pretraining loop with LoRA on the chosen towers, both heads and global negatives; writes OUT/final/adapter and the
 merged TipsModel in OUT/final.
+`--help` lists the settings of the given config's schema (the dense one without `--config`).
 """
 
 import argparse
 import json
 import sys
 
-import yaml
+from tips_hf.finetuning.trainer import DenseFinetuneConfig, finetune_dense, finetune_schema
+from tips_hf.pretraining import train
+from tips_hf.pretraining.config import add_config_arguments, config_overrides
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Fine-tune TIPS with LoRA (see the module docstring).")
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--output_dir", default=None)
-    parser.add_argument("--max_steps", default=None)
-    parser.add_argument("overrides", nargs="*", help="section.key=value")
-    args = parser.parse_intermixed_args(argv)  # section.key=value may stand before or after the options
-    extra = [f"training.{k}={getattr(args, k)}" for k in ("output_dir", "max_steps") if getattr(args, k)]
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--config")
+    known, _ = first.parse_known_args(argv)
     try:
-        with open(args.config) as handle:
-            document = yaml.safe_load(handle) or {}
-    except (OSError, yaml.YAMLError) as error:
-        print(f"finetune.py: error: cannot read config {args.config}: {error}", file=sys.stderr)
-        return 2
-    try:
-        if not isinstance(document, dict):
-            raise ValueError(f"{args.config}: expected a mapping of config sections.")
-        if (document.get("training") or {}).get("task") in ("segmentation", "depth"):
-            from tips_hf.finetuning.trainer import finetune_dense, load_dense_config
-
-            result = finetune_dense(load_dense_config(args.config, [*extra, *args.overrides]))
-            print(json.dumps(result, indent=2))
-            return 0
-        from tips_hf.pretraining import load_config, train
-
-        config = load_config(args.config, [*extra, *args.overrides])
+        schema = finetune_schema(known.config)
     except ValueError as error:
         print(f"finetune.py: error: {error}", file=sys.stderr)
         return 2
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    add_config_arguments(parser, schema, {"training.output_dir": "--output_dir", "training.max_steps": "--max_steps"})
+    args = parser.parse_intermixed_args(argv)  # section.key=value may stand before or after the options
+    if args.config is None:
+        parser.error("--config is required")
+    try:
+        config = schema.load(args.config, config_overrides(args))
+    except ValueError as error:
+        print(f"finetune.py: error: {error}", file=sys.stderr)
+        return 2
+    if isinstance(config, DenseFinetuneConfig):
+        print(json.dumps(finetune_dense(config), indent=2))
+        return 0
     result = train(config)
     print(json.dumps({"final_model": str(result.final_model_dir), **result.metrics}, indent=2))
     return 0

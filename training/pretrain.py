@@ -3,9 +3,10 @@
 
     accelerate launch training/pretrain.py --config training/configs/tiny-cpu.yaml [--output_dir D] [--max_steps N]
         [--save_steps N] [--logging_steps N] [--eval_steps N] [--resume_from_checkpoint latest|PATH] [--seed S]
-        [section.key=value ...]
+        [--section.key VALUE ...] [section.key=value ...]
 
-Any configuration key can be overridden as `section.key=value` (e.g. `objective.recipe=v1`, `data.num_workers=4`).
+Any configuration key can be overridden as `--section.key VALUE` or `section.key=value` (e.g. `objective.recipe=v1`,
+`--data.num_workers 4`); `--help` lists every key with its type, default and meaning.
 Writes OUTPUT_DIR/metrics.jsonl, checkpoints OUTPUT_DIR/checkpoint-<step>, TensorBoard logs, and the final
 TipsModel + processor to OUTPUT_DIR/final.
 """
@@ -14,22 +15,20 @@ import argparse
 import logging
 import sys
 
-from tips_hf.pretraining import load_config, train
+from tips_hf.pretraining import PretrainConfig, train
+from tips_hf.pretraining.config import add_config_arguments, config_overrides
 
 SHORTCUTS = ("output_dir", "max_steps", "save_steps", "logging_steps", "eval_steps", "resume_from_checkpoint", "seed")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Pretrain TIPS (see the module docstring).")
-    parser.add_argument("--config", help="YAML configuration (training/configs/*.yaml)")
-    for name in SHORTCUTS:
-        parser.add_argument(f"--{name}", default=None, help=f"training.{name}")
-    parser.add_argument("overrides", nargs="*", help="section.key=value")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    add_config_arguments(parser, PretrainConfig, {f"training.{name}": f"--{name}" for name in SHORTCUTS})
     args = parser.parse_intermixed_args(argv)  # section.key=value may stand before or after the options
-    overrides = [f"training.{name}={getattr(args, name)}" for name in SHORTCUTS if getattr(args, name) is not None]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = load_config(args.config, [*overrides, *args.overrides])
+        config = PretrainConfig.load(args.config, config_overrides(args))
     except ValueError as error:
         print(f"pretrain.py: error: {error}", file=sys.stderr)
         return 2

@@ -6,118 +6,121 @@ config, see `training/configs/finetune_contrastive_tiny.yaml`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
 import tempfile
 import time
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
-import yaml
 
-from ..lora import lora_config
-from ..pretraining.config import _coerce, parse_overrides
+from ..pretraining.config import (
+    DataSource,
+    LoraSection,
+    MixedPrecision,
+    PretrainConfig,
+    Schema,
+    Section,
+    read_yaml,
+    setting,
+)
 from ..pretraining.schedules import cosine
 from .dense import TipsForDenseTasks
 
 
 @dataclass
-class DenseModelSection:
-    base: str = "outputs/tiny-cpu/final"  # TipsModel folder to fine-tune
-    head: str = "linear"  # linear | mlp (on the last patch grid) | dpt (the official DPT decoder on 4 blocks)
-    attn_implementation: str = "sdpa"
-    dpt_channels: int = 64  # head "dpt": fusion width (256 in the released decoders)
-    depth_bins: int = 64  # head "dpt", task depth: bins of the expectation head (256 released)
-    min_depth: float = 0.001  # head "dpt", task depth: range of the bin centres (NYU: 0.001 - 10 m)
-    max_depth: float = 10.0
+class DenseModelSection(Section):
+    """The backbone to fine-tune and the new head."""
+
+    base: str = setting("outputs/tiny-cpu/final", "TipsModel folder to fine-tune")
+    head: Literal["linear", "mlp", "dpt"] = setting(
+        "linear", "linear | mlp (on the last patch grid) | dpt (the official DPT decoder on 4 blocks)")
+    attn_implementation: str = setting("sdpa", "eager | sdpa | flash_attention_2 | flex_attention")
+    dpt_channels: int = setting(64, 'head "dpt": fusion width (256 in the released decoders)')
+    depth_bins: int = setting(64, 'head "dpt", task depth: bins of the expectation head (256 released)')
+    min_depth: float = setting(0.001, 'head "dpt", task depth: lowest bin centre (NYU: 0.001 m)')
+    max_depth: float = setting(10.0, 'head "dpt", task depth: highest bin centre (NYU: 10 m)')
 
 
 @dataclass
-class LoraSection:
-    enabled: bool = True  # False: frozen backbone, only the head trains
-    preset: str = "vision"  # see tips_hf.lora.PRESETS
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: str | None = None  # a regex overriding the preset
+class DenseDataSection(Section):
+    """Images and label maps (segmentation class ids or depths)."""
+
+    source: DataSource = setting("scenes", "scenes (embedded) | imagefolder | parquet | arrow | webdataset | hub")
+    path: str | None = setting(None, "folder, file glob or dataset name (not used by `scenes`)")
+    split: str = setting("train", "split to train on")
+    eval_split: str = setting("validation", "split to evaluate on")
+    image_column: str = setting("image", "column holding the image")
+    label_column: str = setting(
+        "class_mask", "segmentation map (class ids) or depth map, as an image or array")
+    num_classes: int | None = setting(None, "segmentation classes; null: the scenes' classes")
+    num_examples: int = setting(400, "training examples (0: the whole split of a dataset)")
+    eval_examples: int = setting(200, "evaluation examples (0: the whole split of a dataset)")
+    scene_image_size: int = setting(112, "image side of the embedded scenes")
+    scene_options: dict = setting({}, "other SceneConfig fields (e.g. max_objects) of the scenes")
+    image_size: int = setting(112, "model input side (multiple of 14)")
+    flip_probability: float = setting(0.5, "probability of a horizontal flip")
+    reduce_labels: bool = setting(
+        False, 'ADE20K layout: class 0 ("other") -> 255 (ignored), class k -> k - 1')
+    depth_offset: float = setting(
+        0.0, "added to depth labels (the scenes' depth order starts at 0; SILog needs depth > 0)")
 
 
 @dataclass
-class DenseDataSection:
-    source: str = "scenes"  # scenes | imagefolder | parquet | arrow | hub (datasets.load_dataset name)
-    path: str | None = None
-    split: str = "train"
-    eval_split: str = "validation"
-    image_column: str = "image"
-    label_column: str = "class_mask"  # segmentation map (class ids) or depth map, as an image or array
-    num_classes: int | None = None  # None: the scenes' classes
-    num_examples: int = 400
-    eval_examples: int = 200
-    scene_image_size: int = 112
-    scene_options: dict = field(default_factory=dict)
-    image_size: int = 112  # model input side (multiple of 14)
-    flip_probability: float = 0.5
-    reduce_labels: bool = False  # ADE20K layout: class 0 ("other") -> 255 (ignored), class k -> k - 1
-    depth_offset: float = 0.0  # added to depth labels (the scenes' depth order starts at 0; SILog needs depth > 0)
+class DenseOptimSection(Section):
+    """AdamW with a cosine schedule."""
+
+    lr: float = setting(1e-3, "peak learning rate")
+    min_lr: float = setting(1e-5, "final learning rate (cosine)")
+    warmup_steps: int = setting(20, "linear warm-up from 0")
+    weight_decay: float = setting(0.01, "AdamW weight decay")
+    grad_clip: float = setting(1.0, "max gradient norm; 0 disables clipping")
 
 
 @dataclass
-class DenseOptimSection:
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    warmup_steps: int = 20
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
+class DenseTrainingSection(Section):
+    """The run."""
+
+    task: Literal["segmentation", "depth"] = setting("segmentation", "segmentation | depth")
+    output_dir: str = setting("outputs/finetune", "run folder (adapter, head, metrics)")
+    max_steps: int = setting(200, "optimizer steps")
+    batch_size: int = setting(32, "per process")
+    seed: int = setting(0, "random seed")
+    logging_steps: int = setting(20, "steps between metric records")
+    mixed_precision: MixedPrecision = setting("no", "no | bf16 | fp16")
 
 
 @dataclass
-class DenseTrainingSection:
-    task: str = "segmentation"  # segmentation | depth
-    output_dir: str = "outputs/finetune"
-    max_steps: int = 200
-    batch_size: int = 32  # per process
-    seed: int = 0
-    logging_steps: int = 20
-    mixed_precision: str = "no"
-
-
-@dataclass
-class DenseFinetuneConfig:
+class DenseFinetuneConfig(Schema):
     model: DenseModelSection = field(default_factory=DenseModelSection)
-    lora: LoraSection = field(default_factory=LoraSection)
+    lora: LoraSection = field(default_factory=lambda: LoraSection(enabled=True, preset="vision"))
     data: DenseDataSection = field(default_factory=DenseDataSection)
     optim: DenseOptimSection = field(default_factory=DenseOptimSection)
     training: DenseTrainingSection = field(default_factory=DenseTrainingSection)
 
+    def validate(self) -> DenseFinetuneConfig:
+        if self.data.image_size % 14:
+            raise ValueError(f"data.image_size must be a multiple of 14, got {self.data.image_size}.")
+        self.lora.check()
+        return self
+
 
 def load_dense_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> DenseFinetuneConfig:
-    """Like `tips_hf.pretraining.load_config`, for the dense fine-tuning schema."""
-    config = DenseFinetuneConfig()
-    document = (yaml.safe_load(Path(path).read_text()) if path else None) or {}
-    if not isinstance(document, dict) or not all(isinstance(v, dict) for v in document.values()):
-        raise ValueError(f"{path}: expected a mapping of sections (model, lora, data, optim, training) to mappings.")
-    items = [(section, key, value) for section, values in document.items() for key, value in values.items()]
-    items += parse_overrides(overrides)
-    for section, key, value in items:
-        if not hasattr(config, section):
-            raise ValueError(f"unknown section {section!r} (sections: model, lora, data, optim, training).")
-        target = getattr(config, section)
-        if key not in {f.name for f in dataclasses.fields(target)}:
-            raise ValueError(f"unknown key {section}.{key}.")
-        setattr(target, key, _coerce(value, typing.get_type_hints(type(target))[key], f"{section}.{key}"))
-    if config.training.task not in ("segmentation", "depth"):
-        raise ValueError(f"training.task must be 'segmentation' or 'depth', got {config.training.task!r}.")
-    if config.model.head not in ("linear", "mlp", "dpt"):
-        raise ValueError(f"model.head must be 'linear', 'mlp' or 'dpt', got {config.model.head!r}.")
-    if config.data.image_size % 14:
-        raise ValueError(f"data.image_size must be a multiple of 14, got {config.data.image_size}.")
-    return config
+    """A `DenseFinetuneConfig` from a YAML file and `section.key=value` overrides (the loader of
+    `tips_hf.pretraining.load_config`)."""
+    return DenseFinetuneConfig.load(path, overrides)
+
+
+def finetune_schema(path: str | os.PathLike | None) -> type[Schema]:
+    """The schema of a fine-tuning config: `DenseFinetuneConfig` for `training.task: segmentation | depth` (and
+    without a file), else `PretrainConfig` (contrastive LoRA through the pretraining loop)."""
+    if path is None or "task" in read_yaml(path).get("training", {}):
+        return DenseFinetuneConfig
+    return PretrainConfig
 
 
 class DenseDataset(torch.utils.data.Dataset):
@@ -182,8 +185,8 @@ def _collate(samples, flip_probability: float = 0.0, generator: torch.Generator 
 def build_dpt_model(base, config: DenseFinetuneConfig, num_classes: int):
     """A `TipsForSemanticSegmentation` / `TipsForDepthEstimation` (official DPT decoder, freshly initialised) on the
     vision tower of `base`; its own loss trains it (cross-entropy, ignore 255 / SILog on depths > 0)."""
-    from ..configuration_dense_tips import TipsDPTConfig
-    from ..modeling_dense_tips import TipsForDepthEstimation, TipsForSemanticSegmentation
+    from ..modeling.configuration_dense_tips import TipsDPTConfig
+    from ..modeling.modeling_dense_tips import TipsForDepthEstimation, TipsForSemanticSegmentation
 
     vision = getattr(base, "vision_model", base)
     names = _class_names(config, num_classes)
@@ -211,7 +214,7 @@ def _class_names(config: DenseFinetuneConfig, num_classes: int) -> list[str]:
 def build_dense_model(config: DenseFinetuneConfig, num_classes: int):
     """The TipsForDenseTasks model (or, with head "dpt", a DPT model), wrapped with LoRA (heads saved with the
     adapter) or with a frozen backbone."""
-    from ..modeling_tips import TipsModel
+    from ..modeling.modeling_tips import TipsModel
 
     base = TipsModel.from_pretrained(config.model.base)
     base.set_attn_implementation(config.model.attn_implementation)
@@ -222,9 +225,7 @@ def build_dense_model(config: DenseFinetuneConfig, num_classes: int):
     if config.lora.enabled:
         from peft import get_peft_model
 
-        lora = config.lora
-        model = get_peft_model(model, lora_config(lora.preset, lora.r, lora.alpha, lora.dropout, new_modules,
-                                                  lora.target_modules))
+        model = get_peft_model(model, config.lora.peft_config(new_modules))
     else:
         for param in model.vision_model.parameters():
             param.requires_grad_(False)
@@ -345,7 +346,7 @@ def save_dense(model, config: DenseFinetuneConfig, num_classes: int, out: Path, 
     staging = Path(tempfile.mkdtemp(prefix=".finetune.tmp-", dir=out))
     try:
         if config.model.head == "dpt":  # a complete TipsFor* folder (LoRA merged) that the Auto classes load
-            from ..image_processing_tips import TipsImageProcessor
+            from ..processing.image_processing_tips import TipsImageProcessor
 
             if config.lora.enabled:
                 model.save_pretrained(staging / "adapter")  # before merging: merge_and_unload removes the LoRA layers
@@ -358,7 +359,7 @@ def save_dense(model, config: DenseFinetuneConfig, num_classes: int, out: Path, 
         else:
             save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(staging / "head.safetensors"))
         description = {"base": config.model.base, "task": config.training.task, "num_classes": num_classes,
-                       "head": config.model.head, "lora": dataclasses.asdict(config.lora), "result": result}
+                       "head": config.model.head, "lora": config.lora.to_dict(), "result": result}
         (staging / "dense_config.json").write_text(json.dumps(description, indent=2) + "\n")
         for item in staging.iterdir():
             target = out / item.name
@@ -374,7 +375,7 @@ def load_dense(folder: str | os.PathLike, merge: bool = False):
     the LoRA weights are folded into the backbone (`merge_and_unload`)."""
     from safetensors.torch import load_file
 
-    from ..modeling_tips import TipsModel
+    from ..modeling.modeling_tips import TipsModel
 
     folder = Path(folder)
     description = json.loads((folder / "dense_config.json").read_text())

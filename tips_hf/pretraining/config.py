@@ -1,194 +1,504 @@
-"""Typed pretraining configuration: a YAML file, overridden by `--section.key value` / `section.key=value` arguments.
+"""Typed training configuration: one loader for the pretraining and the fine-tuning schemas.
 
-Every field has a one-line description; unknown keys and ill-typed values raise a ValueError naming the key.
+A schema (`Schema`) is a dataclass of sections (`Section`), each a dataclass of settings declared with `setting(default,
+help)`. Values come from a YAML file, then `--section.key VALUE` flags and `section.key=value` overrides (values parsed
+as YAML). They are checked against the type hints (`Literal[...]` choices, integers, numbers, lists, ...); an error
+names the file (or the command line), the section and the key, suggests a close match for an unknown key and repeats
+the setting's help, which `training/pretrain.py --help` and `training/finetune.py --help` also print.
 """
 
 from __future__ import annotations
 
+import argparse
+import copy
 import dataclasses
+import difflib
+import functools
+import inspect
+import os
+import tempfile
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import yaml
 
+from ..lora import PRESETS, lora_config
+
+
+# --------------------------------------------------------------------------------------------------------- loader
+def setting(default: Any, help: str) -> Any:
+    """A dataclass field with a help text (shown by `--help` and in errors); a list/dict default is copied per
+    instance."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+class _Mismatch(Exception):
+    """A value that does not fit a type (the caller names the key and the expected type)."""
+
+
+def _describe(annotation: Any) -> str:
+    """The type in words, for errors: `int | None` → "an integer or null"."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        words = [_describe(arg) for arg in args if arg is not type(None)]
+        return " or ".join(words + (["null"] if type(None) in args else []))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(arg) for arg in args)
+    if origin is tuple and args[-1] is not Ellipsis:
+        return f"a list of {len(args)} items ({', '.join(_describe(arg) for arg in args)})"
+    if origin in (list, tuple):
+        return f"a list (items: {_describe(args[0])})"
+    if origin is dict:
+        return f"a mapping ({_describe(args[0])} → {_describe(args[1])})"
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping",
+             list: "a list"}
+    return words.get(annotation, f"a {getattr(annotation, '__name__', annotation)}")
+
+
+def _convert(value: Any, annotation: Any) -> Any:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is not type(None):
+                try:
+                    return _convert(value, arg)
+                except _Mismatch:
+                    pass
+        raise _Mismatch
+    if origin is Literal:
+        if any(value == arg and type(value) is type(arg) for arg in args):
+            return value
+        raise _Mismatch
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        if origin is tuple and args[-1] is not Ellipsis:  # fixed length, e.g. tuple[float, float]
+            if len(value) != len(args):
+                raise _Mismatch
+            return tuple(_convert(item, arg) for item, arg in zip(value, args))
+        items = [_convert(item, args[0]) for item in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return {_convert(k, args[0]): _convert(v, args[1]) for k, v in value.items()}
+    if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise _Mismatch from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Mismatch
+        return float(value)
+    if annotation is int and isinstance(value, bool):  # bool is an int subclass; `true` is no step count
+        raise _Mismatch
+    if not isinstance(value, annotation):  # bool, int, str, a bare dict/list, or a class (peft's own configs)
+        raise _Mismatch
+    return value
+
+
+def coerce(value: Any, annotation: Any, key: str) -> Any:
+    """`value` (from YAML or the command line) converted to the type `annotation`; a ValueError naming `key` and the
+    expected type otherwise."""
+    try:
+        return _convert(value, annotation)
+    except _Mismatch:
+        raise ValueError(f"{key} must be {_describe(annotation)}, got {value!r}.") from None
+
+
+def _unknown(source: str, what: str, name: str, known: Iterable[str]) -> str:
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{source}: unknown {what}{hint}; known: {', '.join(known)}."
+
+
+def _checked(value: Any, annotation: Any, source: str, key: str, help: str) -> Any:
+    try:
+        return coerce(value, annotation, key)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}\n  {key}: {help}") from None
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+class Section:
+    """Base of the config sections: dataclasses of settings, each with a type hint and a help text."""
+
+    @classmethod
+    def settings(cls) -> list[dataclasses.Field]:
+        return [f for f in dataclasses.fields(cls) if f.init]
+
+    def set(self, section: str, key: str, value: Any, source: str) -> None:
+        """Set `key` to `value` converted to its type; a ValueError naming `source`, `section` and `key` otherwise."""
+        fields = {f.name: f for f in self.settings()}
+        if key not in fields:
+            raise ValueError(_unknown(source, f"key {section}.{key}", key, fields))
+        help = fields[key].metadata["help"]
+        setattr(self, key, _checked(value, _hints(type(self))[key], source, f"{section}.{key}", help))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in self.settings()}
+
+
+S = TypeVar("S", bound="Schema")
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A config file's mapping of sections; a ValueError naming the file if it is missing, not YAML or not a mapping
+    of mappings."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"cannot read config {path}: the file does not exist.")
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML ({error}).") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{path}: the top level must be a mapping of sections, got {document!r}.")
+    for section, values in document.items():
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: section {section!r} must be a mapping of settings, got {values!r}.")
+    return document
+
+
+def parse_overrides(overrides: Iterable[str] | None) -> list[tuple[str, str, Any]]:
+    """`section.key=value` strings → (section, key, YAML-parsed value) triples; a clear error for other shapes."""
+    parsed = []
+    for item in overrides or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ValueError(f"override {item!r} must look like section.key=value (e.g. training.max_steps=100).")
+        key, raw = item.split("=", 1)
+        section, name = key.split(".", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            raise ValueError(f"command line: {key}: {raw!r} is not a valid YAML value ({error}).") from None
+        parsed.append((section, name, value))
+    return parsed
+
+
+class Schema:
+    """Base of a training configuration: a dataclass whose fields are `Section`s; `load` fills it."""
+
+    @classmethod
+    def load(cls: type[S], path: str | os.PathLike | None = None, overrides: Iterable[str] | None = None) -> S:
+        """Defaults, then the YAML file's sections, then the `section.key=value` overrides; then `validate()`."""
+        config = cls()
+        items = []
+        if path is not None:
+            items = [(section, key, value, str(path)) for section, values in read_yaml(path).items()
+                     for key, value in values.items()]
+        items += [(section, key, value, "command line") for section, key, value in parse_overrides(overrides)]
+        names = [f.name for f in dataclasses.fields(cls)]
+        for section, key, value, source in items:
+            if section not in names:
+                raise ValueError(_unknown(source, f"section {section!r}", section, names))
+            getattr(config, section).set(section, key, value, source)
+        return config.validate()
+
+    def validate(self: S) -> S:
+        """Checks across settings, after loading (the types are already checked); returns `self`."""
+        return self
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {f.name: getattr(self, f.name).to_dict() for f in dataclasses.fields(self)}
+
+
+def save_config(config: Schema, path: str | os.PathLike) -> None:
+    """`config` as YAML that `load` reads back (written to a temporary file, then renamed)."""
+    data = {name: {key: list(value) if isinstance(value, tuple) else value for key, value in section.items()}
+            for name, section in config.to_dict().items()}
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            yaml.safe_dump(data, stream, sort_keys=False)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _metavar(annotation: Any) -> str:
+    """`{v1,v2}` for a Literal, else the type's name (`INT`, `FLOAT`, ...; YAML for lists and mappings)."""
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if typing.get_origin(annotation) is Literal:
+        return "{" + ",".join(args) + "}"
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return "|".join(_metavar(arg) for arg in args)
+    return {bool: "BOOL", int: "INT", float: "FLOAT", str: "STR"}.get(annotation, "YAML")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, schema: type[Schema],
+                         aliases: Mapping[str, str] | None = None) -> None:
+    """`--config FILE`, a `--section.key VALUE` flag per setting (grouped by section, with its help and default;
+    `aliases` maps `section.key` to a short flag such as `--max_steps`) and positional `section.key=value`
+    overrides. `config_overrides(args)` turns the parsed flags into overrides for `Schema.load`."""
+    aliases = aliases or {}
+    parser.usage = "%(prog)s --config FILE [--section.key VALUE ...] [section.key=value ...]"
+    parser.add_argument("--config", metavar="FILE", help="YAML configuration file (sections of settings, as below)")
+    defaults = schema()
+    for section in dataclasses.fields(schema):
+        values = getattr(defaults, section.name)
+        group = parser.add_argument_group(f"{section.name} settings", inspect.getdoc(type(values)))
+        hints = _hints(type(values))
+        for setting_field in values.settings():
+            key = f"{section.name}.{setting_field.name}"
+            help = f"{setting_field.metadata['help']} (default: {getattr(values, setting_field.name)!r})"
+            group.add_argument(f"--{key}", *[aliases[key]] if key in aliases else [], dest=key,
+                               default=argparse.SUPPRESS, help=help.replace("%", "%%"),
+                               metavar=_metavar(hints[setting_field.name]))
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help="more overrides (values parsed as YAML), applied after the flags")
+
+
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The `--section.key VALUE` flags, then the positional overrides, as `section.key=value` strings."""
+    flags = [f"{key}={value}" for key, value in vars(args).items() if "." in key]
+    return [*flags, *args.overrides]
+
+
+# ------------------------------------------------------------------------------------------------- shared sections
+DataSource = Literal["scenes", "imagefolder", "parquet", "arrow", "webdataset", "hub"]
+MixedPrecision = Literal["no", "bf16", "fp16"]
+LoraPreset = Literal[tuple(PRESETS)]  # the names of tips_hf.lora.PRESETS, not a second list
+
+# lora_config's short names of two peft.LoraConfig fields (the names the committed configs use)
+_LORA_SHORT_NAMES = {"lora_alpha": "alpha", "lora_dropout": "dropout"}
+
+
+@functools.cache
+def peft_lora_fields() -> dict[str, tuple[Any, str]]:
+    """`peft.LoraConfig`'s own settings, name → (type, help), read from its dataclass fields (so they follow the
+    installed peft version)."""
+    from peft import LoraConfig
+
+    hints = typing.get_type_hints(LoraConfig)
+    return {f.name: (hints[f.name], f.metadata.get("help", "").split(". ")[0])
+            for f in dataclasses.fields(LoraConfig) if f.init}
+
 
 @dataclass
-class ModelConfig:
-    preset: str | None = None  # TipsConfig preset to build (e.g. tips-v2-b14); None: use `vision`/`text` below
-    vision: dict = field(default_factory=dict)  # TipsVisionConfig fields (override the preset's)
-    text: dict = field(default_factory=dict)  # TipsTextConfig fields (override the preset's)
-    init_from: str | None = None  # start from a TipsModel folder instead of random weights
-    # a previous stage's checkpoint-<step> folder: its self-distillation heads, teacher and loss centres carry over
-    # (the student comes from init_from); e.g. the 448-px stage continuing the 224-px run
-    init_heads_from: str | None = None
-    tokenizer: str | None = None  # tokenizer.model; None: the embedded dataset's tokenizer
-    temperature_init: float = 0.07  # initial softmax temperature of both heads (released models end near 0.005)
-    temperature_min: float = 0.001  # clamp range of the learnable temperatures (admits the released values)
-    temperature_max: float = 1.0
-    attn_implementation: str = "sdpa"  # eager | sdpa | flash_attention_2 | flex_attention
-    drop_path_rate: float = 0.0  # stochastic depth of the student vision tower
+class LoraSection(Section):
+    """LoRA adapters (peft). Besides `enabled` and `preset`, any peft.LoraConfig field as `lora.KEY=VALUE` (r,
+    alpha = lora_alpha, dropout = lora_dropout, target_modules, use_rslora, use_dora, ...), checked against the
+    installed peft's own fields and types; unset ones keep tips_hf.lora.lora_config's defaults (r 8, alpha 16,
+    dropout 0, bias none)."""
+
+    enabled: bool = setting(False, "wrap the model with LoRA adapters (the base weights stay frozen)")
+    preset: LoraPreset = setting("all", "target modules: a tips_hf.lora preset (peft's target_modules replaces it)")
+    options: dict[str, Any] = field(default_factory=dict, init=False)  # the peft fields set, by lora_config's names
+
+    def set(self, section: str, key: str, value: Any, source: str) -> None:
+        if key in {f.name for f in self.settings()}:
+            return super().set(section, key, value, source)
+        fields = peft_lora_fields()
+        name = {short: name for name, short in _LORA_SHORT_NAMES.items()}.get(key, key)
+        if name not in fields:
+            known = [*(f.name for f in self.settings()), *_LORA_SHORT_NAMES.values(), *fields]
+            raise ValueError(_unknown(source, f"key {section}.{key} (not a peft.LoraConfig field)", key, known))
+        annotation, help = fields[name]
+        self.options[_LORA_SHORT_NAMES.get(name, name)] = _checked(value, annotation, source, f"{section}.{key}", help)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), **copy.deepcopy(self.options)}
+
+    def peft_config(self, modules_to_save: list[str] | None = None):
+        """The `peft.LoraConfig` (`tips_hf.lora.lora_config` of the preset and the section's peft fields);
+        `modules_to_save` (a trainer's new heads) joins the section's own."""
+        options = dict(self.options)
+        modules = [*(modules_to_save or []), *(options.pop("modules_to_save", None) or [])]
+        return lora_config(self.preset, modules_to_save=modules or None, **options)
+
+    def check(self) -> None:
+        """Let peft validate the combination (its `__post_init__`), at load time instead of at model build."""
+        if self.enabled:
+            try:
+                self.peft_config()
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"lora: peft.LoraConfig refuses these settings: {error}") from None
+
+
+# ------------------------------------------------------------------------------------------------ pretraining schema
+@dataclass
+class ModelConfig(Section):
+    """The student TipsModel: a preset or explicit tower settings, or a folder to start from."""
+
+    preset: str | None = setting(None, "TipsConfig preset to build (e.g. tips-v2-b14); null: use vision/text")
+    vision: dict = setting({}, "TipsVisionConfig fields (override the preset's)")
+    text: dict = setting({}, "TipsTextConfig fields (override the preset's)")
+    init_from: str | None = setting(None, "start from a TipsModel folder instead of random weights")
+    init_heads_from: str | None = setting(
+        None, "a previous stage's checkpoint-<step> folder: its self-distillation heads, teacher and loss centres "
+        "carry over (the student comes from init_from); e.g. the 448-px stage continuing the 224-px run")
+    tokenizer: str | None = setting(None, "tokenizer.model; null: the embedded dataset's tokenizer")
+    temperature_init: float = setting(
+        0.07, "initial softmax temperature of both heads (released models end near 0.005)")
+    temperature_min: float = setting(0.001, "lower clamp of the learnable temperatures (admits the released values)")
+    temperature_max: float = setting(1.0, "upper clamp of the learnable temperatures")
+    attn_implementation: str = setting("sdpa", "eager | sdpa | flash_attention_2 | flex_attention")
+    drop_path_rate: float = setting(0.0, "stochastic depth of the student vision tower")
 
 
 @dataclass
-class DataConfig:
-    source: str = "scenes"  # scenes | imagefolder | parquet | arrow | webdataset | hub (datasets.load_dataset name)
-    path: str | None = None  # folder, file glob or dataset name (not used by `scenes`)
-    split: str = "train"  # split to train on
-    streaming: bool = False  # stream instead of loading (large corpora; resume skips consumed samples)
-    image_column: str = "image"  # column holding the image (decoded PIL or bytes/path)
-    alt_text_column: str = "alt_text"  # noisy web caption for the alt-text head
-    synthetic_columns: list[str] = field(default_factory=lambda: ["synthetic_caption"])  # synthetic caption columns
-    num_examples: int = 2000  # size of the embedded `scenes` training split
-    scene_image_size: int = 112  # image side of the embedded scenes
-    scene_options: dict = field(default_factory=dict)  # other SceneConfig fields (e.g. max_objects) of the scenes
-    global_size: int = 112  # global crop side (224 low-res stage, 448 high-res stage)
-    local_size: int = 56  # local crop side (98 with 224 globals, 140 with 448)
-    num_local_crops: int = 6  # M local crops per image (the paper's 6)
-    global_scale: tuple[float, float] = (0.32, 1.0)  # random-resized-crop area range of the global crop
-    local_scale: tuple[float, float] = (0.05, 0.32)  # ... of the local crops
-    flip_probability: float = 0.5  # horizontal flips
-    num_workers: int = 0  # DataLoader worker processes
-    max_text_length: int = 64  # tokens per caption
+class DataConfig(Section):
+    """Training images and captions, and the multi-crop views."""
+
+    source: DataSource = setting(
+        "scenes", "scenes (embedded) | imagefolder | parquet | arrow | webdataset | hub (datasets.load_dataset name)")
+    path: str | None = setting(None, "folder, file glob or dataset name (not used by `scenes`)")
+    split: str = setting("train", "split to train on")
+    streaming: bool = setting(False, "stream instead of loading (large corpora; resume skips consumed samples)")
+    image_column: str = setting("image", "column holding the image (decoded PIL or bytes/path)")
+    alt_text_column: str = setting("alt_text", "noisy web caption for the alt-text head")
+    synthetic_columns: list[str] = setting(["synthetic_caption"], "synthetic caption columns")
+    num_examples: int = setting(2000, "size of the embedded `scenes` training split")
+    scene_image_size: int = setting(112, "image side of the embedded scenes")
+    scene_options: dict = setting({}, "other SceneConfig fields (e.g. max_objects) of the scenes")
+    global_size: int = setting(112, "global crop side (224 low-res stage, 448 high-res stage)")
+    local_size: int = setting(56, "local crop side (98 with 224 globals, 140 with 448)")
+    num_local_crops: int = setting(6, "M local crops per image (the paper's 6)")
+    global_scale: tuple[float, float] = setting((0.32, 1.0), "random-resized-crop area range of the global crop")
+    local_scale: tuple[float, float] = setting((0.05, 0.32), "random-resized-crop area range of the local crops")
+    flip_probability: float = setting(0.5, "probability of a horizontal flip")
+    num_workers: int = setting(0, "DataLoader worker processes")
+    max_text_length: int = setting(64, "tokens per caption")
 
 
 @dataclass
-class ObjectiveConfig:
-    recipe: str = "v2"  # v1 (EMA teacher, iBOT on masked patches) | v2 (head-only EMA, iBOT++ on all patches)
-    contrastive: str = "softmax"  # softmax (paper) | sigmoid (SigLIP)
-    use_alt_text: bool = True  # CLS-1 ↔ alt-text contrastive term
-    use_synthetic: bool = True  # CLS-2 ↔ synthetic caption contrastive term
-    synthetic_sampling: str = "random"  # random (v2 multi-granularity) | first (v1: the first synthetic column)
-    clip_weight: float = 1.0  # weight of the contrastive loss (mean of the heads)
-    distill_weight: float = 1.0  # weight of the CLS self-distillation (DINO) loss; 0 disables it
-    mask_weight: float = 2.0  # weight of the masked-image-modeling loss; 0 disables it
-    koleo_weight: float = 0.0  # KoLeo regulariser on the student's un-masked CLS (off in the paper)
-    mask_ratio: float = 0.75  # fraction of global-crop patches masked for the student
-    mask_mode: str = "random"  # random | block
-    ibot_normalisation: str = "masked_plus_visible"  # v2: masked_plus_visible | mean
-    ibot_visible_weight: float = 1.0  # v2: weight of the visible-patch term
-    centering: str = "softmax"  # softmax (EMA centre) | sinkhorn
-    head_prototypes: int = 1024  # prototypes of the CLS (DINO) head (32k at scale)
-    patch_prototypes: int = 1024  # prototypes of the patch (iBOT) head
-    share_heads: bool = False  # one head for CLS and patches
-    head_hidden_dim: int = 512  # MLP width of the heads (2048 at scale)
-    head_bottleneck_dim: int = 128  # bottleneck before the prototypes (256 at scale)
-    head_layers: int = 3  # MLP layers of the heads
-    student_temperature: float = 0.1  # τ_s
-    teacher_temperature: float = 0.07  # τ_t after warm-up
-    teacher_temperature_warmup: float = 0.04  # τ_t at step 0
-    teacher_temperature_warmup_steps: int = 100  # linear τ_t warm-up
-    center_momentum: float = 0.9  # EMA momentum of the softmax centres
-    distillation_teacher: str | None = None  # distillation mode: a frozen (larger) TipsModel folder as teacher
-    # iBOT head + loss in chunks of this many tokens (recomputed in backward); None: 2^24 ÷ patch_prototypes tokens
-    # (64 MiB of float32 logits a chunk; one chunk, no recomputation, whenever the batch fits)
-    loss_chunk_tokens: int | None = None
-    # v2 teacher tokens: clean_pass (a no-grad pass without drop-path) | student_view (the student's un-masked view,
-    # drop-path included); equal when drop_path_rate is 0
-    v2_teacher: str = "clean_pass"
+class ObjectiveConfig(Section):
+    """The losses: contrastive heads, CLS self-distillation, masked image modelling, their heads and weights."""
+
+    recipe: Literal["v1", "v2"] = setting(
+        "v2", "v1 (EMA teacher, iBOT on masked patches) | v2 (head-only EMA, iBOT++ on all patches)")
+    contrastive: Literal["softmax", "sigmoid"] = setting("softmax", "softmax (paper) | sigmoid (SigLIP)")
+    use_alt_text: bool = setting(True, "CLS-1 ↔ alt-text contrastive term")
+    use_synthetic: bool = setting(True, "CLS-2 ↔ synthetic caption contrastive term")
+    synthetic_sampling: Literal["random", "first"] = setting(
+        "random", "random (v2 multi-granularity) | first (v1: the first synthetic column)")
+    clip_weight: float = setting(1.0, "weight of the contrastive loss (mean of the heads)")
+    distill_weight: float = setting(1.0, "weight of the CLS self-distillation (DINO) loss; 0 disables it")
+    mask_weight: float = setting(2.0, "weight of the masked-image-modeling loss; 0 disables it")
+    koleo_weight: float = setting(0.0, "KoLeo regulariser on the student's un-masked CLS (off in the paper)")
+    mask_ratio: float = setting(0.75, "fraction of global-crop patches masked for the student, in (0, 1)")
+    mask_mode: Literal["random", "block"] = setting("random", "random | block masks")
+    ibot_normalisation: Literal["masked_plus_visible", "mean"] = setting(
+        "masked_plus_visible", "v2: masked_plus_visible | mean")
+    ibot_visible_weight: float = setting(1.0, "v2: weight of the visible-patch term")
+    centering: Literal["softmax", "sinkhorn"] = setting("softmax", "softmax (EMA centre) | sinkhorn")
+    head_prototypes: int = setting(1024, "prototypes of the CLS (DINO) head (32k at scale)")
+    patch_prototypes: int = setting(1024, "prototypes of the patch (iBOT) head")
+    share_heads: bool = setting(False, "one head for CLS and patches")
+    head_hidden_dim: int = setting(512, "MLP width of the heads (2048 at scale)")
+    head_bottleneck_dim: int = setting(128, "bottleneck before the prototypes (256 at scale)")
+    head_layers: int = setting(3, "MLP layers of the heads")
+    student_temperature: float = setting(0.1, "τ_s")
+    teacher_temperature: float = setting(0.07, "τ_t after warm-up")
+    teacher_temperature_warmup: float = setting(0.04, "τ_t at step 0")
+    teacher_temperature_warmup_steps: int = setting(100, "steps of the linear τ_t warm-up")
+    center_momentum: float = setting(0.9, "EMA momentum of the softmax centres")
+    distillation_teacher: str | None = setting(
+        None, "distillation mode: a frozen (larger) TipsModel folder as teacher")
+    loss_chunk_tokens: int | None = setting(
+        None, "iBOT head + loss in chunks of this many tokens (recomputed in backward); null: 2^24 ÷ patch_prototypes "
+        "tokens (64 MiB of float32 logits a chunk; one chunk, no recomputation, whenever the batch fits)")
+    v2_teacher: Literal["clean_pass", "student_view"] = setting(
+        "clean_pass", "v2 teacher tokens: clean_pass (a no-grad pass without drop-path) | student_view (the "
+        "student's un-masked view, drop-path included); equal when drop_path_rate is 0")
 
 
 @dataclass
-class TeacherConfig:
-    momentum: float = 0.994  # EMA momentum at step 0
-    momentum_final: float = 1.0  # at the last step (cosine); equal to `momentum` for a fixed momentum
+class TeacherConfig(Section):
+    """The EMA teacher."""
+
+    momentum: float = setting(0.994, "EMA momentum at step 0")
+    momentum_final: float = setting(1.0, "at the last step (cosine); equal to `momentum` for a fixed momentum")
 
 
 @dataclass
-class OptimConfig:
-    lr: float = 5e-4  # peak learning rate (AdamW)
-    min_lr: float = 1e-5  # final learning rate (cosine)
-    warmup_steps: int = 50  # linear warm-up from 0
-    weight_decay: float = (
-        0.04  # at step 0 (cosine to `weight_decay_final`); none on biases, norms, tokens, temperatures
-    )
-    weight_decay_final: float = 0.2
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    grad_clip: float = 3.0  # max gradient norm; 0 disables clipping
-    fused: bool = False  # torch's fused AdamW (CUDA)
-    layer_decay: float = 1.0  # layer-wise LR decay of the vision tower: block i of L gets lr · decay^(L − i)
-    patch_embed_lr_mult: float = 1.0  # extra LR factor of the patch embedding (DINOv2: 0.2)
-    freeze_last_layer_steps: int = 0  # the heads' prototype layers get no update for this many steps (DINO)
+class OptimConfig(Section):
+    """AdamW and its schedules."""
+
+    lr: float = setting(5e-4, "peak learning rate (AdamW)")
+    min_lr: float = setting(1e-5, "final learning rate (cosine)")
+    warmup_steps: int = setting(50, "linear warm-up from 0")
+    weight_decay: float = setting(
+        0.04, "at step 0 (cosine to `weight_decay_final`); none on biases, norms, tokens, temperatures")
+    weight_decay_final: float = setting(0.2, "weight decay at the last step")
+    betas: tuple[float, float] = setting((0.9, 0.999), "AdamW betas")
+    eps: float = setting(1e-8, "AdamW epsilon")
+    grad_clip: float = setting(3.0, "max gradient norm; 0 disables clipping")
+    fused: bool = setting(False, "torch's fused AdamW (CUDA)")
+    layer_decay: float = setting(
+        1.0, "layer-wise LR decay of the vision tower: block i of L gets lr · decay^(L − i)")
+    patch_embed_lr_mult: float = setting(1.0, "extra LR factor of the patch embedding (DINOv2: 0.2)")
+    freeze_last_layer_steps: int = setting(
+        0, "the heads' prototype layers get no update for this many steps (DINO)")
 
 
 @dataclass
-class EvalConfig:
-    num_examples: int = 200  # validation images
-    split: str = "validation"  # scenes split to score on (tune recipes on `test`, report `validation`)
-    probe_train_examples: int = 200  # images to fit the linear probe on (from the training split)
-    batch_size: int = 50
-    image_size: int | None = None  # evaluation resolution; None: data.global_size
-    retrieval_ks: tuple[int, ...] = (1, 5)
+class EvalConfig(Section):
+    """Zero-shot retrieval, classification and linear-probe evaluation on the scenes."""
+
+    num_examples: int = setting(200, "validation images")
+    split: Literal["validation", "test"] = setting(
+        "validation", "scenes split to score on (tune recipes on `test`, report `validation`)")
+    probe_train_examples: int = setting(200, "images to fit the linear probe on (from the training split)")
+    batch_size: int = setting(50, "evaluation batch size")
+    image_size: int | None = setting(None, "evaluation resolution; null: data.global_size")
+    retrieval_ks: tuple[int, ...] = setting((1, 5), "K of the Recall@K retrieval metrics")
 
 
 @dataclass
-class LoraConfig:
-    enabled: bool = False  # wrap the student with LoRA adapters (fine-tuning; the base weights stay frozen)
-    preset: str = "all"  # tips_hf.lora.PRESETS: vision, text, all, vision-attention, ...
-    r: int = 8  # adapter rank
-    alpha: int = 16  # LoRA scaling numerator
-    dropout: float = 0.0
-    target_modules: str | None = None  # a regex over module names, instead of the preset
+class TrainingConfig(Section):
+    """The run: steps, batch, precision, logging, checkpoints, distribution."""
+
+    output_dir: str = setting("outputs/pretrain", "run folder (metrics, checkpoints, final model)")
+    max_steps: int = setting(200, "optimizer steps")
+    batch_size: int = setting(32, "per process, per micro-batch")
+    gradient_accumulation_steps: int = setting(1, "micro-batches per optimizer step")
+    mixed_precision: MixedPrecision = setting("no", "no | bf16 | fp16")
+    gradient_checkpointing: bool = setting(False, "recompute activations in backward (less memory)")
+    compile: bool = setting(False, "torch.compile the student forward")
+    seed: int = setting(0, "random seed")
+    logging_steps: int = setting(10, "steps between metric records")
+    save_steps: int = setting(100, "steps between checkpoints; 0: none")
+    eval_steps: int = setting(0, "steps between evaluations; 0: evaluate only at the end")
+    keep_last: int = setting(2, "checkpoints kept")
+    report_to: Literal["tensorboard", "trackio", "none"] = setting("tensorboard", "tensorboard | trackio | none")
+    resume_from_checkpoint: str | None = setting(None, "latest | a checkpoint folder")
+    progress_bar: bool = setting(True, "show a progress bar")
+    distributed: Literal["ddp", "fsdp"] = setting(
+        "ddp", "ddp | fsdp (torch FSDP2: per block, then the root; sharded checkpoints)")
+    cpu_threads: int | None = setting(
+        None, "torch threads per process on CPU; null: cores ÷ processes (accelerate sets 1)")
 
 
 @dataclass
-class TrainingConfig:
-    output_dir: str = "outputs/pretrain"
-    max_steps: int = 200
-    batch_size: int = 32  # per process, per micro-batch
-    gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"  # no | bf16 | fp16
-    gradient_checkpointing: bool = False
-    compile: bool = False  # torch.compile the student forward
-    seed: int = 0
-    logging_steps: int = 10
-    save_steps: int = 100
-    eval_steps: int = 0  # 0: evaluate only at the end
-    keep_last: int = 2  # checkpoints kept
-    report_to: str = "tensorboard"  # tensorboard | trackio | none
-    resume_from_checkpoint: str | None = None  # latest | a checkpoint folder
-    progress_bar: bool = True
-    distributed: str = "ddp"  # ddp | fsdp (torch FSDP2: per block, then the root; sharded checkpoints)
-    cpu_threads: int | None = None  # torch threads per process on CPU; None: cores ÷ processes (accelerate sets 1)
-
-
-@dataclass
-class PretrainConfig:
+class PretrainConfig(Schema):
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
+    lora: LoraSection = field(default_factory=LoraSection)
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     def validate(self) -> PretrainConfig:
-        choices = {
-            "objective.recipe": ("v1", "v2"),
-            "objective.contrastive": ("softmax", "sigmoid"),
-            "objective.mask_mode": ("random", "block"),
-            "objective.centering": ("softmax", "sinkhorn"),
-            "objective.synthetic_sampling": ("random", "first"),
-            "objective.ibot_normalisation": ("masked_plus_visible", "mean"),
-            "training.mixed_precision": ("no", "bf16", "fp16"),
-            "training.report_to": ("tensorboard", "trackio", "none"),
-            "training.distributed": ("ddp", "fsdp"),
-            "objective.v2_teacher": ("clean_pass", "student_view"),
-            "data.source": ("scenes", "imagefolder", "parquet", "arrow", "webdataset", "hub"),
-            "eval.split": ("validation", "test"),
-        }
-        for key, allowed in choices.items():
-            section, name = key.split(".")
-            value = getattr(getattr(self, section), name)
-            if value not in allowed:
-                raise ValueError(f"{key} must be one of {allowed}, got {value!r}.")
         if not 0.0 < self.objective.mask_ratio < 1.0:
             raise ValueError(f"objective.mask_ratio must be in (0, 1), got {self.objective.mask_ratio}.")
         if not (self.objective.use_alt_text or self.objective.use_synthetic) and self.objective.clip_weight > 0:
@@ -203,119 +513,11 @@ class PretrainConfig:
         for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "logging_steps"):
             if getattr(self.training, key) < 1:
                 raise ValueError(f"training.{key} must be >= 1, got {getattr(self.training, key)}.")
+        self.lora.check()
         return self
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Convert a YAML/CLI value to the field's annotated type; a clear error naming the key otherwise."""
-    if isinstance(annotation, str):
-        annotation = eval(annotation, {**vars(typing), "typing": typing})  # noqa: S307 - our own annotations only
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ValueError as error:
-                errors.append(str(error))
-        raise ValueError(errors[0] if errors else f"{key}: bad value {value!r}")
-    if annotation is Any:
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{key} must be a list, got {value!r}.")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ValueError(f"{key} must have {len(args)} items, got {value!r}.")
-            return tuple(_coerce(v, a, key) for v, a in zip(value, args))
-        inner = args[0] if args else Any
-        items = [_coerce(v, inner, key) for v in value]
-        return tuple(items) if origin is tuple else items
-    if origin is dict or annotation is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{key} must be a mapping, got {value!r}.")
-        return dict(value)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{key} must be true or false, got {value!r}.")
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key} must be an integer, got {value!r}.")
-        return value
-    if annotation is float:
-        if isinstance(value, str):  # YAML 1.1 reads "3e-3" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key} must be a number, got {value!r}.")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{key} must be a string, got {value!r}.")
-        return value
-    return value
-
-
-def _apply(config: PretrainConfig, section: str, values: dict, source: str) -> None:
-    if not hasattr(config, section):
-        sections = ", ".join(f.name for f in dataclasses.fields(PretrainConfig))
-        raise ValueError(f"{source}: unknown section {section!r} (sections: {sections}).")
-    target = getattr(config, section)
-    hints = typing.get_type_hints(type(target))
-    names = {f.name for f in dataclasses.fields(target)}
-    for key, value in (values or {}).items():
-        if key not in names:
-            raise ValueError(f"{source}: unknown key {section}.{key} (known: {', '.join(sorted(names))}).")
-        setattr(target, key, _coerce(value, hints[key], f"{source}: {section}.{key}"))
-
-
-def parse_overrides(overrides: list[str] | None) -> list[tuple[str, str, Any]]:
-    """`section.key=value` strings → (section, key, YAML-parsed value) triples; a clear error for other shapes."""
-    parsed = []
-    for item in overrides or []:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ValueError(f"override {item!r} must look like section.key=value (e.g. training.max_steps=100).")
-        key, raw = item.split("=", 1)
-        section, name = key.split(".", 1)
-        parsed.append((section, name, yaml.safe_load(raw)))
-    return parsed
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PretrainConfig:
+def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] | None = None) -> PretrainConfig:
     """A `PretrainConfig` from a YAML file (sections as in the dataclasses) and `section.key=value` overrides (values
     parsed as YAML, e.g. `objective.recipe=v1`, `data.global_scale=[0.4,1.0]`)."""
-    config = PretrainConfig()
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"config file {path} does not exist.")
-        try:
-            document = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ValueError(f"{path}: not valid YAML ({error}).") from None
-        if not isinstance(document, dict):
-            raise ValueError(f"{path}: the top level must be a mapping of sections.")
-        for section, values in document.items():
-            if not isinstance(values, dict):
-                raise ValueError(f"{path}: section {section!r} must be a mapping.")
-            _apply(config, section, values, str(path))
-    for section, key, value in parse_overrides(overrides):
-        _apply(config, section, {key: value}, "command line")
-    return config.validate()
-
-
-def save_config(config: PretrainConfig, path: str | Path) -> None:
-    data = config.to_dict()
-    for section in data.values():
-        for key, value in section.items():
-            if isinstance(value, tuple):
-                section[key] = list(value)
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    return PretrainConfig.load(path, overrides)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..modeling_tips import TipsModel
+from ..modeling.modeling_tips import TipsModel
 from .checkpointing import (
     TrainerState,
     load_checkpoint,
@@ -52,7 +52,7 @@ def default_tokenizer_path() -> str:
 
 
 def build_tokenizer(config: PretrainConfig):
-    from ..tokenization_tips import TipsTokenizer
+    from ..processing.tokenization_tips import TipsTokenizer
 
     path = config.model.tokenizer or default_tokenizer_path()
     if not Path(path).is_file():
@@ -62,7 +62,7 @@ def build_tokenizer(config: PretrainConfig):
 
 def build_student(config: PretrainConfig, vocab_size: int) -> TipsModel:
     """A random TipsModel from the preset/overrides, or the `init_from` checkpoint."""
-    from ..configuration_tips import TipsConfig
+    from ..modeling.configuration_tips import TipsConfig
 
     model_config = config.model
     if model_config.init_from:
@@ -117,11 +117,7 @@ def build_module(config: PretrainConfig, tokenizer) -> TipsPretrainingModel:
     if config.lora.enabled:
         from peft import get_peft_model
 
-        from ..lora import lora_config
-
-        lora = config.lora
-        student = get_peft_model(student, lora_config(lora.preset, lora.r, lora.alpha, lora.dropout,
-                                                      target_modules=lora.target_modules))
+        student = get_peft_model(student, config.lora.peft_config())
     teacher = None
     if config.objective.distillation_teacher:
         teacher = TipsModel.from_pretrained(config.objective.distillation_teacher)
@@ -454,7 +450,7 @@ def apply_fsdp(module: TipsPretrainingModel, device: torch.device, world_size: i
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    from ..modeling_tips import TipsTextLayer, TipsVisionLayer
+    from ..modeling.modeling_tips import TipsTextLayer, TipsVisionLayer
 
     mesh = init_device_mesh(device.type, (world_size,))
     policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
@@ -489,8 +485,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def export_final(student: TipsModel, tokenizer, config: PretrainConfig, path: Path, metrics: dict) -> None:
     """`save_pretrained` of the student TipsModel and its processor, atomically; the teacher is not exported."""
     from ..conversion.writer import atomic_folder
-    from ..image_processing_tips import TipsImageProcessor
-    from ..processing_tips import TipsProcessor
+    from ..processing.image_processing_tips import TipsImageProcessor
+    from ..processing.processing_tips import TipsProcessor
 
     with atomic_folder(path, overwrite=True) as staging:
         if hasattr(student, "merge_and_unload"):  # LoRA: keep the adapter, export the merged TipsModel
