@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import tips_hf
 from tips_hf import TipsConfig, TipsModel
 from tips_hf.conversion.native import config_to_native
-from tips_hf.layouts_tips import NATIVE, arch_from_config, context_from_config, export_tensors
+from tips_hf.modeling.layouts_tips import NATIVE, arch_from_config, context_from_config, export_tensors
 
 TINY = dict(
     vision_config=dict(

@@ -20,8 +20,8 @@ UPLOAD_SIZE = (168, 126)  # (width, height): non-square and not the model's 112 
 def demo_files(tmp_path_factory):
     from tips_hf.data import SpatialScenes
     from tips_hf.data.build_tokenizer import TOKENIZER_PATH
-    from tips_hf.image_processing_tips import TipsImageProcessor
-    from tips_hf.tokenization_tips import TipsTokenizer
+    from tips_hf.processing.image_processing_tips import TipsImageProcessor
+    from tips_hf.processing.tokenization_tips import TipsTokenizer
 
     torch.manual_seed(0)
     text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, vocab_size=512,
@@ -112,9 +112,9 @@ def test_zero_shot_tab_in_headless_chromium(demo_model, demo_files, tmp_path):
 
 
 def test_depth_and_normals_pictures(demo_files, tmp_path):
-    dense = pytest.importorskip("tips_hf.modeling_dense_tips", reason="the DPT models (issue 12) are not in this tree")
-    from tips_hf.configuration_dense_tips import TipsDPTConfig
+    dense = pytest.importorskip("tips_hf.modeling.modeling_dense_tips", reason="the DPT models (issue 12) are not in this tree")
     from tips_hf.demo import DemoModel
+    from tips_hf.modeling.configuration_dense_tips import TipsDPTConfig
 
     torch.manual_seed(0)
     vision = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, image_size=112)

@@ -20,7 +20,7 @@ from tips_hf import (
     TipsVisionModel,
 )
 from tips_hf.conversion.dpt import convert_dpt, convert_official_vision, verify_dpt
-from tips_hf.modeling_dense_tips import normals_loss, segmentation_loss, silog_loss
+from tips_hf.modeling.modeling_dense_tips import normals_loss, segmentation_loss, silog_loss
 
 DENSE_DIR = REFERENCE / "dense"
 DENSE_INDEX = json.loads((DENSE_DIR / "index.json").read_text())

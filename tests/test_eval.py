@@ -30,8 +30,8 @@ COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 210), "
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     from tips_hf.data.build_tokenizer import TOKENIZER_PATH
-    from tips_hf.image_processing_tips import TipsImageProcessor
-    from tips_hf.tokenization_tips import TipsTokenizer
+    from tips_hf.processing.image_processing_tips import TipsImageProcessor
+    from tips_hf.processing.tokenization_tips import TipsTokenizer
 
     torch.manual_seed(0)
     text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, vocab_size=512,
@@ -527,8 +527,8 @@ def test_results_files_are_complete(model_dir, tmp_path):
 
 
 def _dpt_folder(tmp_path: Path, task: str) -> Path:
-    dense = pytest.importorskip("tips_hf.modeling_dense_tips")
-    from tips_hf.configuration_dense_tips import TipsDPTConfig
+    dense = pytest.importorskip("tips_hf.modeling.modeling_dense_tips")
+    from tips_hf.modeling.configuration_dense_tips import TipsDPTConfig
 
     torch.manual_seed(1)
     vision = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, image_size=SIZE)
@@ -545,7 +545,7 @@ def test_dpt_segmentation_head_matches_manual_scoring(model_dir, loaded, tmp_pat
     _write_voc(tmp_path / "voc")
     result = _run(["--model", str(model_dir), "--task", "linear-probe-segmentation", "--data", str(tmp_path / "voc"),
                    "--dpt", str(folder), "--split", "val"], tmp_path / "dpt.json")  # fmt: skip
-    from tips_hf.modeling_dense_tips import TipsForSemanticSegmentation
+    from tips_hf.modeling.modeling_dense_tips import TipsForSemanticSegmentation
 
     head = TipsForSemanticSegmentation.from_pretrained(folder).eval()
     _, processor = loaded
@@ -572,7 +572,7 @@ def test_dpt_depth_head_matches_manual_rmse(model_dir, loaded, tmp_path):
     _write_nyu(tmp_path / "nyu", height=60, width=80)
     result = _run(["--model", str(model_dir), "--task", "depth", "--data", str(tmp_path / "nyu"), "--dpt",
                    str(folder)], tmp_path / "dpt.json")  # fmt: skip
-    from tips_hf.modeling_dense_tips import TipsForDepthEstimation
+    from tips_hf.modeling.modeling_dense_tips import TipsForDepthEstimation
 
     head = TipsForDepthEstimation.from_pretrained(folder).eval()
     _, processor = loaded

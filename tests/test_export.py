@@ -71,8 +71,8 @@ def test_resize_weights_output_width_one_is_the_two_pass_result():
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     from tips_hf.data.build_tokenizer import TOKENIZER_PATH
-    from tips_hf.image_processing_tips import TipsImageProcessor
-    from tips_hf.tokenization_tips import TipsTokenizer
+    from tips_hf.processing.image_processing_tips import TipsImageProcessor
+    from tips_hf.processing.tokenization_tips import TipsTokenizer
 
     torch.manual_seed(0)
     text = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=512,
@@ -185,10 +185,10 @@ def test_cli_errors(model_dir, exported, tmp_path, capsys):
 
 @pytest.mark.slow  # two exports of a DPT model: ~25 s of CPU
 def test_dpt_depth_export_parity(tmp_path):
-    dense = pytest.importorskip("tips_hf.modeling_dense_tips", reason="the DPT models (issue 12) are not in this tree")
+    dense = pytest.importorskip("tips_hf.modeling.modeling_dense_tips", reason="the DPT models (issue 12) are not in this tree")
     import onnxruntime as ort
 
-    from tips_hf.configuration_dense_tips import TipsDPTConfig
+    from tips_hf.modeling.configuration_dense_tips import TipsDPTConfig
 
     torch.manual_seed(0)
     vision = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, image_size=56)

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from tips_hf import TipsImageProcessor
-from tips_hf.image_processing_tips import center_pad_to_multiple
+from tips_hf.processing.image_processing_tips import center_pad_to_multiple
 
 RNG = np.random.RandomState(0)
 RGB = (RNG.rand(40, 60, 3) * 255).astype(np.uint8)

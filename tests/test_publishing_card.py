@@ -13,7 +13,6 @@ from huggingface_hub import ModelCard
 from publishing_helpers import NAME, REPO, architecture, parity_rows
 
 from tips_hf import TipsConfig, TipsModel
-from tips_hf.configuration_tips import PRESETS
 from tips_hf.hub import (
     CARD_TAGS,
     GOOGLE_HUB_IDS,
@@ -23,6 +22,7 @@ from tips_hf.hub import (
     main,
     publish,
 )
+from tips_hf.modeling.configuration_tips import PRESETS
 
 
 def test_card_metadata_architecture_and_parity(dry_run, verified_model):

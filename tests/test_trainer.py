@@ -252,8 +252,8 @@ def test_example_trains_lora_with_trainer_and_reloads(model_dir, tmp_path):
 
 
 def _segmentation_model(seed: int = 0):
-    from tips_hf.configuration_dense_tips import TipsDPTConfig
-    from tips_hf.modeling_dense_tips import TipsForSemanticSegmentation
+    from tips_hf.modeling.configuration_dense_tips import TipsDPTConfig
+    from tips_hf.modeling.modeling_dense_tips import TipsForSemanticSegmentation
 
     vision = tiny_config("mlp", image_size=56).vision_config.to_dict()
     config = TipsDPTConfig(vision_config=vision, num_labels=9, dpt_channels=16, backbone_out_indices=[0, 0, 1, 1])
@@ -331,10 +331,10 @@ def test_trainer_fine_tunes_depth_with_lora(tmp_path):
     from peft import get_peft_model
     from transformers import Trainer, TrainingArguments
 
-    from tips_hf.configuration_dense_tips import TipsDPTConfig
     from tips_hf.finetuning import lora_config
     from tips_hf.metrics import depth_errors
-    from tips_hf.modeling_dense_tips import TipsForDepthEstimation
+    from tips_hf.modeling.configuration_dense_tips import TipsDPTConfig
+    from tips_hf.modeling.modeling_dense_tips import TipsForDepthEstimation
     from tips_hf.training_utils import DepthMetrics
 
     vision = tiny_config("mlp", image_size=56).vision_config.to_dict()

@@ -17,17 +17,16 @@ from transformers import (
     AutoTokenizer,
 )
 
-from .configuration_dense_tips import TipsBackboneConfig, TipsDPTConfig
-from .configuration_tips import TipsConfig, TipsTextConfig, TipsVisionConfig
-from .image_processing_tips import TipsImageProcessor
-from .modeling_dense_tips import (
+from .modeling.configuration_dense_tips import TipsBackboneConfig, TipsDPTConfig
+from .modeling.configuration_tips import TipsConfig, TipsTextConfig, TipsVisionConfig
+from .modeling.modeling_dense_tips import (
     TipsBackbone,
     TipsForDepthEstimation,
     TipsForNormalEstimation,
     TipsForSemanticSegmentation,
     TipsNormalEstimatorOutput,
 )
-from .modeling_tips import (
+from .modeling.modeling_tips import (
     TipsModel,
     TipsOutput,
     TipsPreTrainedModel,
@@ -35,8 +34,9 @@ from .modeling_tips import (
     TipsVisionModel,
     TipsVisionModelOutput,
 )
-from .processing_tips import TipsProcessor
-from .tokenization_tips import TipsTokenizer
+from .processing.image_processing_tips import TipsImageProcessor
+from .processing.processing_tips import TipsProcessor
+from .processing.tokenization_tips import TipsTokenizer
 
 __version__ = "0.1.0"
 

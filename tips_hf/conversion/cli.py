@@ -13,8 +13,8 @@ import argparse
 import json
 import sys
 
-from ..configuration_tips import PRESETS
-from ..layouts_tips import LayoutError
+from ..modeling.configuration_tips import PRESETS
+from ..modeling.layouts_tips import LayoutError
 from .writer import DEFAULT_MAX_SHARD_SIZE
 
 

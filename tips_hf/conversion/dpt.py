@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from transformers.dynamic_module_utils import custom_object_save
 
-from ..configuration_dense_tips import DPT_TASKS, TipsDPTConfig, official_dpt_layers
-from ..configuration_tips import PRESETS, TipsVisionConfig
-from ..layouts_tips import (
+from ..modeling.configuration_dense_tips import DPT_TASKS, TipsDPTConfig, official_dpt_layers
+from ..modeling.configuration_tips import PRESETS, TipsVisionConfig
+from ..modeling.layouts_tips import (
     OFFICIAL,
     LayoutError,
     arch_from_config,
@@ -25,7 +25,7 @@ from ..layouts_tips import (
     import_tensors,
     infer_official_config,
 )
-from ..modeling_tips import meta_model, state_shapes
+from ..modeling.modeling_tips import meta_model, state_shapes
 from .npz import NpzReader
 from .official import ConversionResult
 from .writer import DEFAULT_MAX_SHARD_SIZE, atomic_folder, expected_shapes, write_safetensors
@@ -205,7 +205,7 @@ def _write_folder(
     resolution: int, max_shard_size, overwrite: bool, progress: bool, description: str, source: str,
 ) -> Path:
     """Weights, config with `auto_map`, remote-code files and an image processor, written atomically."""
-    from ..image_processing_tips import TipsImageProcessor
+    from ..processing.image_processing_tips import TipsImageProcessor
 
     model = meta_model(config, model_class)
     with atomic_folder(output_dir, overwrite) as staging:
@@ -233,7 +233,7 @@ def convert_official_vision(
 ) -> ConversionResult:
     """Convert an official PyTorch vision tower (`*_vision.npz`) alone into a `TipsVisionModel` folder (what the DPT
     and segmentation notebooks load); `TipsVisionModel.from_pretrained` and `AutoModel` read it."""
-    from ..modeling_tips import TipsVisionModel
+    from ..modeling.modeling_tips import TipsVisionModel
 
     with NpzReader(vision_path) as vision:
         tips, config, resolution = _vision_config(vision, preset, vision_heads, image_resolution)
@@ -269,7 +269,7 @@ def convert_dpt(
     gets ADE20K's class names as `id2label`. With `verify`, the written model is re-run on the inputs stored in that
     dense expected-outputs `.npz` and the max abs differences are returned and saved as `parity.json`.
     """
-    from .. import modeling_dense_tips
+    from ..modeling import modeling_dense_tips
 
     if task not in DPT_TASKS:
         raise LayoutError(f"--task must be one of {DPT_TASKS}, got {task!r}.")
@@ -344,7 +344,7 @@ def verify_dpt(model, expected_path: str | os.PathLike) -> dict[str, float]:
     decoder does) against a dense expected-outputs `.npz` (`pixel_values_u8_{H}x{W}`, `intermediate_*`, `dpt_*`)."""
     import torch.nn.functional as F
 
-    from .. import modeling_dense_tips
+    from ..modeling import modeling_dense_tips
     from .verify import _max_diff
 
     if isinstance(model, (str, os.PathLike)):

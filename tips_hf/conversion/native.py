@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..layouts_tips import (
+from ..modeling.layouts_tips import (
     _HUB_PREFIXES,
     HUB,
     arch_from_config,
@@ -20,7 +20,7 @@ from ..layouts_tips import (
     export_tensors,
     native_layout_for,
 )
-from ..modeling_tips import meta_model
+from ..modeling.modeling_tips import meta_model
 from .writer import DEFAULT_MAX_SHARD_SIZE, atomic_folder, open_checkpoint, write_safetensors
 
 # What a native folder cannot hold (listed in its tips_hf_export.json).

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..layouts_tips import LayoutError
+from ..modeling.layouts_tips import LayoutError
 
 
 class NpzReader:

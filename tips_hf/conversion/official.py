@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..configuration_tips import TipsConfig
-from ..layouts_tips import (
+from ..modeling.configuration_tips import TipsConfig
+from ..modeling.layouts_tips import (
     OFFICIAL,
     LayoutError,
     arch_from_config,
@@ -34,9 +34,9 @@ class ConversionResult:
 
 def build_processor(config: TipsConfig, tokenizer_path: str | os.PathLike | None):
     """Image processor at the config's resolution, plus the tokenizer when a `tokenizer.model` is given."""
-    from ..image_processing_tips import TipsImageProcessor
-    from ..processing_tips import TipsProcessor
-    from ..tokenization_tips import TipsTokenizer
+    from ..processing.image_processing_tips import TipsImageProcessor
+    from ..processing.processing_tips import TipsProcessor
+    from ..processing.tokenization_tips import TipsTokenizer
 
     size = config.image_resolution
     image_processor = TipsImageProcessor(size={"height": size, "width": size})

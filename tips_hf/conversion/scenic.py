@@ -13,8 +13,8 @@ import os
 
 import torch
 
-from ..configuration_tips import PRESETS, TipsConfig, TipsTextConfig, TipsVisionConfig
-from ..layouts_tips import (
+from ..modeling.configuration_tips import PRESETS, TipsConfig, TipsTextConfig, TipsVisionConfig
+from ..modeling.layouts_tips import (
     _TB,
     _VB,
     KeyRule,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from ..image_processing_tips import center_pad_to_multiple
-from ..layouts_tips import LayoutError
+from ..modeling.layouts_tips import LayoutError
+from ..processing.image_processing_tips import center_pad_to_multiple
 from .npz import NpzReader
 
 PARITY_FILE = "parity.json"
@@ -31,7 +31,7 @@ def verify_model(model, expected_path: str | os.PathLike, layout: str = "officia
     14, `cls_tokens_*` (B, 2, D), `patch_tokens_*` (B, h, w, D)).
     """
     if not hasattr(model, "vision_model"):
-        from ..modeling_tips import TipsModel
+        from ..modeling.modeling_tips import TipsModel
 
         model = TipsModel.from_pretrained(model)
     model = model.eval().float()

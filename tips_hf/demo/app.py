@@ -89,7 +89,7 @@ class DemoModel:
     def _load_dense(self, folder: str | os.PathLike | None, class_name: str):
         if folder is None:
             return None
-        from tips_hf import modeling_dense_tips
+        from tips_hf.modeling import modeling_dense_tips
 
         return getattr(modeling_dense_tips, class_name).from_pretrained(str(folder)).to(self.device).eval()
 

@@ -99,8 +99,8 @@ def _load(model_dir: Path, device: str):
 
 
 def _load_dpt(folder: str, task: str, device: str):
-    from .. import modeling_dense_tips
-    from ..image_processing_tips import TipsImageProcessor
+    from ..modeling import modeling_dense_tips
+    from ..processing.image_processing_tips import TipsImageProcessor
 
     class_name = {"depth": "TipsForDepthEstimation", "normals": "TipsForNormalEstimation",
                   "segmentation": "TipsForSemanticSegmentation"}[task]

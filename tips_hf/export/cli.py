@@ -89,7 +89,7 @@ def _model_class(model_dir: Path):
         architectures = []
     dense = [name for name in architectures if name in DENSE_KINDS]
     if dense:
-        from tips_hf import modeling_dense_tips
+        from tips_hf.modeling import modeling_dense_tips
 
         return getattr(modeling_dense_tips, dense[0])
     return TipsModel

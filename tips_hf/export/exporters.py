@@ -143,7 +143,7 @@ def check_parity(model, runners: dict[str, Callable[..., Sequence[Any]]]) -> dic
 
 
 def is_dense(model) -> bool:
-    """Whether `model` is one of the DPT models (`tips_hf.modeling_dense_tips`) rather than a TipsModel."""
+    """Whether `model` is one of the DPT models (`tips_hf.modeling.modeling_dense_tips`) rather than a TipsModel."""
     return type(model).__name__ in DENSE_KINDS
 
 
@@ -370,7 +370,7 @@ def export(
     verify: bool = True,
     overwrite: bool = False,
 ) -> ExportResult:
-    """Export both towers of a [`TipsModel`] (or a DPT model of `tips_hf.modeling_dense_tips`) as ONNX
+    """Export both towers of a [`TipsModel`] (or a DPT model of `tips_hf.modeling.modeling_dense_tips`) as ONNX
     (`fmt="onnx"`) or `torch.export` programs (`fmt="torch"`) with the processor files and a README into `output_dir` (written to a temporary sibling and renamed: never half a
     folder). With `verify`, the files are reloaded and compared with eager PyTorch; a difference above 1e-4 raises."""
     from ..conversion.writer import atomic_folder

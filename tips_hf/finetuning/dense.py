@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modeling_tips import TipsModel, TipsVisionModel
+from ..modeling.modeling_tips import TipsModel, TipsVisionModel
 
 
 @dataclass

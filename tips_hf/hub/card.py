@@ -10,8 +10,8 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from ..configuration_tips import PRESETS, TipsConfig
 from ..conversion.verify import PARITY_FILE
+from ..modeling.configuration_tips import PRESETS, TipsConfig
 
 logger = logging.getLogger("tips_hf.hub")
 
@@ -63,7 +63,7 @@ def variant_name(config: TipsConfig) -> str:
 
 def _param_counts(model_or_config) -> tuple[int, int, int]:
     if isinstance(model_or_config, TipsConfig):
-        from ..modeling_tips import meta_model
+        from ..modeling.modeling_tips import meta_model
 
         model = meta_model(model_or_config)  # shapes only: counting a g/14 this way costs no memory
     else:

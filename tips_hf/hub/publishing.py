@@ -16,9 +16,9 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from .. import __version__
-from ..configuration_tips import PRESETS, TipsConfig
 from ..conversion.verify import PARITY_FILE
 from ..conversion.writer import DEFAULT_MAX_SHARD_SIZE
+from ..modeling.configuration_tips import PRESETS, TipsConfig
 from .card import GOOGLE_HUB_IDS, PublishError, _load_parity, build_model_card, variant_name
 
 logger = logging.getLogger("tips_hf.hub")
@@ -117,9 +117,9 @@ def check_model_dir(model_dir: str | os.PathLike) -> Path:
 
 def _load_processor(folder: Path):
     """The folder's processor (image processor + tokenizer), or whichever half it has, or `None`."""
-    from ..image_processing_tips import TipsImageProcessor
-    from ..processing_tips import TipsProcessor
-    from ..tokenization_tips import TipsTokenizer
+    from ..processing.image_processing_tips import TipsImageProcessor
+    from ..processing.processing_tips import TipsProcessor
+    from ..processing.tokenization_tips import TipsTokenizer
 
     has_tokenizer = (folder / "tokenizer.model").is_file()
     has_images = (folder / "processor_config.json").is_file() or (folder / "preprocessor_config.json").is_file()
@@ -148,7 +148,7 @@ def _build_folder(
 ) -> tuple[TipsConfig, ModelCard, list[str], list[str]]:
     """Write the folder to upload into `staging`; return its config, card, the source files left out, and warnings."""
     from ..conversion.writer import meta_model, open_checkpoint, write_model_folder
-    from ..layouts_tips import LayoutError
+    from ..modeling.layouts_tips import LayoutError
 
     warnings: list[str] = []
     processor = _load_processor(model_dir)

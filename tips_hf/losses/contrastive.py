@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modeling_tips import contrastive_loss
+from ..modeling.modeling_tips import contrastive_loss
 from .distributed import world
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import DINOLoss, DualCaptionContrastiveLoss, IBOTPatchLoss, KoLeoLoss
-from ..modeling_tips import TipsModel
+from ..modeling.modeling_tips import TipsModel
 from .config import PretrainConfig
 from .heads import DINOHead
 
