@@ -4,6 +4,8 @@ file, section and key; the LoRA section checked against peft's own `LoraConfig` 
 
 import argparse
 import re
+import typing
+from pathlib import Path
 
 import pytest
 import yaml
@@ -165,3 +167,19 @@ def test_flags_become_overrides(tmp_path):
                                       "training.seed=3"]
     config = PretrainConfig.load(args.config, config_overrides(args))
     assert (config.training.max_steps, config.training.seed, config.objective.recipe) == (11, 3, "v1")
+
+
+def test_coerce_follows_the_type_hint():
+    from tips_hf.pretraining.config import coerce
+
+    assert coerce({"embed": [1, 2]}, dict[str, list[int]], "k") == {"embed": [1, 2]}
+    assert coerce([[0, 4]], list[tuple[int, int]], "k") == [(0, 4)]
+    assert coerce(3, float, "k") == 3.0 and type(coerce(3, float, "k")) is float
+    assert coerce(True, bool | typing.Literal["gaussian"], "k") is True
+    assert coerce("gaussian", bool | typing.Literal["gaussian"], "k") == "gaussian"
+    with pytest.raises(ValueError, match=r"^k must be a mapping \(a string → a list \(items: an integer\)\), got"):
+        coerce({"embed": ["x"]}, dict[str, list[int]], "k")
+    with pytest.raises(ValueError, match="^k must be true or false or one of 'gaussian', got 'pissa'"):
+        coerce("pissa", bool | typing.Literal["gaussian"], "k")
+    with pytest.raises(ValueError, match="^k must be a Path, got 'x'"):
+        coerce("x", Path, "k")

@@ -191,7 +191,8 @@ def parse_overrides(overrides: Iterable[str] | None) -> list[tuple[str, str, Any
 
 
 class Schema:
-    """Base of a training configuration: a dataclass whose fields are `Section`s; `load` fills it."""
+    """Base of a training configuration: a dataclass whose fields are `Section`s; `load` fills it, then calls the
+    subclass's `validate()` (checks across settings; the types are already checked), which returns the config."""
 
     @classmethod
     def load(cls: type[S], path: str | os.PathLike | None = None, overrides: Iterable[str] | None = None) -> S:
@@ -208,10 +209,6 @@ class Schema:
                 raise ValueError(_unknown(source, f"section {section!r}", section, names))
             getattr(config, section).set(section, key, value, source)
         return config.validate()
-
-    def validate(self: S) -> S:
-        """Checks across settings, after loading (the types are already checked); returns `self`."""
-        return self
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {f.name: getattr(self, f.name).to_dict() for f in dataclasses.fields(self)}
