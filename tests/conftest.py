@@ -60,28 +60,16 @@ def converted_official(tmp_path_factory):
     return folders
 
 
+# The width and depth of both towers of the tiny test models.
+TINY_TOWER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+
+
 def tiny_config(ffn_type: str = "mlp", **vision):
     from tips_hf import TipsConfig
 
-    vision_config = dict(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        image_size=56,
-        ffn_type=ffn_type,
-    )
-    vision_config.update(vision)
     return TipsConfig(
-        vision_config=vision_config,
-        text_config=dict(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            vocab_size=100,
-            max_position_embeddings=16,
-        ),
+        vision_config={**TINY_TOWER, "image_size": 56, "ffn_type": ffn_type, **vision},
+        text_config={**TINY_TOWER, "vocab_size": 100, "max_position_embeddings": 16},
     )
 
 
@@ -114,6 +102,17 @@ def run_without_tips_hf(code: str, workdir: Path, timeout: int = 300, **variable
     return subprocess.run(
         [sys.executable, str(script)], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def assert_same_as_remote(remote, out) -> None:
+    """The outputs a remote-code child process saved (`logits`, `synthetic`, `patches`, `text` of its npz) are those of
+    the installed `TipsModel` (`out`), bit for bit: the same weights through the same code."""
+    import numpy as np
+
+    np.testing.assert_array_equal(remote["logits"], out.logits_per_image.numpy())
+    np.testing.assert_array_equal(remote["synthetic"], out.synthetic_logits_per_image.numpy())
+    np.testing.assert_array_equal(remote["patches"], out.vision_model_output.patch_embeds.numpy())
+    np.testing.assert_array_equal(remote["text"], out.text_embeds.numpy())
 
 
 @pytest.fixture(scope="session")

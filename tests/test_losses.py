@@ -134,6 +134,19 @@ def test_koleo_hand_case():
 # two processes == one process on the same global batch
 
 
+def _dual_caption_loss(kind, inputs):
+    """The dual-caption loss of `inputs` (both images, alt-text and synthetic texts) at fixed temperatures and biases:
+    what each of the two processes computes on its half and the single process on the whole batch."""
+    return DualCaptionContrastiveLoss(kind)(
+        inputs["img1"],
+        inputs["img2"],
+        inputs["alt"],
+        inputs["syn"],
+        torch.tensor([0.1, 0.2]),
+        torch.tensor([-1.0, -2.0]),
+    )["loss"]
+
+
 def _worker(rank, world_size, init_file, results):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
@@ -143,14 +156,7 @@ def _worker(rank, world_size, init_file, results):
         local = slice(rank * 4, rank * 4 + 4)
         inputs = {k: F.normalize(v[local], dim=-1).requires_grad_() for k, v in data.items()}
         for kind in ("softmax", "sigmoid"):
-            loss = DualCaptionContrastiveLoss(kind)(
-                inputs["img1"],
-                inputs["img2"],
-                inputs["alt"],
-                inputs["syn"],
-                torch.tensor([0.1, 0.2]),
-                torch.tensor([-1.0, -2.0]),
-            )["loss"]
+            loss = _dual_caption_loss(kind, inputs)
             grads = torch.autograd.grad(loss, list(inputs.values()))
             # DDP averages gradients over processes: the global loss is the mean of the local losses
             total = loss.detach().clone()
@@ -175,14 +181,7 @@ def test_two_processes_equal_one(tmp_path):
     teacher = torch.randn(8, 5)
     inputs = {k: F.normalize(v, dim=-1).requires_grad_() for k, v in data.items()}
     for kind in ("softmax", "sigmoid"):
-        loss = DualCaptionContrastiveLoss(kind)(
-            inputs["img1"],
-            inputs["img2"],
-            inputs["alt"],
-            inputs["syn"],
-            torch.tensor([0.1, 0.2]),
-            torch.tensor([-1.0, -2.0]),
-        )["loss"]
+        loss = _dual_caption_loss(kind, inputs)
         grads = torch.autograd.grad(loss, list(inputs.values()))
         for rank in (0, 1):
             value, rank_grads = results[(kind, rank)]

@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import TOKENIZER_MODEL, run_without_tips_hf
+from conftest import TOKENIZER_MODEL, assert_same_as_remote, run_without_tips_hf
 from publishing_helpers import REPO, RecordingApi, cli_error, listing
 
 from tips_hf import TipsModel, TipsProcessor
@@ -124,10 +124,7 @@ def test_dry_run_folder_runs_with_remote_code_only(dry_run, verified_model, tmp_
     inputs = processor(images=list(images), text=texts, return_tensors="pt")
     with torch.no_grad():
         want = model(**inputs)
-    np.testing.assert_array_equal(remote["logits"], want.logits_per_image.numpy())
-    np.testing.assert_array_equal(remote["synthetic"], want.synthetic_logits_per_image.numpy())
-    np.testing.assert_array_equal(remote["patches"], want.vision_model_output.patch_embeds.numpy())
-    np.testing.assert_array_equal(remote["text"], want.text_embeds.numpy())
+    assert_same_as_remote(remote, want)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 
 import numpy as np
 import torch
-from conftest import run_without_tips_hf
+from conftest import assert_same_as_remote, run_without_tips_hf
 
 from tips_hf import TipsModel, TipsProcessor
 
@@ -46,8 +46,5 @@ def test_remote_code_outside_package(converted_official, tmp_path):
     np.testing.assert_array_equal(remote["input_ids"], inputs["input_ids"].numpy())
     with torch.no_grad():
         out = model(**inputs)
-    np.testing.assert_array_equal(remote["logits"], out.logits_per_image.numpy())
-    np.testing.assert_array_equal(remote["synthetic"], out.synthetic_logits_per_image.numpy())
-    np.testing.assert_array_equal(remote["patches"], out.vision_model_output.patch_embeds.numpy())
-    np.testing.assert_array_equal(remote["text"], out.text_embeds.numpy())
+    assert_same_as_remote(remote, out)
     assert abs(remote["score"].sum() - 1) < 1e-5
