@@ -11,7 +11,6 @@ Prints one JSON line per configuration with `img_per_s`, `native_img_per_s`, `ra
 
 from __future__ import annotations
 
-import argparse
 import sys
 from functools import partial
 from pathlib import Path
@@ -20,28 +19,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    comparison_parser,
     count_flops,
-    default_device,
     emit,
-    environment,
     make_config,
     model_pair,
-    peak_matmul_flops,
+    peak_and_environment,
+    throughput,
     time_interleaved,
 )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default=default_device())
-    parser.add_argument("--configs", nargs="+", default=None, help="tiny and/or preset names")
+    parser = comparison_parser(__doc__.split("\n")[0])
     parser.add_argument("--resolutions", nargs="+", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
-    parser.add_argument("--attn", default="sdpa", help="attention implementation for both models")
-    parser.add_argument("--iters", type=int, default=None)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also torch.compile our vision tower")
     args = parser.parse_args(argv)
 
@@ -51,10 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     batch = args.batch_size or (128 if cuda else 4)
     iters = args.iters or (10 if cuda else 3)
     dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
-    peak = peak_matmul_flops(args.device, dtype)
-    env = environment(args.device)
-    if peak:
-        env["peak_matmul_tflops"] = round(peak / 1e12, 1)
+    peak, env = peak_and_environment(args.device, dtype)
 
     for name in configs:
         config = make_config(name)
@@ -79,13 +69,9 @@ def main(argv: list[str] | None = None) -> None:
                 "dtype": str(dtype).replace("torch.", ""),
                 "attn": args.attn,
                 "compile": args.compile,
-                "img_per_s": round(batch / seconds["ours"], 2),
-                "native_img_per_s": round(batch / seconds["native"], 2),
-                "ratio": round(seconds["native"] / seconds["ours"], 3),
                 "gflop_per_img": round(flops / 1e9, 2),
-                "mfu": round(flops * batch / seconds["ours"] / peak, 3) if peak else None,
-                "native_mfu": round(flops * batch / seconds["native"] / peak, 3) if peak else None,
-                "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+                # the same model FLOPs for both: ours computes what the native model computes
+                **throughput(batch, seconds, {"ours": flops * batch, "native": flops * batch}, peak, cuda),
                 **env,
             }
             emit(record)

@@ -14,7 +14,6 @@ measured in the same run (GPU only). Prints one JSON line per configuration.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -22,13 +21,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    comparison_parser,
     count_flops,
-    default_device,
     emit,
-    environment,
     make_config,
     model_pair,
-    peak_matmul_flops,
+    peak_and_environment,
+    throughput,
     time_interleaved,
 )
 
@@ -77,20 +76,14 @@ def make_steps(module, native, ours_opt, native_opt, data, native_ids, cuda: boo
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default=default_device())
-    parser.add_argument("--configs", nargs="+", default=None)
+    parser = comparison_parser(__doc__.split("\n")[0])
     parser.add_argument("--recipe", default="v2", choices=["v1", "v2"])
     parser.add_argument("--global-size", type=int, default=None)
     parser.add_argument("--local-size", type=int, default=None)
     parser.add_argument("--local-crops", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--prototypes", type=int, default=None)
-    parser.add_argument("--attn", default="sdpa")
     parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--iters", type=int, default=None)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
 
     cuda = args.device.startswith("cuda")
@@ -101,10 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     batch = args.batch_size or (32 if cuda else 16)
     prototypes = args.prototypes or (32768 if cuda else 1024)
     iters = args.iters or (5 if cuda else 2)
-    peak = peak_matmul_flops(args.device, torch.bfloat16)
-    env = environment(args.device)
-    if peak:
-        env["peak_matmul_tflops"] = round(peak / 1e12, 1)
+    peak, env = peak_and_environment(args.device, torch.bfloat16)
 
     for name in configs:
         tips_config = make_config(name)
@@ -145,14 +135,9 @@ def main(argv: list[str] | None = None) -> None:
             "batch": batch,
             "dtype": "bfloat16-autocast" if cuda else "float32",
             "gradient_checkpointing": args.gradient_checkpointing,
-            "img_per_s": round(batch / seconds["ours"], 2),
-            "native_img_per_s": round(batch / seconds["native"], 2),
-            "ratio": round(seconds["native"] / seconds["ours"], 3),
             "gflop_per_img": round(ours_flops / batch / 1e9, 2),
             "native_gflop_per_img": round(native_flops / batch / 1e9, 2),
-            "mfu": round(ours_flops / seconds["ours"] / peak, 3) if peak else None,
-            "native_mfu": round(native_flops / seconds["native"] / peak, 3) if peak else None,
-            "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+            **throughput(batch, seconds, {"ours": ours_flops, "native": native_flops}, peak, cuda),
             **env,
         }
         emit(record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -14,8 +15,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import tips_hf
 from tips_hf import TipsConfig, TipsModel
+from tips_hf.conversion.layouts import NATIVE, arch_from_config, context_from_config, export_tensors
 from tips_hf.conversion.native import config_to_native
-from tips_hf.modeling.layouts_tips import NATIVE, arch_from_config, context_from_config, export_tensors
 
 TINY = dict(
     vision_config=dict(
@@ -117,3 +118,37 @@ def emit(record: dict) -> None:
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def comparison_parser(description: str) -> argparse.ArgumentParser:
+    """The options of every ours-vs-native benchmark: device, model configs, attention and the interleaved timing."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--device", default=default_device())
+    parser.add_argument("--configs", nargs="+", default=None, help="tiny and/or preset names")
+    parser.add_argument("--attn", default="sdpa", help="attention implementation for both models")
+    parser.add_argument("--iters", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    return parser
+
+
+def peak_and_environment(device: str, dtype: torch.dtype) -> tuple[float | None, dict]:
+    """The measured matmul peak (GPU only, else None) and the environment fields of every record (with the peak)."""
+    peak = peak_matmul_flops(device, dtype)
+    env = environment(device)
+    if peak:
+        env["peak_matmul_tflops"] = round(peak / 1e12, 1)
+    return peak, env
+
+
+def throughput(batch: int, seconds: dict[str, float], flops: dict[str, float], peak: float | None, cuda: bool) -> dict:
+    """Images per second of `ours` and `native` (one step of `batch` images took `seconds[...]` and `flops[...]`), their
+    ratio, MFU against `peak` and the peak GPU memory."""
+    return {
+        "img_per_s": round(batch / seconds["ours"], 2),
+        "native_img_per_s": round(batch / seconds["native"], 2),
+        "ratio": round(seconds["native"] / seconds["ours"], 3),
+        "mfu": round(flops["ours"] / seconds["ours"] / peak, 3) if peak else None,
+        "native_mfu": round(flops["native"] / seconds["native"] / peak, 3) if peak else None,
+        "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+    }
