@@ -18,20 +18,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    comparison_parser,
-    count_flops,
-    emit,
-    make_config,
-    model_pair,
-    peak_and_environment,
-    throughput,
-    time_interleaved,
-)
+import common as bench  # noqa: E402  (the helpers shared by the benchmarks)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = comparison_parser(__doc__.split("\n")[0])
+    parser = bench.comparison_parser(__doc__.split("\n")[0])
     parser.add_argument("--resolutions", nargs="+", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
@@ -44,21 +35,21 @@ def main(argv: list[str] | None = None) -> None:
     batch = args.batch_size or (128 if cuda else 4)
     iters = args.iters or (10 if cuda else 3)
     dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
-    peak, env = peak_and_environment(args.device, dtype)
+    peak, env = bench.peak_and_environment(args.device, dtype)
 
     for name in configs:
-        config = make_config(name)
-        ours, native = model_pair(config, args.device, dtype, args.attn)
+        config = bench.make_config(name)
+        ours, native = bench.model_pair(config, args.device, dtype, args.attn)
         ours_vision = torch.compile(ours.vision_model) if args.compile else ours.vision_model
         for resolution in resolutions:
             pixels = torch.rand(batch, 3, resolution, resolution, device=args.device, dtype=dtype)
 
             run_ours = partial(encode, ours_vision, pixels)
             run_native = partial(encode, native.vision_model, pixels)
-            flops = count_flops(run_native) / batch
+            flops = bench.count_flops(run_native) / batch
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
-            seconds = time_interleaved(
+            seconds = bench.time_interleaved(
                 {"ours": run_ours, "native": run_native}, args.device, iters, args.warmup, args.rounds
             )
             record = {
@@ -71,10 +62,10 @@ def main(argv: list[str] | None = None) -> None:
                 "compile": args.compile,
                 "gflop_per_img": round(flops / 1e9, 2),
                 # the same model FLOPs for both: ours computes what the native model computes
-                **throughput(batch, seconds, {"ours": flops * batch, "native": flops * batch}, peak, cuda),
+                **bench.throughput(batch, seconds, {"ours": flops * batch, "native": flops * batch}, peak, cuda),
                 **env,
             }
-            emit(record)
+            bench.emit(record)
         del ours, native, ours_vision
 
 

@@ -20,16 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    comparison_parser,
-    count_flops,
-    emit,
-    make_config,
-    model_pair,
-    peak_and_environment,
-    throughput,
-    time_interleaved,
-)
+import common as bench  # noqa: E402  (the helpers shared by the benchmarks)
 
 from tips_hf.pretraining import load_config  # noqa: E402
 from tips_hf.pretraining.masking import MaskGenerator  # noqa: E402
@@ -76,7 +67,7 @@ def make_steps(module, native, ours_opt, native_opt, data, native_ids, cuda: boo
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = comparison_parser(__doc__.split("\n")[0])
+    parser = bench.comparison_parser(__doc__.split("\n")[0])
     parser.add_argument("--recipe", default="v2", choices=["v1", "v2"])
     parser.add_argument("--global-size", type=int, default=None)
     parser.add_argument("--local-size", type=int, default=None)
@@ -94,12 +85,12 @@ def main(argv: list[str] | None = None) -> None:
     batch = args.batch_size or (32 if cuda else 16)
     prototypes = args.prototypes or (32768 if cuda else 1024)
     iters = args.iters or (5 if cuda else 2)
-    peak, env = peak_and_environment(args.device, torch.bfloat16)
+    peak, env = bench.peak_and_environment(args.device, torch.bfloat16)
 
     for name in configs:
-        tips_config = make_config(name)
+        tips_config = bench.make_config(name)
         tips_config.vision_config.image_size = global_size if name == "tiny" else tips_config.vision_config.image_size
-        ours, native = model_pair(tips_config, args.device, torch.float32, args.attn)
+        ours, native = bench.model_pair(tips_config, args.device, torch.float32, args.attn)
         pretrain = load_config(None, [
             f"objective.recipe={args.recipe}", f"objective.head_prototypes={prototypes}",
             f"objective.patch_prototypes={prototypes}", f"data.global_size={global_size}",
@@ -119,10 +110,10 @@ def main(argv: list[str] | None = None) -> None:
         native_ids = data["input_ids"][:batch]
 
         ours_step, native_step = make_steps(module, native, ours_opt, native_opt, data, native_ids, cuda)
-        ours_flops, native_flops = count_flops(ours_step), count_flops(native_step)
+        ours_flops, native_flops = bench.count_flops(ours_step), bench.count_flops(native_step)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        seconds = time_interleaved({"ours": ours_step, "native": native_step}, args.device, iters, args.warmup,
+        seconds = bench.time_interleaved({"ours": ours_step, "native": native_step}, args.device, iters, args.warmup,
                                    args.rounds)
         record = {
             "bench": "pretrain_step",
@@ -137,10 +128,10 @@ def main(argv: list[str] | None = None) -> None:
             "gradient_checkpointing": args.gradient_checkpointing,
             "gflop_per_img": round(ours_flops / batch / 1e9, 2),
             "native_gflop_per_img": round(native_flops / batch / 1e9, 2),
-            **throughput(batch, seconds, {"ours": ours_flops, "native": native_flops}, peak, cuda),
+            **bench.throughput(batch, seconds, {"ours": ours_flops, "native": native_flops}, peak, cuda),
             **env,
         }
-        emit(record)
+        bench.emit(record)
 
 
 if __name__ == "__main__":
