@@ -50,6 +50,14 @@ def _losses(output):
     return [(r["step"], r["loss"]) for r in records if "loss" in r]
 
 
+def _assert_same_weights(want_output, got_output, name="final/model.safetensors"):
+    """The weights file `name` of two runs holds the same tensors, bit for bit (exact resume)."""
+    want, got = load_file(want_output / name), load_file(got_output / name)
+    assert want.keys() == got.keys(), name
+    for key in want:
+        assert torch.equal(want[key], got[key]), (name, key)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(micro_config, tmp_path_factory):
     output = tmp_path_factory.mktemp("runs") / "uninterrupted"
@@ -71,10 +79,7 @@ def test_sigkill_then_resume_equals_uninterrupted(fault, micro_config, uninterru
     resumed = _pretrain(micro_config, output, "--resume_from_checkpoint", "latest")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for name in ("checkpoint-6/model.safetensors", "final/model.safetensors"):
-        want, got = load_file(uninterrupted / name), load_file(output / name)
-        assert want.keys() == got.keys()
-        for key in want:
-            assert torch.equal(want[key], got[key]), (name, key)
+        _assert_same_weights(uninterrupted, output, name)
     assert _losses(output) == _losses(uninterrupted)  # every step logged once, with the same loss
     assert sorted(p.name for p in output.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]  # keep_last=2
 
@@ -168,10 +173,7 @@ def test_streaming_resume_after_unreadable_images_is_exact(processes, tmp_path):
         assert sum(rows for worker in state["stream_positions"] for _, rows, _ in worker) > 2 * 16 - 20
     resumed = _pretrain(config, tmp_path / "run", *args, "--resume_from_checkpoint", "latest", launcher=launcher)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    want, got = load_file(tmp_path / "full" / "final" / "model.safetensors"), load_file(tmp_path / "run" / "final" /
-                                                                                         "model.safetensors")
-    for key in want:
-        assert torch.equal(want[key], got[key]), key
+    _assert_same_weights(tmp_path / "full", tmp_path / "run")
     assert _losses(tmp_path / "run") == _losses(tmp_path / "full")
 
 
@@ -282,10 +284,7 @@ def test_streaming_with_two_workers_resumes_exactly(tmp_path):
     assert [[n for _, _, n in worker] for worker in state["stream_positions"]] == [[3, 3]]  # one batch per worker
     resumed = _pretrain(config, tmp_path / "run", "--resume_from_checkpoint", "latest")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    want, got = load_file(tmp_path / "full" / "final" / "model.safetensors"), load_file(tmp_path / "run" / "final" /
-                                                                                         "model.safetensors")
-    for key in want:
-        assert torch.equal(want[key], got[key]), key
+    _assert_same_weights(tmp_path / "full", tmp_path / "run")
     assert _losses(tmp_path / "run") == _losses(tmp_path / "full")
 
 
@@ -300,7 +299,4 @@ def test_resume_is_exact_with_drop_path(micro_config, tmp_path):
     assert crashed.returncode == -signal.SIGKILL
     resumed = _pretrain(micro_config, tmp_path / "run", "--resume_from_checkpoint", "latest", *args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    want = load_file(tmp_path / "full" / "final" / "model.safetensors")
-    got = load_file(tmp_path / "run" / "final" / "model.safetensors")
-    for key in want:
-        assert torch.equal(want[key], got[key]), key
+    _assert_same_weights(tmp_path / "full", tmp_path / "run")
