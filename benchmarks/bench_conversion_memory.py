@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from tips_hf import TipsConfig, TipsModel
-from tips_hf.modeling.layouts_tips import OFFICIAL, arch_from_config, context_from_config, expand_rules
+from tips_hf.conversion.layouts import OFFICIAL, arch_from_config, context_from_config, expand_rules
 
 
 def official_shapes(config: TipsConfig) -> dict[str, dict[str, tuple[int, ...]]]:

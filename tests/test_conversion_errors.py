@@ -160,7 +160,7 @@ def test_sharded_output_loads(tmp_path, max_shard):
 
 def test_heads_flag_must_agree_with_preset():
     # `--preset` and `--vision-heads/--text-heads` are alternatives; given both, they must agree
-    from tips_hf.modeling.layouts_tips import LayoutError, resolve_heads
+    from tips_hf.conversion.layouts import LayoutError, resolve_heads
 
     assert resolve_heads(384, 6, "vision", 6) == 6 and resolve_heads(384, None, "vision", 6) == 6
     with pytest.raises(LayoutError, match=r"--vision-heads 4 disagrees with the preset \(6 vision heads\)"):

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from tips_hf import TipsConfig, TipsModel
 from tips_hf.conversion import verify_model
-from tips_hf.modeling.layouts_tips import HUB, LayoutError, arch_from_config, context_from_config, export_tensors
+from tips_hf.conversion.layouts import HUB, LayoutError, arch_from_config, context_from_config, export_tensors
 
 
 def _hub_folder_from_official(tmp_path, name):
@@ -111,7 +111,7 @@ def test_foreign_folder_without_safetensors(tmp_path):
 def test_released_architecture_is_named():
     """A converted folder without --preset still names its release (for the card's base_model): by architecture,
     and by image resolution where two releases share one (g/14 high-res vs low-res); tiny models match nothing."""
-    from tips_hf.modeling.layouts_tips import with_matched_preset
+    from tips_hf.conversion.layouts import with_matched_preset
 
     def bare(name):
         config = TipsConfig.from_preset(name)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from tips_hf import TipsModel, TipsTextModel, TipsVisionModel
 from tips_hf.conversion.cli import main as cli_main
-from tips_hf.modeling.layouts_tips import LayoutError
+from tips_hf.conversion.layouts import LayoutError
 
 
 def _native_model(swiglu: bool, seed: int = 0):

@@ -48,3 +48,18 @@ def test_remote_code_outside_package(converted_official, tmp_path):
         out = model(**inputs)
     assert_same_as_remote(remote, out)
     assert abs(remote["score"].sum() - 1) < 1e-5
+
+
+def test_published_code_is_lean(converted_official):
+    """The folder carries the model's and the processor's modules and no conversion tables (foreign layouts are read
+    by tips-hf itself): the model's code stays within 1,500 lines (2,178 when the layout tables travelled with it)."""
+    folder = converted_official["v1-swiglu-448"]
+    lines = {path.name: len(path.read_text().splitlines()) for path in folder.glob("*.py")}
+    assert sorted(lines) == [
+        "configuration_tips.py",
+        "image_processing_tips.py",
+        "modeling_tips.py",
+        "processing_tips.py",
+        "tokenization_tips.py",
+    ]
+    assert lines["configuration_tips.py"] + lines["modeling_tips.py"] <= 1500, lines

@@ -1,9 +1,13 @@
 # Copyright 2026 The tips-hf authors. Licensed under the Apache License, Version 2.0.
 """tips-hf: TIPS (Text-Image Pretraining with Spatial awareness) for the Hugging Face ecosystem.
 
-Importing the package registers the TIPS classes with transformers' Auto classes, and marks them for remote code so
-that `save_pretrained` writes the self-contained module files and `auto_map` into the folder.
+Importing the package registers the TIPS classes with transformers' Auto classes, marks them for remote code so
+that `save_pretrained` writes the self-contained module files (`tips_hf/modeling`, `tips_hf/processing`) and
+`auto_map` into the folder, and lets `from_pretrained` read foreign folders (`tips_hf/conversion/foreign.py`).
 """
+
+from collections.abc import Callable
+from typing import Any
 
 from transformers import (
     AutoBackbone,
@@ -41,7 +45,15 @@ from .processing.tokenization_tips import TipsTokenizer
 __version__ = "0.1.0"
 
 
+def _load_foreign_checkpoint(path: str, shapes_for: Callable, **hub_kwargs: Any):
+    from .conversion.foreign import load_foreign_checkpoint  # imported on first use: `import tips_hf` stays light
+
+    return load_foreign_checkpoint(path, shapes_for, **hub_kwargs)
+
+
 def _register() -> None:
+    # TipsModel.from_pretrained reads transformers-native Tipsv2 and google/tipsv2-* Hub folders through our tables.
+    TipsPreTrainedModel.foreign_checkpoint_loader = staticmethod(_load_foreign_checkpoint)
     for config in (TipsConfig, TipsVisionConfig, TipsTextConfig):
         AutoConfig.register(config.model_type, config, exist_ok=True)
     AutoModel.register(TipsConfig, TipsModel, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Converters between TIPS checkpoint formats; one key table per format lives in `tips_hf.modeling.layouts_tips`."""
+"""Converters between TIPS checkpoint formats; one key table per format lives in `tips_hf.conversion.layouts`."""
 
 from .dpt import convert_dpt, convert_official_vision, verify_dpt
 from .official import ConversionResult, convert_official, infer_official_config

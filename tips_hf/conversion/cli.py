@@ -14,7 +14,7 @@ import json
 import sys
 
 from ..modeling.configuration_tips import PRESETS
-from ..modeling.layouts_tips import LayoutError
+from .layouts import LayoutError
 from .writer import DEFAULT_MAX_SHARD_SIZE
 
 

@@ -17,15 +17,8 @@ from transformers.dynamic_module_utils import custom_object_save
 
 from ..modeling.configuration_dense_tips import DPT_TASKS, TipsDPTConfig, official_dpt_layers
 from ..modeling.configuration_tips import PRESETS, TipsVisionConfig
-from ..modeling.layouts_tips import (
-    OFFICIAL,
-    LayoutError,
-    arch_from_config,
-    context_from_config,
-    import_tensors,
-    infer_official_config,
-)
 from ..modeling.modeling_tips import meta_model, state_shapes
+from .layouts import OFFICIAL, LayoutError, arch_from_config, context_from_config, import_tensors, infer_official_config
 from .npz import NpzReader
 from .official import ConversionResult
 from .writer import DEFAULT_MAX_SHARD_SIZE, atomic_folder, expected_shapes, write_safetensors

@@ -11,16 +11,9 @@ from pathlib import Path
 
 import torch
 
-from ..modeling.layouts_tips import (
-    _HUB_PREFIXES,
-    HUB,
-    arch_from_config,
-    canonical_key,
-    context_from_config,
-    export_tensors,
-    native_layout_for,
-)
 from ..modeling.modeling_tips import meta_model
+from .foreign import HUB_PREFIXES
+from .layouts import HUB, arch_from_config, canonical_key, context_from_config, export_tensors, native_layout_for
 from .writer import DEFAULT_MAX_SHARD_SIZE, atomic_folder, open_checkpoint, write_safetensors
 
 # What a native folder cannot hold (listed in its tips_hf_export.json).
@@ -158,7 +151,7 @@ def _saved_layout(native) -> dict[str, torch.Tensor] | None:
         saved = revert_weight_conversion(native, dict(native.state_dict()))
     except (ImportError, RuntimeError, NotImplementedError, TypeError, ValueError):  # older transformers, etc.
         return None
-    return dict(saved) if all(k.startswith(_HUB_PREFIXES + ("temperature",)) for k in saved) else None
+    return dict(saved) if all(k.startswith(HUB_PREFIXES + ("temperature",)) for k in saved) else None
 
 
 def _hub_names(saved) -> dict[str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..modeling.layouts_tips import LayoutError
+from .layouts import LayoutError
 
 
 class NpzReader:

@@ -7,14 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..modeling.configuration_tips import TipsConfig
-from ..modeling.layouts_tips import (
-    OFFICIAL,
-    LayoutError,
-    arch_from_config,
-    context_from_config,
-    import_tensors,
-    infer_official_config,
-)
+from .layouts import OFFICIAL, LayoutError, arch_from_config, context_from_config, import_tensors, infer_official_config
 from .npz import NpzReader
 from .writer import DEFAULT_MAX_SHARD_SIZE, expected_shapes, write_model_folder
 

@@ -14,7 +14,7 @@ import os
 import torch
 
 from ..modeling.configuration_tips import PRESETS, TipsConfig, TipsTextConfig, TipsVisionConfig
-from ..modeling.layouts_tips import (
+from .layouts import (
     _TB,
     _VB,
     KeyRule,
@@ -261,9 +261,6 @@ def scenic_defaults(config: TipsConfig) -> dict[str, torch.Tensor]:
         for j in (1, 2):
             defaults[f"vision_model.encoder.layers.{i}.layer_scale{j}.lambda1"] = torch.ones(v.hidden_size)
     return defaults
-
-
-
 
 
 def convert_scenic(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from ..modeling.layouts_tips import LayoutError
 from ..processing.image_processing_tips import center_pad_to_multiple
+from .layouts import LayoutError
 from .npz import NpzReader
 
 PARITY_FILE = "parity.json"

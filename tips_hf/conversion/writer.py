@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 from transformers.dynamic_module_utils import custom_object_save
 
 from ..modeling.configuration_tips import TipsConfig
-from ..modeling.layouts_tips import LayoutError, SafetensorsReader, load_foreign_checkpoint, safetensors_files
 from ..modeling.modeling_tips import meta_model, state_shapes
+from .foreign import SafetensorsReader, load_foreign_checkpoint, safetensors_files
+from .layouts import LayoutError
 
 # One shard size for every folder we write (conversion, export, publishing): streaming keeps about one shard in memory,
 # so 2 GB bounds the peak of a g/14 conversion (README figures) and stays far below the Hub's per-file limit.

@@ -147,8 +147,8 @@ def _build_folder(
     base_model: str | None,
 ) -> tuple[TipsConfig, ModelCard, list[str], list[str]]:
     """Write the folder to upload into `staging`; return its config, card, the source files left out, and warnings."""
+    from ..conversion.layouts import LayoutError
     from ..conversion.writer import meta_model, open_checkpoint, write_model_folder
-    from ..modeling.layouts_tips import LayoutError
 
     warnings: list[str] = []
     processor = _load_processor(model_dir)

@@ -446,15 +446,24 @@ class TipsPreTrainedModel(PreTrainedModel):
     # LayerNorm) and `attentions` (eager attention probabilities) with hooks on these modules.
     _can_record_outputs = {"hidden_states": [TipsVisionLayer, TipsTextLayer], "attentions": TipsAttention}
 
+    # Reader of foreign folders, `(path, shapes_for, **hub_kwargs) -> (config, state dict) | None`: installed by
+    # `import tips_hf` (tips_hf/conversion/foreign.py). Remote code runs without one: it loads TipsModel folders, and
+    # the published files carry no conversion tables.
+    foreign_checkpoint_loader: Callable[..., tuple[TipsConfig, dict[str, torch.Tensor]] | None] | None = None
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args: Any, **kwargs: Any):
-        """`PreTrainedModel.from_pretrained`, also reading a transformers-native `Tipsv2Model` folder and the Hub
-        layout of `google/tipsv2-*` / `google/tipsv1-*` (prefixed official keys, flat or nested config) directly."""
-        if pretrained_model_name_or_path is not None and kwargs.get("config") is None and "state_dict" not in kwargs:
-            from .layouts_tips import load_foreign_checkpoint
-
+        """`PreTrainedModel.from_pretrained`; with tips-hf installed it also reads a transformers-native `Tipsv2Model`
+        folder and the Hub layout of `google/tipsv2-*` / `google/tipsv1-*` (prefixed official keys) directly."""
+        load_foreign = cls.foreign_checkpoint_loader
+        if (
+            load_foreign is not None
+            and pretrained_model_name_or_path is not None
+            and kwargs.get("config") is None
+            and "state_dict" not in kwargs
+        ):
             hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if kwargs.get(k) is not None}
-            foreign = load_foreign_checkpoint(str(pretrained_model_name_or_path), state_shapes, **hub_kwargs)
+            foreign = load_foreign(str(pretrained_model_name_or_path), state_shapes, **hub_kwargs)
             if foreign is not None:
                 config, state_dict = foreign
                 prefix = {TipsVisionModel: "vision_model.", TipsTextModel: "text_model."}.get(cls)

@@ -6,9 +6,8 @@ tensor transform for each direction (identity when both sides are single tensors
 contain `{i}` (a block index of the tower the rule belongs to). The same table drives
 
 - the command-line converters (`tips-convert official|scenic|to-transformers`), which stream tensors one by one, and
-- `TipsModel.from_pretrained` on foreign folders (transformers-native `Tipsv2`, Hub `google/tipsv2-*` layout).
-
-Self-contained (torch only) so that it travels with the remote-code files.
+- `TipsModel.from_pretrained` on foreign folders (transformers-native `Tipsv2`, Hub `google/tipsv2-*` layout; see
+  `foreign.py`), installed by `import tips_hf`. None of it travels with a published model.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from typing import Protocol
 
 import torch
 
-from .configuration_tips import HEADS_BY_WIDTH, PRESETS, TipsConfig, TipsTextConfig, TipsVisionConfig
+from ..modeling.configuration_tips import HEADS_BY_WIDTH, PRESETS, TipsConfig, TipsTextConfig, TipsVisionConfig
 
 Transform = Callable[[list[torch.Tensor], "LayoutContext"], list[torch.Tensor]]
 
@@ -113,71 +112,57 @@ def _concat(dim: int = 0) -> Transform:
 V, T = "vision_model", "text_model"
 _VB, _TB = f"{V}.encoder.layers.{{i}}", f"{T}.encoder.layers.{{i}}"
 
+def _renames(ours: str, theirs: str, pairs: Iterable[tuple[str, ...]], **kw) -> tuple[KeyRule, ...]:
+    """One-to-one rules `ours + a` ↔ `theirs + b` for each pair (a 1-tuple: the same name on both sides); names
+    ending in `*` stand for a module's `weight` and `bias`."""
+    rules = []
+    for pair in pairs:
+        mine, their = pair[0], pair[-1]
+        for p in ("weight", "bias") if mine.endswith("*") else ("",):
+            rules.append(_rule(ours + mine.replace("*", p), theirs + their.replace("*", p), **kw))
+    return tuple(rules)
+
+
+def _fused(ours: str, theirs: Iterable[str], **kw) -> tuple[KeyRule, ...]:
+    """Our fused `ours.{weight,bias}` ↔ the foreign matrices it stacks (dim 0, in order), e.g. q/k/v."""
+    theirs = tuple(theirs)
+    return tuple(
+        _rule(f"{ours}.{p}", tuple(f"{t}.{p}" for t in theirs), _concat(), _split(len(theirs)), **kw)
+        for p in ("weight", "bias")
+    )
+
+
 OFFICIAL_VISION_RULES: tuple[KeyRule, ...] = (
-    _rule(f"{V}.embeddings.cls_token", "cls_token"),
-    _rule(f"{V}.embeddings.register_tokens", "register_tokens"),
-    _rule(f"{V}.embeddings.mask_token", "mask_token"),
-    _rule(f"{V}.embeddings.position_embeddings", "pos_embed"),
-    _rule(f"{V}.embeddings.patch_embedding.weight", "patch_embed.proj.weight"),
-    _rule(f"{V}.embeddings.patch_embedding.bias", "patch_embed.proj.bias"),
-    *(
-        _rule(f"{_VB}.{ours}", f"blocks.{{i}}.{theirs}", tower="vision")
-        for ours, theirs in (
-            ("norm1.weight", "norm1.weight"),
-            ("norm1.bias", "norm1.bias"),
-            ("attention.qkv.weight", "attn.qkv.weight"),
-            ("attention.qkv.bias", "attn.qkv.bias"),
-            ("attention.out_proj.weight", "attn.proj.weight"),
-            ("attention.out_proj.bias", "attn.proj.bias"),
-            ("layer_scale1.lambda1", "ls1.gamma"),
-            ("norm2.weight", "norm2.weight"),
-            ("norm2.bias", "norm2.bias"),
-            ("layer_scale2.lambda1", "ls2.gamma"),
-        )
+    *_renames(
+        f"{V}.embeddings.",
+        "",
+        [("cls_token",), ("register_tokens",), ("mask_token",), ("position_embeddings", "pos_embed")]
+        + [("patch_embedding.*", "patch_embed.proj.*")],
     ),
-    *(
-        _rule(f"{_VB}.mlp.{ours}", f"blocks.{{i}}.mlp.{theirs}", tower="vision", when=_is_mlp)
-        for ours, theirs in (
-            ("fc1.weight", "fc1.weight"),
-            ("fc1.bias", "fc1.bias"),
-            ("fc2.weight", "fc2.weight"),
-            ("fc2.bias", "fc2.bias"),
-        )
+    *_renames(
+        f"{_VB}.",
+        "blocks.{i}.",
+        [("norm1.*",), ("attention.qkv.*", "attn.qkv.*"), ("attention.out_proj.*", "attn.proj.*")]
+        + [("layer_scale1.lambda1", "ls1.gamma"), ("norm2.*",), ("layer_scale2.lambda1", "ls2.gamma")],
+        tower="vision",
     ),
-    *(
-        _rule(f"{_VB}.mlp.{ours}", f"blocks.{{i}}.mlp.{theirs}", tower="vision", when=_is_swiglu)
-        for ours, theirs in (
-            ("gate_up.weight", "w12.weight"),
-            ("gate_up.bias", "w12.bias"),
-            ("down.weight", "w3.weight"),
-            ("down.bias", "w3.bias"),
-        )
-    ),
-    _rule(f"{V}.layernorm.weight", "norm.weight"),
-    _rule(f"{V}.layernorm.bias", "norm.bias"),
+    *_renames(f"{_VB}.mlp.", "blocks.{i}.mlp.", [("fc1.*",), ("fc2.*",)], tower="vision", when=_is_mlp),
+    *_renames(f"{_VB}.mlp.", "blocks.{i}.mlp.", [("gate_up.*", "w12.*"), ("down.*", "w3.*")], tower="vision",
+              when=_is_swiglu),
+    *_renames(f"{V}.", "", [("layernorm.*", "norm.*")]),
 )
 
 OFFICIAL_TEXT_RULES: tuple[KeyRule, ...] = (
-    _rule(f"{T}.embeddings.token_embedding.weight", "token_embedding.weight"),
-    *(
-        _rule(f"{_TB}.{ours}", f"transformer.resblocks.{{i}}.{theirs}", tower="text")
-        for ours, theirs in (
-            ("layer_norm1.weight", "ln_1.weight"),
-            ("layer_norm1.bias", "ln_1.bias"),
-            ("self_attn.qkv.weight", "attn.in_proj_weight"),
-            ("self_attn.qkv.bias", "attn.in_proj_bias"),
-            ("self_attn.out_proj.weight", "attn.out_proj.weight"),
-            ("self_attn.out_proj.bias", "attn.out_proj.bias"),
-            ("layer_norm2.weight", "ln_2.weight"),
-            ("layer_norm2.bias", "ln_2.bias"),
-            ("mlp.fc1.weight", "mlp.c_fc.weight"),
-            ("mlp.fc1.bias", "mlp.c_fc.bias"),
-            ("mlp.fc2.weight", "mlp.c_proj.weight"),
-            ("mlp.fc2.bias", "mlp.c_proj.bias"),
-        )
+    *_renames(f"{T}.embeddings.", "", [("token_embedding.weight",)]),
+    *_renames(
+        f"{_TB}.",
+        "transformer.resblocks.{i}.",
+        [("layer_norm1.*", "ln_1.*"), ("self_attn.qkv.weight", "attn.in_proj_weight")]
+        + [("self_attn.qkv.bias", "attn.in_proj_bias"), ("self_attn.out_proj.*", "attn.out_proj.*")]
+        + [("layer_norm2.*", "ln_2.*"), ("mlp.fc1.*", "mlp.c_fc.*"), ("mlp.fc2.*", "mlp.c_proj.*")],
+        tower="text",
     ),
-    _rule(f"{T}.final_layer_norm.weight", "ln_final.weight"),
-    _rule(f"{T}.final_layer_norm.bias", "ln_final.bias"),
+    *_renames(f"{T}.", "", [("final_layer_norm.*", "ln_final.*")]),
 )
 
 
@@ -220,93 +205,40 @@ _NV, _NT = f"{V}.encoder.layer.{{i}}", f"{T}.encoder.layers.{{i}}"
 
 
 def _native_swiglu_rules(fused: bool) -> tuple[KeyRule, ...]:
+    swiglu = dict(tower="vision", when=_is_swiglu)
     if fused:  # transformers 5.14-5.23 (Dinov2-style SwiGLU module)
-        gate_up = tuple(
-            _rule(f"{_VB}.mlp.gate_up.{p}", f"{_NV}.mlp.weights_in.{p}", tower="vision", when=_is_swiglu)
-            for p in ("weight", "bias")
-        )
+        gate_up = _renames(f"{_VB}.mlp.", f"{_NV}.mlp.", [("gate_up.*", "weights_in.*")], **swiglu)
     else:
-        gate_up = tuple(
-            _rule(
-                f"{_VB}.mlp.gate_up.{p}",
-                (f"{_NV}.mlp.gate_proj.{p}", f"{_NV}.mlp.up_proj.{p}"),
-                _concat(),
-                _split(2),
-                tower="vision",
-                when=_is_swiglu,
-            )
-            for p in ("weight", "bias")
-        )
-    return gate_up + tuple(
-        _rule(f"{_VB}.mlp.down.{p}", f"{_NV}.mlp.down_proj.{p}", tower="vision", when=_is_swiglu)
-        for p in ("weight", "bias")
-    )
+        gate_up = _fused(f"{_VB}.mlp.gate_up", (f"{_NV}.mlp.gate_proj", f"{_NV}.mlp.up_proj"), **swiglu)
+    return gate_up + _renames(f"{_VB}.mlp.", f"{_NV}.mlp.", [("down.*", "down_proj.*")], **swiglu)
 
 
 _NATIVE_COMMON_RULES: tuple[KeyRule, ...] = (
-    *(
-        _rule(f"{V}.embeddings.{k}", f"{V}.embeddings.{k}")
-        for k in ("cls_token", "register_tokens", "mask_token", "position_embeddings")
+    *_renames(
+        f"{V}.embeddings.",
+        f"{V}.embeddings.",
+        [("cls_token",), ("register_tokens",), ("mask_token",), ("position_embeddings",)]
+        + [("patch_embedding.*", "patch_embeddings.projection.*")],
     ),
-    _rule(f"{V}.embeddings.patch_embedding.weight", f"{V}.embeddings.patch_embeddings.projection.weight"),
-    _rule(f"{V}.embeddings.patch_embedding.bias", f"{V}.embeddings.patch_embeddings.projection.bias"),
-    *(
-        _rule(f"{_VB}.{ours}", f"{_NV}.{theirs}", tower="vision")
-        for ours, theirs in (
-            ("norm1.weight", "norm1.weight"),
-            ("norm1.bias", "norm1.bias"),
-            ("attention.out_proj.weight", "attention.o_proj.weight"),
-            ("attention.out_proj.bias", "attention.o_proj.bias"),
-            ("layer_scale1.lambda1", "layer_scale1.lambda1"),
-            ("norm2.weight", "norm2.weight"),
-            ("norm2.bias", "norm2.bias"),
-            ("layer_scale2.lambda1", "layer_scale2.lambda1"),
-        )
+    *_renames(
+        f"{_VB}.",
+        f"{_NV}.",
+        [("norm1.*",), ("attention.out_proj.*", "attention.o_proj.*"), ("layer_scale1.lambda1",), ("norm2.*",)]
+        + [("layer_scale2.lambda1",)],
+        tower="vision",
     ),
-    *(
-        _rule(
-            f"{_VB}.attention.qkv.{p}",
-            tuple(f"{_NV}.attention.{x}_proj.{p}" for x in "qkv"),
-            _concat(),
-            _split(3),
-            tower="vision",
-        )
-        for p in ("weight", "bias")
+    *_fused(f"{_VB}.attention.qkv", (f"{_NV}.attention.{x}_proj" for x in "qkv"), tower="vision"),
+    *_renames(f"{_VB}.mlp.", f"{_NV}.mlp.", [("fc1.*",), ("fc2.*",)], tower="vision", when=_is_mlp),
+    *_renames(f"{V}.", f"{V}.", [("layernorm.*",)]),
+    *_renames(f"{T}.", f"{T}.", [("embeddings.token_embedding.weight",)]),
+    *_renames(
+        f"{_TB}.",
+        f"{_NT}.",
+        [("layer_norm1.*",), ("self_attn.out_proj.*",), ("layer_norm2.*",), ("mlp.fc1.*",), ("mlp.fc2.*",)],
+        tower="text",
     ),
-    *(
-        _rule(f"{_VB}.mlp.{k}", f"{_NV}.mlp.{k}", tower="vision", when=_is_mlp)
-        for k in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
-    ),
-    _rule(f"{V}.layernorm.weight", f"{V}.layernorm.weight"),
-    _rule(f"{V}.layernorm.bias", f"{V}.layernorm.bias"),
-    _rule(f"{T}.embeddings.token_embedding.weight", f"{T}.embeddings.token_embedding.weight"),
-    *(
-        _rule(f"{_TB}.{k}", f"{_NT}.{k}", tower="text")
-        for k in (
-            "layer_norm1.weight",
-            "layer_norm1.bias",
-            "self_attn.out_proj.weight",
-            "self_attn.out_proj.bias",
-            "layer_norm2.weight",
-            "layer_norm2.bias",
-            "mlp.fc1.weight",
-            "mlp.fc1.bias",
-            "mlp.fc2.weight",
-            "mlp.fc2.bias",
-        )
-    ),
-    *(
-        _rule(
-            f"{_TB}.self_attn.qkv.{p}",
-            tuple(f"{_NT}.self_attn.{x}_proj.{p}" for x in "qkv"),
-            _concat(),
-            _split(3),
-            tower="text",
-        )
-        for p in ("weight", "bias")
-    ),
-    _rule(f"{T}.final_layer_norm.weight", f"{T}.final_layer_norm.weight"),
-    _rule(f"{T}.final_layer_norm.bias", f"{T}.final_layer_norm.bias"),
+    *_fused(f"{_TB}.self_attn.qkv", (f"{_NT}.self_attn.{x}_proj" for x in "qkv"), tower="text"),
+    *_renames(f"{T}.", f"{T}.", [("final_layer_norm.*",)]),
     _temperature_rule("temperature", "model"),
 )
 
@@ -566,203 +498,6 @@ def temperature_overrides(value: float) -> dict[str, float]:
     return {"temperature_init_value": value, "temperature_min": min(1e-3, value), "temperature_max": max(1.0, value)}
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Foreign folders for `TipsModel.from_pretrained`: transformers-native Tipsv2 and the google/tipsv2-* Hub layout
-
-_HUB_PREFIXES = ("vision_encoder.", "text_encoder.")
-
-
-def canonical_key(key: str, aliases: Iterable[tuple[str, str]]) -> str:
-    """A foreign key under its canonical spelling (each `(regex, replacement)` of a layout's aliases applied)."""
-    for pattern, replacement in aliases:
-        key = re.sub(pattern, replacement, key)
-    return key
-
-
-class SafetensorsReader:
-    """`TensorReader` over the safetensors files of a folder (sharded or not). `view(prefix)` shows only the keys
-    under a prefix, without it (the Hub layout keeps each tower under `vision_encoder.` / `text_encoder.`)."""
-
-    def __init__(self, files: list[str], name: str = "checkpoint"):
-        from safetensors import SafetensorError, safe_open
-
-        self.path = name
-        self._where = {}
-        for file in files:
-            try:
-                handle = safe_open(file, framework="pt")
-            except (SafetensorError, OSError) as error:
-                raise LayoutError(f"{file}: not a readable safetensors file ({error}); is it truncated?") from None
-            self._where.update(dict.fromkeys(handle.keys(), handle))
-        self._names: dict[str, str] = {}  # visible name -> name in the file, where they differ
-
-    def with_aliases(self, aliases: Iterable[tuple[str, str]]) -> SafetensorsReader:
-        """The same tensors under canonical names (each regex applied to every key)."""
-        aliases = tuple(aliases)
-        view = object.__new__(SafetensorsReader)
-        view.path, view._where, view._names = self.path, {}, {}
-        for key, handle in self._where.items():
-            canonical = canonical_key(key, aliases)
-            view._where[canonical] = handle
-            view._names[canonical] = self._names.get(key, key)
-        return view
-
-    def view(self, prefix: str) -> SafetensorsReader:
-        view = object.__new__(SafetensorsReader)
-        view.path = f"{self.path} ({prefix}*)"
-        view._where = {k[len(prefix) :]: h for k, h in self._where.items() if k.startswith(prefix)}
-        view._names = {k[len(prefix) :]: self._names.get(k, k) for k in self._where if k.startswith(prefix)}
-        return view
-
-    def keys(self) -> list[str]:
-        return list(self._where)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._where
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._where[key].get_slice(self._names.get(key, key)).get_shape())
-
-    def read(self, key: str) -> torch.Tensor:
-        from safetensors import SafetensorError
-
-        try:
-            return self._where[key].get_tensor(self._names.get(key, key))
-        except KeyError:
-            raise LayoutError(f"{self.path}: no tensor {key!r}") from None
-        except (SafetensorError, OSError, RuntimeError) as error:  # data shorter than the header says
-            raise LayoutError(f"{self.path}: could not read {key!r} ({error}); is the file truncated?") from None
-
-
-# Our other folders (vision/text towers, DPT models, backbones) are always written in our own keys.
-_OUR_OTHER_MODEL_TYPES = ("tips_vision_model", "tips_text_model", "tips_dpt", "tips_backbone")
-
-
-def _is_our_config(config: Mapping) -> bool:
-    vision = config.get("vision_config") or {}
-    if config.get("model_type") in _OUR_OTHER_MODEL_TYPES:
-        return True
-    return config.get("model_type") == "tips" and "ffn_type" in vision
-
-
-def detect_layout(config: Mapping, keys: Iterable[str], source: str) -> Layout | None:
-    """The foreign layout of a folder, or None when it is a TipsModel folder. Raises LayoutError otherwise."""
-    keys = list(keys)
-    if any(k.startswith(_HUB_PREFIXES) for k in keys):
-        return HUB
-    if any(k.startswith("vision_model.encoder.layer.") or ".self_attn.q_proj." in k for k in keys):
-        return native_layout_for(keys)
-    if any(k.startswith("vision_model.encoder.layers.") and ".attention.qkv." in k for k in keys):
-        return None
-    sample = ", ".join(sorted(keys)[:3]) or "no tensors"
-    raise LayoutError(
-        f"{source}: not a TIPS checkpoint: config.json has model_type {config.get('model_type')!r} and the weights "
-        f"hold keys like {sample}. TipsModel.from_pretrained reads TipsModel folders (model_type 'tips'), "
-        "transformers-native Tipsv2 folders (model_type 'tipsv2') and the google/tipsv2-* Hub layout (keys prefixed "
-        "vision_encoder. / text_encoder.); convert other formats with `tips-convert`."
-    )
-
-
-def _hub_heads(config: Mapping) -> tuple[int | None, int | None]:
-    """Heads from the flat remote-code config of google/tipsv2-* (`vision_fn`, `text_num_heads`) or a nested one."""
-    if "vision_config" in config or "text_config" in config:
-        return (
-            (config.get("vision_config") or {}).get("num_attention_heads"),
-            (config.get("text_config") or {}).get("num_attention_heads"),
-        )
-    heads = {preset.vision_fn: preset.vision_heads for preset in PRESETS.values()}
-    return heads.get(config.get("vision_fn")), config.get("text_num_heads")
-
-
-def config_for_foreign(layout: Layout, config: Mapping, reader: SafetensorsReader) -> TipsConfig:
-    """A TipsConfig for a foreign folder: shapes from the weights, heads/eps/activations from its config.json."""
-    if layout is HUB:
-        vision_heads, text_heads = _hub_heads(config)
-        text = reader.view("text_encoder.")
-        max_len = config.get("max_len") or (config.get("text_config") or {}).get("max_position_embeddings") or 64
-        tips = infer_official_config(
-            reader.view("vision_encoder."),
-            text,
-            vision_heads=vision_heads,
-            text_heads=text_heads,
-            image_resolution=config.get("img_size"),
-            max_text_length=max_len,
-        )
-        if "temperature" in reader:
-            tips = TipsConfig(**{**tips.to_dict(), **temperature_overrides(float(reader.read("temperature")))})
-        elif config.get("temperature") is not None and "temperature" not in text:
-            tips = TipsConfig(**{**tips.to_dict(), **temperature_overrides(float(config["temperature"]))})
-        return tips
-    kwargs = config_from_native(config)
-    positions = reader.shape(f"{V}.embeddings.position_embeddings")[1] - 1
-    kwargs["vision_config"]["image_size"] = (
-        grid_side(positions, f"{reader.path}: position_embeddings") * kwargs["vision_config"]["patch_size"]
-    )
-    if "temperature" in reader:
-        kwargs.update(temperature_overrides(float(reader.read("temperature").reshape(()))))
-    return with_matched_preset(TipsConfig(**kwargs))
-
-
-def safetensors_files(path_or_repo: str, resolve: Callable[[str], str | None]) -> list[str]:
-    """The weight files of a folder or repo (sharded through `model.safetensors.index.json`, or one file); `resolve`
-    maps a file name to a local path or None."""
-    import json
-
-    index = resolve("model.safetensors.index.json")
-    if index is None:
-        single = resolve("model.safetensors")
-        if single is None:
-            raise LayoutError(
-                f"{path_or_repo}: no model.safetensors or model.safetensors.index.json; tips-hf loads weights from "
-                "safetensors only."
-            )
-        return [single]
-    try:
-        with open(index) as handle:
-            shards = sorted(set(json.load(handle)["weight_map"].values()))
-    except (ValueError, KeyError, TypeError) as error:
-        raise LayoutError(f"{index}: not a safetensors index ({error!r}).") from None
-    files = [resolve(name) for name in shards]
-    missing = [name for name, file in zip(shards, files) if file is None]
-    if missing:
-        raise LayoutError(f"{index} names shard(s) {missing} that are not in {path_or_repo}.")
-    return files
-
-
-def load_foreign_checkpoint(
-    path_or_repo: str, shapes_for: Callable[[TipsConfig], Mapping[str, tuple[int, ...]]], **hub_kwargs
-) -> tuple[TipsConfig, dict[str, torch.Tensor]] | None:
-    """(config, state dict in our keys) for a transformers-native Tipsv2 folder or a google/tipsv2-* Hub-layout
-    folder/repo; None for a TipsModel folder (or one without config.json: the caller's usual error applies).
-    `shapes_for(config)` gives our model's {key: shape} (passed in, so this module never imports the model)."""
-    import json
-
-    from transformers.utils import cached_file
-
-    def resolve(name: str) -> str | None:
-        return cached_file(path_or_repo, name, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
-
-    config_file = resolve("config.json")
-    if config_file is None:
-        return None
-    with open(config_file) as handle:
-        config = json.load(handle)
-    if _is_our_config(config):
-        return None
-    source = str(path_or_repo)
-    reader = SafetensorsReader(safetensors_files(path_or_repo, resolve), name=source)
-    layout = detect_layout(config, reader.keys(), source)
-    if layout is None:
-        return None
-    reader = reader.with_aliases(layout.aliases)
-    tips = config_for_foreign(layout, config, reader)
-    shapes = shapes_for(tips)
-    state = dict(
-        import_tensors(
-            layout, arch_from_config(tips), context_from_config(tips), reader.keys(), reader.read, shapes, source
-        )
-    )
-    return tips, state
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -796,6 +531,13 @@ def expand_rules(
             theirs = tuple(prefix + (k.format(i=i) if i is not None else k) for k in rule.theirs)
             out.append((ours, theirs, rule))
     return out
+
+
+def canonical_key(key: str, aliases: Iterable[tuple[str, str]]) -> str:
+    """A foreign key under its canonical spelling (each `(regex, replacement)` of a layout's aliases applied)."""
+    for pattern, replacement in aliases:
+        key = re.sub(pattern, replacement, key)
+    return key
 
 
 class LayoutError(ValueError):
@@ -909,26 +651,24 @@ def grid_side(num_positions: int, key: str) -> int:
 
 
 __all__ = [
-    "SafetensorsReader",
-    "detect_layout",
-    "load_foreign_checkpoint",
-    "TensorReader",
-    "count_blocks",
-    "infer_official_config",
-    "temperature_overrides",
     "HUB",
     "NATIVE",
     "NATIVE_FUSED_SWIGLU",
-    "config_from_native",
     "OFFICIAL",
     "KeyRule",
     "Layout",
     "LayoutContext",
     "LayoutError",
+    "TensorReader",
     "arch_from_config",
+    "canonical_key",
+    "config_from_native",
     "context_from_config",
+    "count_blocks",
     "expand_rules",
     "export_tensors",
     "grid_side",
     "import_tensors",
+    "infer_official_config",
+    "temperature_overrides",
 ]
