@@ -85,13 +85,14 @@ class DenseOptimSection(Section):
 class DenseTrainingSection(Section):
     """The run."""
 
-    task: Literal["segmentation", "depth"] = setting("segmentation", "segmentation | depth")
+    task: Literal["segmentation", "depth"] = setting(
+        "segmentation", "segmentation (class ids, cross-entropy) | depth (depth maps)")
     output_dir: str = setting("outputs/finetune", "run folder (adapter, head, metrics)")
     max_steps: int = setting(200, "optimizer steps")
     batch_size: int = setting(32, "per process")
     seed: int = setting(0, "random seed")
     logging_steps: int = setting(20, "steps between metric records")
-    mixed_precision: MixedPrecision = setting("no", "no | bf16 | fp16")
+    mixed_precision: MixedPrecision = setting("no", "autocast precision of the forward and backward passes")
 
 
 @dataclass

@@ -391,11 +391,12 @@ class ObjectiveConfig(Section):
     mask_weight: float = setting(2.0, "weight of the masked-image-modeling loss; 0 disables it")
     koleo_weight: float = setting(0.0, "KoLeo regulariser on the student's un-masked CLS (off in the paper)")
     mask_ratio: float = setting(0.75, "fraction of global-crop patches masked for the student, in (0, 1)")
-    mask_mode: Literal["random", "block"] = setting("random", "random | block masks")
+    mask_mode: Literal["random", "block"] = setting("random", "masked patches: random ones | contiguous blocks")
     ibot_normalisation: Literal["masked_plus_visible", "mean"] = setting(
-        "masked_plus_visible", "v2: masked_plus_visible | mean")
+        "masked_plus_visible", "v2 iBOT++: mean over masked + w · mean over visible patches | mean over all")
     ibot_visible_weight: float = setting(1.0, "v2: weight of the visible-patch term")
-    centering: Literal["softmax", "sinkhorn"] = setting("softmax", "softmax (EMA centre) | sinkhorn")
+    centering: Literal["softmax", "sinkhorn"] = setting(
+        "softmax", "teacher centring: softmax (EMA centre) | sinkhorn (Sinkhorn-Knopp)")
     head_prototypes: int = setting(1024, "prototypes of the CLS (DINO) head (32k at scale)")
     patch_prototypes: int = setting(1024, "prototypes of the patch (iBOT) head")
     share_heads: bool = setting(False, "one head for CLS and patches")
@@ -467,7 +468,7 @@ class TrainingConfig(Section):
     max_steps: int = setting(200, "optimizer steps")
     batch_size: int = setting(32, "per process, per micro-batch")
     gradient_accumulation_steps: int = setting(1, "micro-batches per optimizer step")
-    mixed_precision: MixedPrecision = setting("no", "no | bf16 | fp16")
+    mixed_precision: MixedPrecision = setting("no", "autocast precision of the forward and backward passes")
     gradient_checkpointing: bool = setting(False, "recompute activations in backward (less memory)")
     compile: bool = setting(False, "torch.compile the student forward")
     seed: int = setting(0, "random seed")
@@ -475,7 +476,7 @@ class TrainingConfig(Section):
     save_steps: int = setting(100, "steps between checkpoints; 0: none")
     eval_steps: int = setting(0, "steps between evaluations; 0: evaluate only at the end")
     keep_last: int = setting(2, "checkpoints kept")
-    report_to: Literal["tensorboard", "trackio", "none"] = setting("tensorboard", "tensorboard | trackio | none")
+    report_to: Literal["tensorboard", "trackio", "none"] = setting("tensorboard", "experiment tracker")
     resume_from_checkpoint: str | None = setting(None, "latest | a checkpoint folder")
     progress_bar: bool = setting(True, "show a progress bar")
     distributed: Literal["ddp", "fsdp"] = setting(
