@@ -292,8 +292,7 @@ def peft_lora_fields() -> dict[str, tuple[Any, str]]:
 class LoraSection(Section):
     """LoRA adapters (peft). Besides `enabled` and `preset`, any peft.LoraConfig field as `lora.KEY=VALUE` (r,
     alpha = lora_alpha, dropout = lora_dropout, target_modules, use_rslora, use_dora, ...), checked against the
-    installed peft's own fields and types; unset ones keep tips_hf.lora.lora_config's defaults (r 8, alpha 16,
-    dropout 0, bias none)."""
+    installed peft's own fields and types; unset ones keep the defaults of tips_hf.lora.lora_config."""
 
     enabled: bool = setting(False, "wrap the model with LoRA adapters (the base weights stay frozen)")
     preset: LoraPreset = setting("all", "target modules: a tips_hf.lora preset (peft's target_modules replaces it)")
