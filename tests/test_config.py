@@ -43,6 +43,8 @@ def test_file_then_overrides(tmp_path):
         ("data.global_scale=[0.4]", r"data.global_scale must be a list of 2 items \(a number, a number\)"),
         ("data.synthetic_columns=[1]", r"data.synthetic_columns must be a list \(items: a string\)"),
         ("lora.preset=vision-attn", "lora.preset must be one of 'vision-attention', 'vision-mlp'"),
+        ("model.preset=tips-v2-b16", r"model.preset must be one of 'tips-v1-s14-hr', .* 'tips-v2-g14' or null, "
+                                     r"got 'tips-v2-b16' \(did you mean 'tips-v2-b14'\?\)"),
         ("objective.mask_ratio=1.5", "objective.mask_ratio must be in"),
         ("data.global_size=100", "data.global_size must be a multiple of the patch size"),
         ("training_max_steps", "must look like section.key=value"),

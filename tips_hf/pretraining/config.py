@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from ..lora import PRESETS, lora_config
+from ..modeling.configuration_tips import TipsConfig
 
 
 # --------------------------------------------------------------------------------------------------------- loader
@@ -112,7 +113,18 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     try:
         return _convert(value, annotation)
     except _Mismatch:
-        raise ValueError(f"{key} must be {_describe(annotation)}, got {value!r}.") from None
+        close = difflib.get_close_matches(str(value), [str(choice) for choice in _choices(annotation)], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{key} must be {_describe(annotation)}, got {value!r}{hint}.") from None
+
+
+def _choices(annotation: Any) -> list[Any]:
+    """The Literal values an annotation admits (also inside a union)."""
+    if typing.get_origin(annotation) is Literal:
+        return list(typing.get_args(annotation))
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [choice for arg in typing.get_args(annotation) for choice in _choices(arg)]
+    return []
 
 
 def _unknown(source: str, what: str, name: str, known: Iterable[str]) -> str:
@@ -231,11 +243,10 @@ def save_config(config: Schema, path: str | os.PathLike) -> None:
 
 def _metavar(annotation: Any) -> str:
     """`{v1,v2}` for a Literal, else the type's name (`INT`, `FLOAT`, ...; YAML for lists and mappings)."""
-    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
     if typing.get_origin(annotation) is Literal:
-        return "{" + ",".join(args) + "}"
+        return "{" + ",".join(_choices(annotation)) + "}"
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return "|".join(_metavar(arg) for arg in args)
+        return "|".join(_metavar(arg) for arg in typing.get_args(annotation) if arg is not type(None))
     return {bool: "BOOL", int: "INT", float: "FLOAT", str: "STR"}.get(annotation, "YAML")
 
 
@@ -272,6 +283,7 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 DataSource = Literal["scenes", "imagefolder", "parquet", "arrow", "webdataset", "hub"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
 LoraPreset = Literal[tuple(PRESETS)]  # the names of tips_hf.lora.PRESETS, not a second list
+ModelPreset = Literal[tuple(TipsConfig.preset_names())]  # TipsConfig.from_preset's names
 
 # lora_config's short names of two peft.LoraConfig fields (the names the committed configs use)
 _LORA_SHORT_NAMES = {"lora_alpha": "alpha", "lora_dropout": "dropout"}
@@ -333,7 +345,7 @@ class LoraSection(Section):
 class ModelConfig(Section):
     """The student TipsModel: a preset or explicit tower settings, or a folder to start from."""
 
-    preset: str | None = setting(None, "TipsConfig preset to build (e.g. tips-v2-b14); null: use vision/text")
+    preset: ModelPreset | None = setting(None, "TipsConfig preset to build; null: use vision/text")
     vision: dict = setting({}, "TipsVisionConfig fields (override the preset's)")
     text: dict = setting({}, "TipsTextConfig fields (override the preset's)")
     init_from: str | None = setting(None, "start from a TipsModel folder instead of random weights")
