@@ -299,25 +299,9 @@ def config_from_native(native: Mapping) -> dict:
         "attention_dropout": v.get("attention_probs_dropout_prob", 0.0),
         "initializer_range": v.get("initializer_range", 0.02),
     }
-    text = {
-        k: t[k]
-        for k in (
-            "vocab_size",
-            "hidden_size",
-            "intermediate_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "max_position_embeddings",
-            "hidden_act",
-            "layer_norm_eps",
-            "attention_dropout",
-            "pad_token_id",
-            "scale_sqrt_depth",
-            "pooling_epsilon",
-            "initializer_range",
-        )
-        if k in t
-    }
+    # Every field of our text config, read where the native one has it under the same name.
+    fields = [k for k, hint in TipsTextConfig.__annotations__.items() if "ClassVar" not in str(hint)]
+    text = {k: t[k] for k in fields if k in t}
     out = {"vision_config": vision, "text_config": text}
     if "temperature_init_value" in native:
         out["temperature_init_value"] = native["temperature_init_value"]
