@@ -73,6 +73,35 @@ def tiny_config(ffn_type: str = "mlp", **vision):
     )
 
 
+def save_tiny_model(folder, image_size: int = 56, text_layers: int = 2, text_positions: int = 16, prepare=None) -> Path:
+    """A random tiny `TipsModel` (seed 0; text vocabulary of the embedded scenes tokenizer) and its `TipsProcessor`
+    (`image_size`-px squares) saved in `folder`, as `tips-eval`, `tips-export` and the demo load them; `prepare(model)`
+    runs before saving."""
+    from tips_hf import TipsConfig, TipsImageProcessor, TipsModel, TipsProcessor, TipsTokenizer
+    from tips_hf.data.build_tokenizer import TOKENIZER_PATH
+
+    torch.manual_seed(0)
+    text = {**TINY_TOWER, "num_hidden_layers": text_layers, "vocab_size": 512, "max_position_embeddings": text_positions}
+    model = TipsModel(TipsConfig(vision_config={**TINY_TOWER, "image_size": image_size}, text_config=text)).eval()
+    if prepare is not None:
+        prepare(model)
+    model.save_pretrained(folder)
+    image_processor = TipsImageProcessor(size={"height": image_size, "width": image_size})
+    TipsProcessor(image_processor=image_processor, tokenizer=TipsTokenizer(str(TOKENIZER_PATH))).save_pretrained(folder)
+    return Path(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random `TipsModel(tiny_config())` (seed 0) saved once per session, for tests that only read it."""
+    from tips_hf import TipsModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-base") / "model"
+    TipsModel(tiny_config()).save_pretrained(folder)
+    return folder
+
+
 # Preamble of a child process in which `tips_hf` cannot be imported: what loads there loads through remote code only.
 HIDE_TIPS_HF = textwrap.dedent(
     """

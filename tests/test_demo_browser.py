@@ -8,9 +8,8 @@ import io
 import numpy as np
 import pytest
 import torch
+from conftest import save_tiny_model
 from PIL import Image
-
-from tips_hf import TipsConfig, TipsModel, TipsProcessor
 
 LABELS = ["circle", "square", "star", "background"]
 UPLOAD_SIZE = (168, 126)  # (width, height): non-square and not the model's 112 px, so "the right size" means something
@@ -19,21 +18,9 @@ UPLOAD_SIZE = (168, 126)  # (width, height): non-square and not the model's 112 
 @pytest.fixture(scope="module")
 def demo_files(tmp_path_factory):
     from tips_hf.data import SpatialScenes
-    from tips_hf.data.build_tokenizer import TOKENIZER_PATH
-    from tips_hf.processing.image_processing_tips import TipsImageProcessor
-    from tips_hf.processing.tokenization_tips import TipsTokenizer
 
-    torch.manual_seed(0)
-    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, vocab_size=512,
-                max_position_embeddings=64)  # fmt: skip
-    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=112)
     folder = tmp_path_factory.mktemp("demo")
-    model_dir = folder / "model"
-    TipsModel(TipsConfig(vision_config=vision, text_config=text)).eval().save_pretrained(model_dir)
-    image_processor = TipsImageProcessor(size={"height": 112, "width": 112})
-    TipsProcessor(image_processor=image_processor, tokenizer=TipsTokenizer(str(TOKENIZER_PATH))).save_pretrained(
-        model_dir
-    )
+    model_dir = save_tiny_model(folder / "model", 112, text_layers=1, text_positions=64)
     scene = SpatialScenes("validation", num_examples=1)[0]["image"].resize(UPLOAD_SIZE, Image.BILINEAR)
     scene.save(folder / "scene.png")
     return model_dir, folder / "scene.png"

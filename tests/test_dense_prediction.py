@@ -512,18 +512,6 @@ def test_visualize_dpt_pictures(converted_dpt, tmp_path, capsys):
 # Training DPT heads (training/finetune.py, model.head=dpt)
 
 
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory):
-    from conftest import tiny_config
-
-    from tips_hf import TipsModel
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("dpt-base") / "model"
-    TipsModel(tiny_config("mlp", image_size=56)).save_pretrained(folder)
-    return folder
-
-
 def _dpt_finetune(base, out, *overrides):
     from tips_hf.finetuning.trainer import finetune_dense, load_dense_config
 
@@ -534,12 +522,12 @@ def _dpt_finetune(base, out, *overrides):
     ]))
 
 
-def test_finetune_dpt_head_with_lora_saves_an_auto_loadable_folder(tiny_base, tmp_path):
+def test_finetune_dpt_head_with_lora_saves_an_auto_loadable_folder(tiny_model_dir, tmp_path):
     from transformers import AutoModelForSemanticSegmentation
 
     from tips_hf.finetuning.trainer import DenseDataset, evaluate_dense, load_dense_config
 
-    result = _dpt_finetune(tiny_base, tmp_path / "out")
+    result = _dpt_finetune(tiny_model_dir, tmp_path / "out")
     assert result["lora"] and 0.0 <= result["eval"]["mean_iou"] <= 1.0
     folder = tmp_path / "out" / "model"
     model = AutoModelForSemanticSegmentation.from_pretrained(folder).eval()
@@ -554,7 +542,7 @@ def test_finetune_dpt_head_with_lora_saves_an_auto_loadable_folder(tiny_base, tm
     assert [model.config.id2label[i] for i in (0, 1, 8)] == ["background", "circle", "crescent"]  # the scenes' classes
 
 
-def test_finetune_dpt_on_ade20k_and_nyu_layouts(tiny_base, tmp_path):
+def test_finetune_dpt_on_ade20k_and_nyu_layouts(tiny_model_dir, tmp_path):
     import io
 
     import datasets
@@ -589,13 +577,13 @@ def test_finetune_dpt_on_ade20k_and_nyu_layouts(tiny_base, tmp_path):
     config = load_dense_config(None, [*ade_args, "data.image_size=42"])
     label = DenseDataset(config.data, "segmentation", "train", 6)[0]["labels"]
     assert set(label.unique().tolist()) == {0, 2, 255}  # 1 -> 0, 3 -> 2, 0 ("other") -> ignored
-    result = _dpt_finetune(tiny_base, tmp_path / "ade", *ade_args, "lora.enabled=false")
+    result = _dpt_finetune(tiny_model_dir, tmp_path / "ade", *ade_args, "lora.enabled=false")
     assert not result["lora"] and 0.0 <= result["eval"]["mean_iou"] <= 1.0
     assert isinstance(load_dense(tmp_path / "ade"), TipsForSemanticSegmentation)
 
     nyu_args = ["data.source=parquet", f"data.path={tmp_path / 'nyu.parquet'}", "data.label_column=depth_map",
                 "data.split=train", "data.eval_split=train", "training.task=depth", "model.max_depth=5"]
-    result = _dpt_finetune(tiny_base, tmp_path / "nyu", *nyu_args)
+    result = _dpt_finetune(tiny_model_dir, tmp_path / "nyu", *nyu_args)
     assert np.isfinite(result["eval"]["rmse"]) and result["eval"]["rmse"] > 0
     model = load_dense(tmp_path / "nyu")
     assert isinstance(model, TipsForDepthEstimation) and model.config.max_depth == 5.0

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import save_tiny_model
 from PIL import Image
 
 from tips_hf import TipsConfig, TipsModel, TipsProcessor
@@ -29,19 +30,7 @@ COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 210), "
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from tips_hf.data.build_tokenizer import TOKENIZER_PATH
-    from tips_hf.processing.image_processing_tips import TipsImageProcessor
-    from tips_hf.processing.tokenization_tips import TipsTokenizer
-
-    torch.manual_seed(0)
-    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, vocab_size=512,
-                max_position_embeddings=16)  # fmt: skip
-    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=SIZE)
-    folder = tmp_path_factory.mktemp("tiny_tips")
-    TipsModel(TipsConfig(vision_config=vision, text_config=text)).eval().save_pretrained(folder)
-    image_processor = TipsImageProcessor(size={"height": SIZE, "width": SIZE})
-    TipsProcessor(image_processor=image_processor, tokenizer=TipsTokenizer(str(TOKENIZER_PATH))).save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_tips"), SIZE, text_layers=1)
 
 
 @pytest.fixture(scope="module")

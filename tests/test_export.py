@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import save_tiny_model
 
-from tips_hf import TipsConfig, TipsModel, TipsProcessor
+from tips_hf import TipsModel, TipsProcessor
 from tips_hf.export import resize_weights
 from tips_hf.export.cli import main
 
@@ -70,22 +71,11 @@ def test_resize_weights_output_width_one_is_the_two_pass_result():
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from tips_hf.data.build_tokenizer import TOKENIZER_PATH
-    from tips_hf.processing.image_processing_tips import TipsImageProcessor
-    from tips_hf.processing.tokenization_tips import TipsTokenizer
+    def unit_scale_positions(model):
+        with torch.no_grad():  # position grid and CLS at unit scale, so a wrong resize would show
+            model.vision_model.embeddings.position_embeddings.normal_()
 
-    torch.manual_seed(0)
-    text = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=512,
-                max_position_embeddings=16)  # fmt: skip
-    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=56)
-    model = TipsModel(TipsConfig(vision_config=vision, text_config=text)).eval()
-    with torch.no_grad():  # position grid and CLS at unit scale, so a wrong resize would show
-        model.vision_model.embeddings.position_embeddings.normal_()
-    folder = tmp_path_factory.mktemp("tiny_tips")
-    model.save_pretrained(folder)
-    image_processor = TipsImageProcessor(size={"height": 56, "width": 56})
-    TipsProcessor(image_processor=image_processor, tokenizer=TipsTokenizer(str(TOKENIZER_PATH))).save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_tips"), 56, prepare=unit_scale_positions)
 
 
 @pytest.fixture(scope="module")

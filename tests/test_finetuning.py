@@ -13,14 +13,6 @@ from tips_hf.finetuning import TipsForDenseTasks, lora_config, matching_modules
 from tips_hf.finetuning.trainer import finetune_dense, load_dense, load_dense_config
 
 
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("base") / "model"
-    TipsModel(tiny_config("mlp", image_size=56)).save_pretrained(folder)
-    return folder
-
-
 @pytest.mark.parametrize(
     "preset, expected",
     [
@@ -50,10 +42,10 @@ def _perturb_lora(model):
                 param.normal_(0, 0.05)
 
 
-def test_dense_adapter_round_trip_and_merge(base_dir, tmp_path):
+def test_dense_adapter_round_trip_and_merge(tiny_model_dir, tmp_path):
     torch.manual_seed(1)
     pixels = torch.rand(2, 3, 56, 70)
-    model = TipsForDenseTasks(TipsModel.from_pretrained(base_dir), "segmentation", num_classes=5, head="mlp")
+    model = TipsForDenseTasks(TipsModel.from_pretrained(tiny_model_dir), "segmentation", num_classes=5, head="mlp")
     peft_model = get_peft_model(model, lora_config("vision", r=4, modules_to_save=["head"]))
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     assert 0 < trainable < sum(p.numel() for p in peft_model.parameters()) / 2
@@ -66,19 +58,19 @@ def test_dense_adapter_round_trip_and_merge(base_dir, tmp_path):
     with torch.no_grad():
         adapted = peft_model(pixel_values=pixels).logits
     peft_model.save_pretrained(tmp_path / "adapter")
-    fresh = TipsForDenseTasks(TipsModel.from_pretrained(base_dir), "segmentation", num_classes=5, head="mlp")
+    fresh = TipsForDenseTasks(TipsModel.from_pretrained(tiny_model_dir), "segmentation", num_classes=5, head="mlp")
     loaded = PeftModel.from_pretrained(fresh, tmp_path / "adapter").eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixel_values=pixels).logits, adapted, atol=0, rtol=0)
         merged = loaded.merge_and_unload().eval()
         torch.testing.assert_close(merged(pixel_values=pixels).logits, adapted, atol=1e-5, rtol=0)
-        base = TipsForDenseTasks(TipsModel.from_pretrained(base_dir), "segmentation", 5, "mlp").eval()
+        base = TipsForDenseTasks(TipsModel.from_pretrained(tiny_model_dir), "segmentation", 5, "mlp").eval()
         assert (base(pixel_values=pixels).logits - adapted).abs().max() > 1e-3  # the adapter changes outputs
 
 
-def test_full_model_lora_merge(base_dir):
+def test_full_model_lora_merge(tiny_model_dir):
     torch.manual_seed(2)
-    model = get_peft_model(TipsModel.from_pretrained(base_dir), lora_config("all", r=4)).eval()
+    model = get_peft_model(TipsModel.from_pretrained(tiny_model_dir), lora_config("all", r=4)).eval()
     _perturb_lora(model)
     pixels, ids = torch.rand(2, 3, 56, 56), torch.randint(2, 100, (2, 9))
     with torch.no_grad():
@@ -89,9 +81,9 @@ def test_full_model_lora_merge(base_dir):
                                atol=1e-5, rtol=0)
 
 
-def test_dense_finetune_loop_saves_and_reloads(base_dir, tmp_path, capsys):
+def test_dense_finetune_loop_saves_and_reloads(tiny_model_dir, tmp_path, capsys):
     config = load_dense_config(None, [
-        f"model.base={base_dir}", "model.head=linear", "lora.r=4", "data.num_examples=16", "data.eval_examples=8",
+        f"model.base={tiny_model_dir}", "model.head=linear", "lora.r=4", "data.num_examples=16", "data.eval_examples=8",
         "data.scene_image_size=56", "data.image_size=56", "training.max_steps=4", "training.batch_size=4",
         f"training.output_dir={tmp_path / 'out'}", "training.logging_steps=2",
     ])
@@ -137,7 +129,7 @@ def test_contrastive_lora_through_pretraining(tmp_path):
     assert changed and all(".qkv." in k or ".out_proj." in k or ".mlp.fc" in k for k in changed), changed[:5]
 
 
-def test_dense_finetune_on_an_hf_dataset(base_dir, tmp_path):
+def test_dense_finetune_on_an_hf_dataset(tiny_model_dir, tmp_path):
     import io
 
     import datasets
@@ -158,7 +150,7 @@ def test_dense_finetune_on_an_hf_dataset(base_dir, tmp_path):
     features = datasets.Features({"picture": datasets.Image(), "segmentation": datasets.Image()})
     datasets.Dataset.from_list(rows, features=features).to_parquet(tmp_path / "seg.parquet")
     config = load_dense_config(None, [
-        f"model.base={base_dir}", "data.source=parquet", f"data.path={tmp_path / 'seg.parquet'}",
+        f"model.base={tiny_model_dir}", "data.source=parquet", f"data.path={tmp_path / 'seg.parquet'}",
         "data.image_column=picture", "data.label_column=segmentation", "data.num_classes=3", "data.split=train",
         "data.eval_split=train", "data.image_size=28", "training.max_steps=3", "training.batch_size=4",
         f"training.output_dir={tmp_path / 'out'}", "lora.r=2",
