@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from .._cli import run_main
+
 PROG = "tips-visualize"
 
 
@@ -238,13 +240,7 @@ def run(args: argparse.Namespace) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit code (0, or 2 for input errors)."""
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except CliError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(build_parser(), run, CliError, argv)
 
 
 if __name__ == "__main__":

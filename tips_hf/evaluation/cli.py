@@ -14,12 +14,19 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
+from .._cli import run_main
 from .common import EvalError, EvalOptions, load_model, markdown_table, write_results
 from .expected import expected_for
 
 PROG = "tips-eval"
+# Task-specific flags, passed to the tasks as `EvalOptions.extra[name]` (besides `eigen_crop` and `reduce_zero_label`).
+EXTRA_FLAGS = (
+    "image_root", "resize", "templates", "class_names", "knn_k", "knn_temperature", "mode", "seg_features", "window",
+    "stride", "num_classes", "probe_method", "max_train_patches", "depth_scale", "dpt",
+)  # fmt: skip
 
 
 def _tasks() -> dict[str, Any]:
@@ -113,43 +120,13 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
     for flag, value in (("--limit", args.limit), ("--train-limit", args.train_limit)):
         if value is not None and value < 1:
             raise EvalError(f"{flag} must be at least 1, got {value}")
-    extra = {
-        "image_root": args.image_root,
-        "resize": args.resize,
-        "templates": args.templates,
-        "class_names": args.class_names,
-        "knn_k": args.knn_k,
-        "knn_temperature": args.knn_temperature,
-        "mode": args.mode,
-        "seg_features": args.seg_features,
-        "window": args.window,
-        "stride": args.stride,
-        "num_classes": args.num_classes,
-        "probe_method": args.probe_method,
-        "max_train_patches": args.max_train_patches,
-        "depth_scale": args.depth_scale,
-        "eigen_crop": not args.no_eigen_crop,
-        "dpt": args.dpt,
-    }
+    extra = {name: getattr(args, name) for name in EXTRA_FLAGS}
+    extra["eigen_crop"] = not args.no_eigen_crop
     if args.reduce_zero_label:
         extra["reduce_zero_label"] = True
-    return EvalOptions(
-        split=args.split,
-        train_split=args.train_split,
-        batch_size=args.batch_size,
-        device=args.device,
-        limit=args.limit,
-        train_limit=args.train_limit,
-        num_workers=args.num_workers,
-        image_size=args.image_size,
-        streaming=args.streaming,
-        where=where,
-        image_column=args.image_column,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        progress=not args.no_progress,
-        extra=extra,
-    )
+    # The other flags are named like the EvalOptions fields they set.
+    same = {f.name: getattr(args, f.name) for f in fields(EvalOptions) if f.name not in ("where", "progress", "extra")}
+    return EvalOptions(**same, where=where, progress=not args.no_progress, extra=extra)
 
 
 def evaluate(task: str, model: Any, processor: Any, data: Any, options: EvalOptions) -> dict[str, Any]:
@@ -182,13 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit code (0, or 2 for input errors)."""
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except EvalError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(build_parser(), run, EvalError, argv)
 
 
 if __name__ == "__main__":

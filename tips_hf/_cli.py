@@ -1,0 +1,26 @@
+# Copyright 2026 The tips-hf authors. Licensed under the Apache License, Version 2.0.
+"""What the console entry points share: input errors end as one line on stderr and exit code 2, like argparse's."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def run_main(
+    parser: argparse.ArgumentParser,
+    run: Callable[[argparse.Namespace], Any],
+    input_errors: type[Exception] | tuple[type[Exception], ...],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Parse `argv` with `parser` and call `run(args)`; returns the exit code: 0, or 2 after printing
+    `<prog>: error: <message>` (no traceback) when `run` raises one of `input_errors`."""
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except input_errors as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
