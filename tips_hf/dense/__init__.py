@@ -1,7 +1,8 @@
 """Dense-feature tools: PCA pictures of patch features, zero-shot classification and segmentation, k-NN, linear
-probes, retrieval recall and segmentation pictures. Metrics live in `tips_hf.metrics`."""
+probes and segmentation pictures. Metrics live in `tips_hf.metrics`; retrieval recall is re-exported from there for
+code that imports it from `tips_hf.dense`."""
 
-from ..metrics.retrieval import retrieval_recall, retrieval_recall_from_similarity  # re-exported: dense tools' users
+from ..metrics.retrieval import retrieval_recall, retrieval_recall_from_similarity
 from .knn import knn_classify, knn_segmentation
 from .pca import pca_rgb, save_pca_picture
 from .probe import linear_probe_depth, linear_probe_segmentation, patch_targets
