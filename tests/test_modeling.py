@@ -133,12 +133,31 @@ def test_gradient_checkpointing_same_gradients():
     ckpt.load_state_dict(plain.state_dict())
     enable = getattr(ckpt, "activation_checkpointing_enable", None) or ckpt.gradient_checkpointing_enable
     enable()
-    assert all(layer.gradient_checkpointing for layer in ckpt.vision_model.encoder.layers)
+    towers = (ckpt.vision_model, ckpt.text_model)
+    assert all(layer.gradient_checkpointing for tower in towers for layer in tower.encoder.layers)
     pixels, ids, mask = _inputs(batch=4)
     ids[2:, :4] = 9
     mask[2:, :4] = 1
-    for m in (plain, ckpt):
-        m(input_ids=ids, pixel_values=pixels, attention_mask=mask, return_loss=True).loss.backward()
+    calls = {}  # attention calls per model: a checkpointed block runs again in backward
+
+    def count(name):
+        def hook(*_):
+            calls[name] = calls.get(name, 0) + 1
+
+        return hook
+
+    losses = []
+    for name, m in (("plain", plain), ("ckpt", ckpt)):
+        for tower in (m.vision_model, m.text_model):
+            for layer in tower.encoder.layers:
+                (layer.attention if tower is m.vision_model else layer.self_attn).register_forward_hook(count(name))
+        loss = m(input_ids=ids, pixel_values=pixels, attention_mask=mask, return_loss=True).loss
+        loss.backward()
+        losses.append(loss)
+    blocks = sum(len(tower.encoder.layers) for tower in towers)
+    assert calls == {"plain": blocks, "ckpt": 2 * blocks}
+    # Same weights, inputs and operations (recomputation replays the forward exactly, no dropout here).
+    torch.testing.assert_close(losses[1], losses[0], atol=0, rtol=0)
     checked = 0
     for (name, a), (_, b) in zip(plain.named_parameters(), ckpt.named_parameters()):
         if name.endswith("mask_token"):  # no masking in this forward: no gradient in either model

@@ -349,6 +349,9 @@ class TipsEncoder(nn.Module):
     def __init__(self, layers: Sequence[nn.Module]):
         super().__init__()
         self.layers = nn.ModuleList(layers)
+        # The stack's checkpointing state, as siglip's and tipsv2's encoders keep it: `gradient_checkpointing_enable`
+        # sets it together with the blocks' flags (the blocks, `GradientCheckpointingLayer`s, do the recomputing).
+        self.gradient_checkpointing = False
 
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
