@@ -30,11 +30,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _add_npz_source(parser: argparse.ArgumentParser, verify_help: str) -> None:
     parser.add_argument("--vision", required=True, help="vision tower .npz")
     parser.add_argument("--text", help="text tower .npz (official: without it, a TipsVisionModel folder is written)")
-    parser.add_argument("--tokenizer", help="SentencePiece tokenizer.model to ship with the model")
+    parser.add_argument("--tokenizer", dest="tokenizer_path", help="SentencePiece tokenizer.model to ship with the model")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="released variant (checked against the arrays)")
     parser.add_argument("--vision-heads", type=int, help="attention heads of the vision tower (unreleased widths)")
     parser.add_argument("--text-heads", type=int, help="attention heads of the text tower (unreleased widths)")
-    parser.add_argument("--image-size", type=int, help="processor image side (default: the preset's, else 448)")
+    parser.add_argument("--image-size", type=int, dest="image_resolution",
+                        help="processor image side (default: the preset's, else 448)")
     parser.add_argument("--verify", metavar="EXPECTED.npz", help=verify_help)
 
 
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: the official choice, e.g. B/14 2 5 8 11)")
     dpt.add_argument("--min-depth", type=float, help="depth range of the bins in metres (default 0.001)")
     dpt.add_argument("--max-depth", type=float, help="(default 10)")
-    dpt.add_argument("--image-size", type=int, help="processor image side (default: the preset's, else 448)")
+    dpt.add_argument("--image-size", type=int, dest="image_resolution",
+                     help="processor image side (default: the preset's, else 448)")
     dpt.add_argument("--verify", metavar="EXPECTED.npz", help="re-run on the inputs of a dense expected file, print max|Δ|")
     _add_common(dpt)
     native = sub.add_parser("to-transformers", help="TipsModel folder → transformers-native Tipsv2Model folder")
@@ -66,15 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    from .verify import format_parity
+# Flags that every converter takes, stored under its parameter names (argparse `dest`) and passed on by name; the npz
+# pairs add the tokenizer and the text heads, dpt its layers and depth range.
+_SHARED_OPTIONS = ("preset", "vision_heads", "image_resolution", "verify", "max_shard_size", "overwrite")
 
-    progress = not args.no_progress
+
+def _options(args: argparse.Namespace, *names: str) -> dict:
+    return {name: getattr(args, name) for name in names} | {"progress": not args.no_progress}
+
+
+def run(args: argparse.Namespace) -> int:
     if args.command == "to-transformers":
         from .native import export_to_transformers
 
         out = export_to_transformers(
-            args.model, args.output, args.max_shard_size, overwrite=args.overwrite, progress=progress
+            args.model, args.output, args.max_shard_size, overwrite=args.overwrite, progress=not args.no_progress
         )
         print(f"wrote {out} (loads with transformers.Tipsv2Model.from_pretrained, no remote code)")
         not_carried = json.loads((out / "tips_hf_export.json").read_text())["not_carried"]
@@ -82,56 +90,30 @@ def run(args: argparse.Namespace) -> int:
             print(f"  not carried: {item}")
         return 0
     if args.command == "dpt":
-        return _run_dpt(args, progress)
+        return _run_dpt(args)
     if args.text is None and args.command != "official":
         raise ValueError(f"tips-convert {args.command} needs --text (only `official` converts a vision tower alone).")
-    if args.text is None:
-        from .official import convert_official
-
-        result = convert_official(
-            args.vision, None, args.output, preset=args.preset, vision_heads=args.vision_heads,
-            text_heads=args.text_heads, tokenizer_path=args.tokenizer, verify=args.verify,
-            image_resolution=args.image_size, max_shard_size=args.max_shard_size, overwrite=args.overwrite,
-            progress=progress,
-        )
-        print(f"wrote {result.output_dir} (TipsVisionModel)")
-        print(f"  vision: {_describe_vision(result.config)}")
-        return 0
-    common = dict(
-        tokenizer_path=args.tokenizer,
-        preset=args.preset,
-        image_resolution=args.image_size,
-        verify=args.verify,
-        max_shard_size=args.max_shard_size,
-        overwrite=args.overwrite,
-        progress=progress,
-        vision_heads=args.vision_heads,
-        text_heads=args.text_heads,
-    )
+    options = _options(args, *_SHARED_OPTIONS, "tokenizer_path", "text_heads")
     if args.command == "scenic":
         from .scenic import convert_scenic
 
-        result = convert_scenic(args.vision, args.text, args.output, **common)
-    elif args.command == "official":
+        result = convert_scenic(args.vision, args.text, args.output, **options)
+    else:
         from .official import convert_official
 
-        result = convert_official(args.vision, args.text, args.output, **common)
-    else:  # pragma: no cover - argparse restricts the choices
-        raise AssertionError(args.command)
-    config = result.config
-    v, t = config.vision_config, config.text_config
+        result = convert_official(args.vision, args.text, args.output, **options)
+    if args.text is None:  # convert_official wrote the vision tower alone
+        print(f"wrote {result.output_dir} (TipsVisionModel)")
+        print(f"  vision: {_describe_vision(result.config)}")
+        return 0
+    t = result.config.text_config
     print(f"wrote {result.output_dir}")
-    print(
-        f"  vision: {v.num_hidden_layers} layers, width {v.hidden_size}, {v.num_attention_heads} heads, "
-        f"{v.ffn_type} {v.intermediate_size}, grid {v.position_grid_size}x{v.position_grid_size}"
-    )
+    print(f"  vision: {_describe_vision(result.config.vision_config)}")
     print(
         f"  text:   {t.num_hidden_layers} layers, width {t.hidden_size}, {t.num_attention_heads} heads, "
         f"mlp {t.intermediate_size}, vocab {t.vocab_size}"
     )
-    if result.parity:
-        print("parity against the reference outputs (float32, CPU):")
-        print(format_parity(result.parity))
+    _print_parity(result.parity)
     return 0
 
 
@@ -142,16 +124,19 @@ def _describe_vision(v) -> str:
     )
 
 
-def _run_dpt(args: argparse.Namespace, progress: bool) -> int:
-    from .dpt import convert_dpt
-    from .verify import format_parity
+def _print_parity(parity: dict[str, float]) -> None:
+    if parity:
+        from .verify import format_parity
 
-    result = convert_dpt(
-        args.vision, args.decoder, args.output, args.task, layers=args.layers, preset=args.preset,
-        vision_heads=args.vision_heads, min_depth=args.min_depth, max_depth=args.max_depth,
-        image_resolution=args.image_size, verify=args.verify, max_shard_size=args.max_shard_size,
-        overwrite=args.overwrite, progress=progress,
-    )
+        print("parity against the reference outputs (float32, CPU):")
+        print(format_parity(parity))
+
+
+def _run_dpt(args: argparse.Namespace) -> int:
+    from .dpt import convert_dpt
+
+    options = _options(args, *_SHARED_OPTIONS, "layers", "min_depth", "max_depth")
+    result = convert_dpt(args.vision, args.decoder, args.output, args.task, **options)
     config = result.config
     print(f"wrote {result.output_dir} ({config.architectures[0]})")
     print(f"  vision: {_describe_vision(config.vision_config)}")
@@ -159,9 +144,7 @@ def _run_dpt(args: argparse.Namespace, progress: bool) -> int:
             f"[{config.min_depth}, {config.max_depth}] m", "normals": "3 outputs"}[config.task]
     print(f"  DPT: blocks {config.backbone_out_indices}, channels {config.dpt_channels}, "
           f"levels {config.post_process_channels}, {head}")
-    if result.parity:
-        print("parity against the reference outputs (float32, CPU):")
-        print(format_parity(result.parity))
+    _print_parity(result.parity)
     return 0
 
 
