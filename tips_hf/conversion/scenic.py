@@ -282,21 +282,13 @@ def convert_scenic(
     With `verify`, the written model is re-run on the inputs stored in that Scenic expected-outputs `.npz` (NHWC,
     centre-padded like the reference) and the max abs differences are returned and saved as `parity.json`.
     """
+    # The same call as convert_official's, with Scenic's table, config inference and defaults.
     return convert_pair(
-        vision_path,
-        text_path,
-        output_dir,
-        SCENIC,
-        "scenic",
-        lambda vision, text: _check_heads(
-            infer_scenic_config(vision, text, preset, image_resolution), vision_heads, text_heads
-        ),
-        tokenizer_path=tokenizer_path,
-        defaults=scenic_defaults,
-        verify=verify,
-        max_shard_size=max_shard_size,
-        overwrite=overwrite,
-        progress=progress,
+        vision_path, text_path, output_dir, SCENIC, "scenic",
+        lambda vision, text: _check_heads(infer_scenic_config(vision, text, preset, image_resolution), vision_heads,
+                                          text_heads),
+        tokenizer_path=tokenizer_path, defaults=scenic_defaults, verify=verify, max_shard_size=max_shard_size,
+        overwrite=overwrite, progress=progress,
     )
 
 
