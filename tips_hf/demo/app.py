@@ -165,13 +165,19 @@ class DemoModel:
             columns += [cosine, (cosine / temperature[index]).softmax(dim=-1)]
         return [[text] + [round(float(column[row]), 4) for column in columns] for row, text in enumerate(texts)]
 
+    def _run_dense(self, model: Any, start_with: str, image: Any) -> tuple[Any, Any]:
+        """(the uploaded image as RGB, `model`'s output on it); an error saying how to start the demo when `model`
+        was not loaded."""
+        if model is None:
+            raise ValueError(f"Start the demo with {start_with}.")
+        image = _rgb(image)
+        return image, model(pixel_values=self.pixel_values(image))
+
     @torch.no_grad()
     def depth(self, image: Any) -> np.ndarray:
         """Predicted depth as a colour map (near = bright), (H, W, 3) uint8 at the uploaded size."""
-        if self.depth_model is None:
-            raise ValueError("Start the demo with --depth DIR to predict depth.")
-        image = _rgb(image)
-        depth = self.depth_model(pixel_values=self.pixel_values(image)).predicted_depth.float()
+        image, output = self._run_dense(self.depth_model, "--depth DIR to predict depth", image)
+        depth = output.predicted_depth.float()
         depth = depth.reshape(1, 1, *depth.shape[-2:])
         depth = F.interpolate(depth, size=image.size[::-1], mode="bilinear", align_corners=False)[0, 0]
         low, high = float(depth.min()), float(depth.max())
@@ -181,10 +187,8 @@ class DemoModel:
     @torch.no_grad()
     def normals(self, image: Any) -> np.ndarray:
         """Predicted surface normals as RGB ((n + 1) / 2 of the unit vector), (H, W, 3) uint8 at the uploaded size."""
-        if self.normals_model is None:
-            raise ValueError("Start the demo with --normals DIR to predict surface normals.")
-        image = _rgb(image)
-        normals = self.normals_model(pixel_values=self.pixel_values(image)).predicted_normals.float()
+        image, output = self._run_dense(self.normals_model, "--normals DIR to predict surface normals", image)
+        normals = output.predicted_normals.float()
         normals = F.interpolate(normals, size=image.size[::-1], mode="bilinear", align_corners=False)
         normals = F.normalize(normals, dim=1)[0].permute(1, 2, 0)
         return _to_uint8((normals.cpu().numpy() + 1.0) / 2.0)
