@@ -29,7 +29,9 @@ def _check_positive(config: PretrainedConfig, *names: str) -> None:
             raise ValueError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}.")
 
 
-def _check_heads(config: PretrainedConfig) -> None:
+def _check_tower(config: PretrainedConfig, *sizes: str) -> None:
+    """A transformer tower's sizes and `sizes` are positive integers, and the width splits into the heads."""
+    _check_positive(config, "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", *sizes)
     if config.hidden_size % config.num_attention_heads != 0:
         raise ValueError(
             f"{type(config).__name__}.hidden_size ({config.hidden_size}) must be divisible by "
@@ -88,17 +90,7 @@ class TipsVisionConfig(PretrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        _check_positive(
-            self,
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "patch_size",
-            "image_size",
-            "num_channels",
-        )
-        _check_heads(self)
+        _check_tower(self, "patch_size", "image_size", "num_channels")
         if self.ffn_type not in FFN_TYPES:
             raise ValueError(f"TipsVisionConfig.ffn_type must be one of {FFN_TYPES}, got {self.ffn_type!r}.")
         if self.image_size % self.patch_size != 0:
@@ -156,16 +148,7 @@ class TipsTextConfig(PretrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        _check_positive(
-            self,
-            "vocab_size",
-            "hidden_size",
-            "intermediate_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "max_position_embeddings",
-        )
-        _check_heads(self)
+        _check_tower(self, "vocab_size", "max_position_embeddings")
 
 
 # Released checkpoints (official `google-deepmind/tips` code). Text towers: 12 layers except So400m (27).
