@@ -32,7 +32,7 @@ from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_dense_tips import TipsBackboneConfig, TipsDPTConfig
-from .modeling_tips import TipsPreTrainedModel, TipsVisionEmbeddings, TipsVisionModel, vision_encoder
+from .modeling_tips import TipsPreTrainedModel, TipsVisionModel
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Outputs
@@ -318,26 +318,18 @@ class TipsForNormalEstimation(_TipsDPTModel):
         return TipsNormalEstimatorOutput(loss=loss, predicted_normals=normals, hidden_states=hidden_states)
 
 
-class TipsBackbone(BackboneMixin, TipsPreTrainedModel):
+class TipsBackbone(BackboneMixin, TipsVisionModel):
     """The TIPS vision tower as a transformers backbone: `feature_maps` are the outputs of the stages in
     `config.out_features` after the final LayerNorm, as `(batch_size, hidden_size, height // 14, width // 14)` maps
-    (stage `k` = block `k - 1`; see [`TipsBackboneConfig`]). Loads the weights of a `TipsVisionModel` folder."""
+    (stage `k` = block `k - 1`; see [`TipsBackboneConfig`]). The tower's modules are `TipsVisionModel`'s, so it loads
+    the weights of a `TipsVisionModel` folder."""
 
     config: TipsBackboneConfig
     config_class = TipsBackboneConfig
-    base_model_prefix = "vision_model"
-    input_modalities = ("image",)
 
     def __init__(self, config: TipsBackboneConfig):
-        super().__init__(config)
-        self.embeddings = TipsVisionEmbeddings(config)
-        self.encoder = vision_encoder(config)
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        super().__init__(config)  # the tower (TipsVisionModel), then the stages and out_features (BackboneMixin)
         self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
-        self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.embeddings.patch_embedding
 
     @capture_outputs(tie_last_hidden_states=False)
     def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BackboneOutput | tuple:
