@@ -51,17 +51,10 @@ class TipsTokenizer(SentencePieceBackend):
         if lowercase not in ("ascii", "unicode", "none"):
             raise ValueError(f"TipsTokenizer.lowercase must be 'ascii', 'unicode' or 'none', got {lowercase!r}.")
         self.lowercase = lowercase
-        kwargs.pop("bos_token", None)
-        kwargs.pop("eos_token", None)
+        kwargs.update(bos_token=None, eos_token=None)  # TIPS adds none, whatever a saved tokenizer config names
         super().__init__(
-            vocab_file=vocab_file,
-            unk_token=unk_token,
-            pad_token=pad_token,
-            bos_token=None,
-            eos_token=None,
-            model_max_length=model_max_length,
-            lowercase=lowercase,
-            **kwargs,
+            vocab_file=vocab_file, unk_token=unk_token, pad_token=pad_token, model_max_length=model_max_length,
+            lowercase=lowercase, **kwargs,
         )
         if self.sp_model.pad_id() not in (-1, self.pad_token_id):
             logger.warning(
