@@ -127,7 +127,9 @@ def build_module(config: PretrainConfig, tokenizer) -> TipsPretrainingModel:
         logger.info("loaded %d head/teacher/centre tensors from %s", len(loaded), config.model.init_heads_from)
     module.freeze_unused()
     if config.training.gradient_checkpointing:
-        student.gradient_checkpointing_enable()
+        # Newer transformers name it activation_checkpointing_enable (the old name warns); 5.14 has the old name only.
+        enable = getattr(student, "activation_checkpointing_enable", None) or student.gradient_checkpointing_enable
+        enable()
     return module.train()
 
 
