@@ -169,7 +169,7 @@ def _batch(config, tokenizer, streams):
     batch.pop("skipped")
     from tips_hf.pretraining.data import to_device
 
-    return to_device(batch, torch.device("cpu"))
+    return to_device(batch, config.data, torch.device("cpu"))
 
 
 @pytest.mark.parametrize(

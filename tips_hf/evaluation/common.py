@@ -216,9 +216,10 @@ def resize_description(resize: str, size: int) -> str:
     return f"{size}x{size} bilinear with antialiasing (TipsImageProcessor), no crop, RGB in [0, 1]"
 
 
-def pixels_short_side(image: Any, size: int) -> torch.Tensor:
+def pixels_short_side(image: Any, size: int, processor: Any = None) -> torch.Tensor:
     """Short side resized to `size` (PIL bicubic, long side truncated as `int(size * long / short)`), (3, H, W) in
-    [0, 1]: the official zero-shot segmentation notebook's `ShortSideResize` + `ToTensor`."""
+    [0, 1]: the official zero-shot segmentation notebook's `ShortSideResize` + `ToTensor`. A `processor` whose image
+    processor normalises (a model pretrained with `data.pixel_mean`) gets its mean/std applied too."""
     from PIL import Image
 
     width, height = image.size
@@ -228,7 +229,11 @@ def pixels_short_side(image: Any, size: int) -> torch.Tensor:
         else:
             new_w, new_h = int(size * width / height), size
         image = image.resize((new_w, new_h), Image.BICUBIC)
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+    images = getattr(processor, "image_processor", None)
+    if images is not None and getattr(images, "do_normalize", False):
+        pixels = images.normalize(pixels, images.image_mean, images.image_std)
+    return pixels
 
 
 # ----------------------------------------------------------------------------------------------------------------------

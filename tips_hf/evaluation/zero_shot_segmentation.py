@@ -88,7 +88,7 @@ def evaluate_zero_shot_segmentation(model: Any, processor: Any, data: Any, optio
     def load(record) -> dict[str, Any]:
         image, target, name = unpack(record)
         return {
-            "pixel_values": pixels_short_side(open_image(image, name), short),
+            "pixel_values": pixels_short_side(open_image(image, name), short, processor),
             "target": torch.from_numpy(segmentation_target(target, name, reduce_zero_label, num_classes)),
         }
 

@@ -329,12 +329,23 @@ class Collator:
         return batch
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype = torch.float32):
-    """Move a collated batch to the device; uint8 crops become floats in [0, 1] there (4× less host traffic)."""
+def pixels_to_model(pixels: torch.Tensor, data: DataConfig, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 pixels (..., 3, H, W) → the model's input: [0, 1], then `(x - pixel_mean) / pixel_std` when the config
+    sets them (what the exported processor's `do_normalize` does). Training and evaluation both go through here."""
+    pixels = pixels.to(dtype) / 255.0
+    if data.pixel_mean is None:
+        return pixels
+    mean = torch.tensor(data.pixel_mean, dtype=dtype, device=pixels.device).view(3, 1, 1)
+    std = torch.tensor(data.pixel_std, dtype=dtype, device=pixels.device).view(3, 1, 1)
+    return (pixels - mean) / std
+
+
+def to_device(batch: dict[str, torch.Tensor], data: DataConfig, device: torch.device, dtype: torch.dtype = torch.float32):
+    """Move a collated batch to the device; uint8 crops become model inputs there (4× less host traffic)."""
     out = {}
     for key, value in batch.items():
         value = value.to(device, non_blocking=True)
         if key in ("global_crop", "local_crops"):
-            value = value.to(dtype) / 255.0
+            value = pixels_to_model(value, data, dtype)
         out[key] = value
     return out

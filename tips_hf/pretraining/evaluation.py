@@ -27,6 +27,7 @@ from ..dense.probe import linear_probe_depth, linear_probe_segmentation
 from ..dense.zero_shot import encode_labels, encode_texts, zero_shot_classify, zero_shot_segment
 from ..metrics.retrieval import retrieval_recall
 from .augment import eval_transform
+from .data import pixels_to_model
 
 # Zero-shot prompts in the scenes' own words (CLIP's "a photo of ..." templates use words the captions never have).
 SCENE_TEMPLATES: tuple[str, ...] = ("a {}.", "the {}", "{}", "{} icon", "{} shape")
@@ -49,6 +50,7 @@ class ScenesEvaluator:
         from ..data import CLASS_NAMES, SHAPES, SpatialScenes
 
         data, self.eval_config = config.data, config.eval
+        self.data = data
         self.size = self.eval_config.image_size or data.global_size
         scene = dict(image_size=data.scene_image_size, seed=seed, **data.scene_options)
         validation = SpatialScenes(self.eval_config.split, self.eval_config.num_examples, **scene)
@@ -77,7 +79,7 @@ class ScenesEvaluator:
         dtype = next(model.parameters()).dtype
         outs = {"alt": [], "synthetic": [], "patches": []}
         for start in range(0, len(pixels), self.eval_config.batch_size):
-            chunk = pixels[start : start + self.eval_config.batch_size].to(device, dtype) / 255.0
+            chunk = pixels_to_model(pixels[start : start + self.eval_config.batch_size].to(device), self.data, dtype)
             out = model.get_image_features(pixel_values=chunk)
             outs["alt"].append(out.alt_text_embeds.float().cpu())
             outs["synthetic"].append(out.synthetic_embeds.float().cpu())
@@ -137,4 +139,4 @@ class ScenesEvaluator:
 
     def _pixels(self, model, pixels: torch.Tensor) -> torch.Tensor:
         parameter = next(model.parameters())
-        return pixels.to(parameter.device, parameter.dtype) / 255.0
+        return pixels_to_model(pixels.to(parameter.device), self.data, parameter.dtype)

@@ -295,7 +295,7 @@ class Pretrainer:
             if "stream_position" in batch:
                 worker, *position = batch.pop("stream_position").tolist()
                 self.stream_state[worker] = torch.tensor(position)
-            batch = to_device(batch, accelerator.device)
+            batch = to_device(batch, self.config.data, accelerator.device)
             last = micro == accumulation - 1
             if self.fsdp:
                 module.set_requires_gradient_sync(last)
@@ -497,6 +497,11 @@ def export_final(student: TipsModel, tokenizer, config: PretrainConfig, path: Pa
         student.config.image_resolution = config.eval.image_size or config.data.global_size
         student.save_pretrained(staging)
         size = student.config.image_resolution
-        processor = TipsProcessor(TipsImageProcessor(size={"height": size, "width": size}), tokenizer)
+        normalise = {}
+        if config.data.pixel_mean is not None:  # the model was trained on normalised pixels: its processor says so
+            normalise = dict(do_normalize=True, image_mean=list(config.data.pixel_mean),
+                             image_std=list(config.data.pixel_std))
+        image_processor = TipsImageProcessor(size={"height": size, "width": size}, **normalise)
+        processor = TipsProcessor(image_processor, tokenizer)
         processor.save_pretrained(staging)
         (staging / "training_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

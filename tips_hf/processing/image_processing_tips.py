@@ -41,7 +41,10 @@ class TipsImageProcessor(TorchvisionBackend):
 
     Pipeline: convert to RGB (grayscale, RGBA composited on white, CMYK, palette; 16-bit images scaled to 8-bit range)
     → bilinear resize with antialiasing to `size` (default 448×448) → rescale by 1/255 → centre zero-pad to a multiple
-    of `patch_size` when needed. No mean/std normalisation (TIPS takes [0, 1] inputs).
+    of `patch_size` when needed. No mean/std normalisation by default: the released TIPS models take [0, 1] inputs.
+    Models pretrained from scratch with `data.pixel_mean`/`data.pixel_std` save a processor with
+    `do_normalize=True`, which then subtracts `image_mean` and divides by `image_std` after the padding (so padding
+    stays black).
 
     Accepts PIL images, numpy arrays and torch tensors (HWC or CHW, uint8, uint16 or float). Float inputs are taken
     to be in [0, 255] like the other transformers processors; pass `do_rescale=False` for floats already in [0, 1].
@@ -103,6 +106,9 @@ class TipsImageProcessor(TorchvisionBackend):
         do_center_pad: bool = True,
         patch_size: int = 14,
         disable_grouping: bool | None = None,
+        do_normalize: bool = False,
+        image_mean: float | list[float] | None = None,
+        image_std: float | list[float] | None = None,
         **kwargs: Any,
     ) -> BatchFeature:
         self._check_size(size, do_resize, patch_size)
@@ -114,6 +120,8 @@ class TipsImageProcessor(TorchvisionBackend):
             stacked = self.rescale_and_normalize(stacked, do_rescale, rescale_factor, False, None, None)
             if do_center_pad:
                 stacked = center_pad_to_multiple(stacked, patch_size)
+            if do_normalize:
+                stacked = self.normalize(stacked, image_mean, image_std)
             processed[shape] = stacked
         images = reorder_images(processed, index)
         if return_tensors is not None:
