@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Regenerates the README's pictures from a main-job run (default: outputs/tiny-cpu, what the README's first command
+# writes; run it with `training.eval_steps=150` for curves with evaluation points):
+#   docs/images/scenes_preview.png                  the embedded scenes with tiny-cpu.yaml's scene options
+#   docs/images/{pca,zeroshot}_scene_{1,2}.png       tips-visualize on two validation scenes (112 px, 8x8 patches)
+#   docs/images/main_job_curves.png                 benchmarks/plot_metrics.py on the run's metrics.jsonl
+#   docs/images/demo_zeroshot.png                   the Gradio demo in headless Chromium (needs the demo extra)
+#
+#   bash benchmarks/readme_pictures.sh [RUN_DIR]
+set -euo pipefail
+RUN=${1:-outputs/tiny-cpu}
+OUT=docs/images
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+python - "$WORK" <<'EOF'
+import sys
+import yaml
+from tips_hf.data import SpatialScenes, save_preview
+
+data = yaml.safe_load(open("training/configs/tiny-cpu.yaml"))["data"]
+options = dict(data["scene_options"], image_size=data["scene_image_size"])
+save_preview("docs/images/scenes_preview.png", rows=2, cols=4, **options)
+for name, size, index in (("scene_1", 112, 3), ("scene_2", 112, 7)):
+    SpatialScenes("validation", index + 1, **{**options, "image_size": size})[index]["image"].save(f"{sys.argv[1]}/{name}.png")
+SpatialScenes("validation", 4, **{**options, "image_size": 224})[3]["image"].save(f"{sys.argv[1]}/demo.png")
+EOF
+
+LABELS=(background circle square triangle star cross ring heart crescent)
+for scene in scene_1 scene_2; do
+  tips-visualize --model "$RUN/final" --image "$WORK/$scene.png" --out "$WORK" --size 112 --zero-shot-mode whole \
+    --head synthetic --templates "a {}." "the {}" "{}" --labels "${LABELS[@]}"
+  cp "$WORK/${scene}_pca.png" "$OUT/pca_${scene}.png"
+  cp "$WORK/${scene}_zeroshot.png" "$OUT/zeroshot_${scene}.png"
+done
+python benchmarks/plot_metrics.py "$RUN/metrics.jsonl" --out "$OUT/main_job_curves.png"
+python -m tips_hf.demo.browser --model "$RUN/final" --image "$WORK/demo.png" --labels circle star cross triangle \
+  --screenshot "$OUT/demo_zeroshot.png"
