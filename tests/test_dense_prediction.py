@@ -542,6 +542,37 @@ def test_finetune_dpt_head_with_lora_saves_an_auto_loadable_folder(tiny_model_di
     assert [model.config.id2label[i] for i in (0, 1, 8)] == ["background", "circle", "crescent"]  # the scenes' classes
 
 
+def test_finetune_feeds_the_base_models_normalisation(tiny_model_dir, tmp_path, monkeypatch):
+    """A backbone pretrained on normalised pixels (its processor has `do_normalize`) is trained and scored on the same
+    normalised pixels, and the DPT folder's processor keeps the normalisation."""
+    import shutil
+
+    from tips_hf import TipsImageProcessor
+    from tips_hf.modeling.modeling_tips import TipsVisionEmbeddings
+    from tips_hf.pretraining.data import processor_normalisation
+
+    mean, std = (0.5, 0.4, 0.3), (0.25, 0.2, 0.5)
+    assert processor_normalisation(str(tiny_model_dir)) == (None, None)  # no processor: the released [0, 1] input
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    TipsImageProcessor(size={"height": 56, "width": 56}, do_normalize=True, image_mean=list(mean),
+                       image_std=list(std)).save_pretrained(base)
+    assert processor_normalisation(str(base)) == (mean, std)
+    seen = []
+    forward = TipsVisionEmbeddings.forward
+
+    def record(self, pixel_values, *args, **kwargs):
+        seen.append(float(pixel_values.min()))
+        return forward(self, pixel_values, *args, **kwargs)
+
+    monkeypatch.setattr(TipsVisionEmbeddings, "forward", record)
+    _dpt_finetune(base, tmp_path / "out")
+    # Black pixels become (0 - 0.5) / 0.25 = -2 on the red channel; [0, 1] inputs would never go below 0.
+    assert seen and min(seen) < -1.0
+    processor = TipsImageProcessor.from_pretrained(tmp_path / "out" / "model")
+    assert processor.do_normalize and tuple(processor.image_mean) == mean and tuple(processor.image_std) == std
+
+
 def test_finetune_dpt_on_ade20k_and_nyu_layouts(tiny_model_dir, tmp_path):
     import io
 

@@ -59,11 +59,35 @@ def test_exported_processor_reproduces_the_training_inputs(tmp_path):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)
     got = processor(images=Image.fromarray(image), return_tensors="pt")["pixel_values"][0]
-    want = pixels_to_model(torch.from_numpy(image).permute(2, 0, 1), config.data)
+    want = pixels_to_model(torch.from_numpy(image).permute(2, 0, 1), config.data.pixel_mean, config.data.pixel_std)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)  # float32 rescale-then-normalise vs the same maths
 
 
 def test_unnormalised_config_is_the_official_input():
     config = load_config(CONFIG, ["data.pixel_mean=null", "data.pixel_std=null"])
     pixels = torch.tensor([[[0, 51, 255]]], dtype=torch.uint8).expand(3, 1, 3)
-    torch.testing.assert_close(pixels_to_model(pixels, config.data)[0, 0], torch.tensor([0.0, 0.2, 1.0]))
+    torch.testing.assert_close(pixels_to_model(pixels, config.data.pixel_mean, config.data.pixel_std)[0, 0],
+                               torch.tensor([0.0, 0.2, 1.0]))
+
+
+def test_init_from_a_normalised_model_keeps_its_pixels(tmp_path):
+    """Continuing from a folder pretrained on normalised pixels (e.g. the contrastive LoRA config on the main job's
+    model) feeds it the same pixels; conflicting explicit values are refused."""
+    from tips_hf.pretraining.trainer import inherit_pixel_normalisation
+
+    folder = tmp_path / "model"
+    TipsImageProcessor(do_normalize=True, image_mean=list(MEAN), image_std=list(STD)).save_pretrained(folder)
+    config = load_config(CONFIG, [f"model.init_from={folder}", "data.pixel_mean=null", "data.pixel_std=null"])
+    inherit_pixel_normalisation(config)
+    assert (config.data.pixel_mean, config.data.pixel_std) == (MEAN, STD)
+    same = load_config(CONFIG, [f"model.init_from={folder}", *SET])
+    inherit_pixel_normalisation(same)
+    assert same.data.pixel_mean == MEAN
+    other = load_config(CONFIG, [f"model.init_from={folder}"])  # tiny-cpu's own 0.5 / 0.25
+    with pytest.raises(ValueError, match="differ from the processor of model.init_from"):
+        inherit_pixel_normalisation(other)
+    bare = tmp_path / "bare"
+    bare.mkdir()  # no preprocessor_config.json: the released models' [0, 1] input
+    plain = load_config(CONFIG, [f"model.init_from={bare}", "data.pixel_mean=null", "data.pixel_std=null"])
+    inherit_pixel_normalisation(plain)
+    assert plain.data.pixel_mean is None and plain.data.pixel_std is None

@@ -28,6 +28,7 @@ from ..pretraining.config import (
     read_yaml,
     setting,
 )
+from ..pretraining.data import pixels_to_model, processor_normalisation
 from ..pretraining.schedules import cosine
 from .dense import TipsForDenseTasks
 
@@ -239,7 +240,12 @@ def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def evaluate_dense(model, dataset: DenseDataset, task: str, num_classes: int, batch_size: int = 50) -> dict:
+def evaluate_dense(
+    model, dataset: DenseDataset, task: str, num_classes: int, batch_size: int = 50,
+    normalisation: tuple = (None, None),
+) -> dict:
+    """Scores on `dataset`; `normalisation` is the backbone's `(image_mean, image_std)` (`processor_normalisation`
+    of the base folder)."""
     from ..metrics import depth_errors, mean_iou
 
     model.eval()
@@ -247,7 +253,7 @@ def evaluate_dense(model, dataset: DenseDataset, task: str, num_classes: int, ba
     for start in range(0, len(dataset), batch_size):
         pixels, labels = _collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         device = next(model.parameters()).device
-        output = model(pixel_values=pixels.to(device).float() / 255.0, labels=labels.to(device))
+        output = model(pixel_values=pixels_to_model(pixels.to(device), *normalisation), labels=labels.to(device))
         predictions.append(_prediction(output, task, tuple(labels.shape[-2:])).cpu())
         references.append(labels)
     model.train()
@@ -290,6 +296,7 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
     eval_set = DenseDataset(config.data, training.task, config.data.eval_split, config.data.eval_examples,
                             training.seed)
     model = build_dense_model(config, num_classes)
+    normalisation = processor_normalisation(config.model.base)
     trainable, total = trainable_parameters(model)
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -315,7 +322,8 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
         lr = cosine(step, training.max_steps, config.optim.lr, config.optim.min_lr, config.optim.warmup_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        output = model(pixel_values=pixels.to(accelerator.device).float() / 255.0, labels=labels.to(accelerator.device))
+        inputs = pixels_to_model(pixels.to(accelerator.device), *normalisation)
+        output = model(pixel_values=inputs, labels=labels.to(accelerator.device))
         accelerator.backward(output.loss)
         if config.optim.grad_clip:
             accelerator.clip_grad_norm_(params, config.optim.grad_clip)
@@ -329,19 +337,22 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
             progress.set_postfix(loss=f"{float(output.loss.detach()):.3f}")
     progress.close()
     unwrapped = accelerator.unwrap_model(model)
-    scores = evaluate_dense(unwrapped, eval_set, training.task, num_classes)
+    scores = evaluate_dense(unwrapped, eval_set, training.task, num_classes, normalisation=normalisation)
     result = {"task": training.task, "steps": step, "trainable_parameters": trainable, "total_parameters": total,
               "lora": config.lora.enabled, "eval": scores, "wall_time_s": round(time.time() - start, 1)}
     if accelerator.is_main_process:
-        save_dense(unwrapped, config, num_classes, out, result)
+        save_dense(unwrapped, config, num_classes, out, result, normalisation)
         with open(metrics_path, "a") as handle:
             handle.write(json.dumps({"event": "eval", "step": step, **scores}) + "\n")
     return result
 
 
-def save_dense(model, config: DenseFinetuneConfig, num_classes: int, out: Path, result: dict) -> None:
+def save_dense(
+    model, config: DenseFinetuneConfig, num_classes: int, out: Path, result: dict, normalisation: tuple = (None, None)
+) -> None:
     """`OUT/adapter` (PeftModel.save_pretrained: LoRA weights + the head) and `OUT/dense_config.json`; without LoRA,
-    the head's weights in `OUT/head.safetensors`. Written to a temporary folder, then renamed."""
+    the head's weights in `OUT/head.safetensors`; with the DPT head, a complete `OUT/model` folder whose processor
+    keeps the backbone's `normalisation`. Written to a temporary folder, then renamed."""
     from safetensors.torch import save_file
 
     staging = Path(tempfile.mkdtemp(prefix=".finetune.tmp-", dir=out))
@@ -354,7 +365,9 @@ def save_dense(model, config: DenseFinetuneConfig, num_classes: int, out: Path, 
             merged = model.merge_and_unload() if config.lora.enabled else model
             merged.save_pretrained(staging / "model")
             side = config.data.image_size
-            TipsImageProcessor(size={"height": side, "width": side}).save_pretrained(staging / "model")
+            mean, std = normalisation
+            normalise = {} if mean is None else dict(do_normalize=True, image_mean=list(mean), image_std=list(std))
+            TipsImageProcessor(size={"height": side, "width": side}, **normalise).save_pretrained(staging / "model")
         elif config.lora.enabled:
             model.save_pretrained(staging / "adapter")
         else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import itertools
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -329,15 +330,36 @@ class Collator:
         return batch
 
 
-def pixels_to_model(pixels: torch.Tensor, data: DataConfig, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 pixels (..., 3, H, W) → the model's input: [0, 1], then `(x - pixel_mean) / pixel_std` when the config
-    sets them (what the exported processor's `do_normalize` does). Training and evaluation both go through here."""
+def pixels_to_model(
+    pixels: torch.Tensor,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """uint8 pixels (..., 3, H, W) → the model's input: [0, 1], then `(x - mean) / std` when given (a model pretrained
+    with `data.pixel_mean`/`pixel_std`; what its processor's `do_normalize` does). Pretraining, its evaluation and
+    dense fine-tuning all go through here."""
     pixels = pixels.to(dtype) / 255.0
-    if data.pixel_mean is None:
+    if mean is None:
         return pixels
-    mean = torch.tensor(data.pixel_mean, dtype=dtype, device=pixels.device).view(3, 1, 1)
-    std = torch.tensor(data.pixel_std, dtype=dtype, device=pixels.device).view(3, 1, 1)
+    mean = torch.tensor(mean, dtype=dtype, device=pixels.device).view(3, 1, 1)
+    std = torch.tensor(std, dtype=dtype, device=pixels.device).view(3, 1, 1)
     return (pixels - mean) / std
+
+
+def processor_normalisation(folder: str | os.PathLike) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """`(image_mean, image_std)` of a model folder's image processor when it normalises (a model pretrained with
+    `data.pixel_mean`/`pixel_std`), else `(None, None)`: whatever trains or scores that model further must feed it
+    the pixels it was trained on."""
+    from ..processing.image_processing_tips import TipsImageProcessor
+
+    try:
+        processor = TipsImageProcessor.from_pretrained(folder)
+    except OSError:  # a model folder without preprocessor_config.json: the released models' [0, 1] input
+        return None, None
+    if not processor.do_normalize:
+        return None, None
+    return tuple(processor.image_mean), tuple(processor.image_std)
 
 
 def to_device(batch: dict[str, torch.Tensor], data: DataConfig, device: torch.device, dtype: torch.dtype = torch.float32):
@@ -346,6 +368,6 @@ def to_device(batch: dict[str, torch.Tensor], data: DataConfig, device: torch.de
     for key, value in batch.items():
         value = value.to(device, non_blocking=True)
         if key in ("global_crop", "local_crops"):
-            value = pixels_to_model(value, data, dtype)
+            value = pixels_to_model(value, data.pixel_mean, data.pixel_std, dtype)
         out[key] = value
     return out

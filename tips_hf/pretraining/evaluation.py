@@ -79,7 +79,7 @@ class ScenesEvaluator:
         dtype = next(model.parameters()).dtype
         outs = {"alt": [], "synthetic": [], "patches": []}
         for start in range(0, len(pixels), self.eval_config.batch_size):
-            chunk = pixels_to_model(pixels[start : start + self.eval_config.batch_size].to(device), self.data, dtype)
+            chunk = self._to_model(pixels[start : start + self.eval_config.batch_size].to(device), dtype)
             out = model.get_image_features(pixel_values=chunk)
             outs["alt"].append(out.alt_text_embeds.float().cpu())
             outs["synthetic"].append(out.synthetic_embeds.float().cpu())
@@ -139,4 +139,7 @@ class ScenesEvaluator:
 
     def _pixels(self, model, pixels: torch.Tensor) -> torch.Tensor:
         parameter = next(model.parameters())
-        return pixels_to_model(pixels.to(parameter.device), self.data, parameter.dtype)
+        return self._to_model(pixels.to(parameter.device), parameter.dtype)
+
+    def _to_model(self, pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return pixels_to_model(pixels, self.data.pixel_mean, self.data.pixel_std, dtype)

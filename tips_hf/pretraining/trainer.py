@@ -29,7 +29,7 @@ from .checkpointing import (
     save_checkpoint,
 )
 from .config import PretrainConfig, save_config
-from .data import Collator, GlobalBatchSampler, PretrainingDataset, load_source, to_device
+from .data import Collator, GlobalBatchSampler, PretrainingDataset, load_source, processor_normalisation, to_device
 from .meta_arch import TipsPretrainingModel
 from .schedules import step_values
 
@@ -58,6 +58,22 @@ def build_tokenizer(config: PretrainConfig):
     if not Path(path).is_file():
         raise ValueError(f"model.tokenizer: {path} is not a file (a SentencePiece tokenizer.model).")
     return TipsTokenizer(path, model_max_length=config.data.max_text_length)
+
+
+def inherit_pixel_normalisation(config: PretrainConfig) -> None:
+    """A `model.init_from` folder trained on normalised pixels (its processor has `do_normalize`) keeps getting them:
+    unset `data.pixel_mean`/`pixel_std` take the folder's values; values that differ from the folder's are refused."""
+    if not config.model.init_from:
+        return
+    mean, std = processor_normalisation(config.model.init_from)
+    data = config.data
+    if data.pixel_mean is None:
+        data.pixel_mean, data.pixel_std = mean, std
+    elif (tuple(data.pixel_mean), tuple(data.pixel_std)) != (mean, std):
+        raise ValueError(
+            f"data.pixel_mean/pixel_std {list(data.pixel_mean)} / {list(data.pixel_std)} differ from the processor of "
+            f"model.init_from ({config.model.init_from}: mean {mean}, std {std}); leave them unset to use the folder's."
+        )
 
 
 def build_student(config: PretrainConfig, vocab_size: int) -> TipsModel:
@@ -155,6 +171,7 @@ class Pretrainer:
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
+        inherit_pixel_normalisation(config)
         self.config = config
         self.start_time = time.time()
         if not torch.cuda.is_available():
