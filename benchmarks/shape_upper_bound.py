@@ -9,6 +9,7 @@ which scene settings make the zero-shot targets reachable in the main job's budg
     python benchmarks/shape_upper_bound.py --steps 800 --raw-pixels                       # [0, 1] inputs
     python benchmarks/shape_upper_bound.py --steps 800 --scene background_contrast=1 background_palette_prob=0.35
     python benchmarks/shape_upper_bound.py --steps 800 --model cnn
+    python benchmarks/shape_upper_bound.py --steps 800 --model torch-vit                  # torch's own encoder layers
 
 One JSON line per evaluation: step, training loss, held-out accuracy (chance 0.125), seconds.
 """
@@ -30,7 +31,8 @@ from tips_hf.data import SpatialScenes
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=("vit", "cnn"), default="vit")
+    parser.add_argument("--model", choices=("vit", "torch-vit", "cnn"), default="vit",
+                        help="vit: TipsVisionModel; torch-vit: the same shape built from torch.nn.TransformerEncoder")
     parser.add_argument("--image-size", type=int, default=84, help="input side (tiny-cpu: 84)")
     parser.add_argument("--patch-size", type=int, default=14)
     parser.add_argument("--width", type=int, default=64)
@@ -68,6 +70,27 @@ class ViTClassifier(nn.Module):
         return self.head(self.tower(pixel_values=pixels).pooler_output)  # the alt-text CLS token
 
 
+class TorchViTClassifier(nn.Module):
+    """A ViT of the same size written with torch's own layers: rules our implementation in or out as the cause."""
+
+    def __init__(self, args: argparse.Namespace):
+        super().__init__()
+        tokens = (args.image_size // args.patch_size) ** 2 + 1
+        self.patches = nn.Conv2d(3, args.width, args.patch_size, args.patch_size)
+        self.cls = nn.Parameter(torch.zeros(1, 1, args.width))
+        self.positions = nn.Parameter(torch.randn(1, tokens, args.width) * 0.02)
+        layer = nn.TransformerEncoderLayer(args.width, 4, 4 * args.width, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, args.depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(args.width)
+        self.head = nn.Linear(args.width, 8)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        tokens = self.patches(pixels).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], 1) + self.positions
+        return self.head(self.norm(self.encoder(tokens))[:, 0])
+
+
 def cnn() -> nn.Module:
     def block(cin: int, cout: int) -> nn.Sequential:
         return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
@@ -92,7 +115,7 @@ def main() -> None:
         pixels = pixels.float() / 255.0
         return pixels if args.raw_pixels else (pixels - 0.5) / 0.25
 
-    model = ViTClassifier(args) if args.model == "vit" else cnn()
+    model = {"vit": ViTClassifier, "torch-vit": TorchViTClassifier}[args.model](args) if args.model != "cnn" else cnn()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps, pct_start=0.05)
     generator = torch.Generator().manual_seed(args.seed)

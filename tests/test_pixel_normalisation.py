@@ -91,3 +91,15 @@ def test_init_from_a_normalised_model_keeps_its_pixels(tmp_path):
     plain = load_config(CONFIG, [f"model.init_from={bare}", "data.pixel_mean=null", "data.pixel_std=null"])
     inherit_pixel_normalisation(plain)
     assert plain.data.pixel_mean is None and plain.data.pixel_std is None
+
+
+def test_inherited_normalisation_with_a_distillation_teacher_is_refused(tmp_path):
+    """The teacher check also covers normalisation that `model.init_from` lends after the config was validated."""
+    from tips_hf.pretraining.trainer import inherit_pixel_normalisation
+
+    folder = tmp_path / "model"
+    TipsImageProcessor(do_normalize=True, image_mean=list(MEAN), image_std=list(STD)).save_pretrained(folder)
+    overrides = [f"model.init_from={folder}", "data.pixel_mean=null", "data.pixel_std=null"]
+    config = load_config(CONFIG, [*overrides, f"objective.distillation_teacher={tmp_path / 'teacher'}"])
+    with pytest.raises(ValueError, match=r"inherited from model.init_from .*distillation_teacher"):
+        inherit_pixel_normalisation(config)

@@ -522,13 +522,7 @@ class PretrainConfig(Schema):
                 raise ValueError(f"data.{key} must be a multiple of the patch size 14, got {getattr(self.data, key)}.")
         if self.data.source != "scenes" and not self.data.path:
             raise ValueError(f"data.path is required with data.source={self.data.source!r} (a folder, files or a Hub id).")
-        if (self.data.pixel_mean is None) != (self.data.pixel_std is None):
-            raise ValueError("data.pixel_mean and data.pixel_std go together: set both or neither.")
-        if self.data.pixel_std is not None and min(self.data.pixel_std) <= 0:
-            raise ValueError(f"data.pixel_std must be positive, got {list(self.data.pixel_std)}.")
-        if self.data.pixel_mean is not None and self.objective.distillation_teacher:
-            raise ValueError("data.pixel_mean/pixel_std cannot be combined with objective.distillation_teacher: the "
-                             "frozen teacher expects the [0, 1] pixels of its own processor.")
+        self.check_pixel_normalisation()
         if self.objective.distill_weight > 0 and self.data.num_local_crops < 1:
             raise ValueError("objective.distill_weight > 0 needs data.num_local_crops >= 1.")
         for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "logging_steps"):
@@ -536,6 +530,19 @@ class PretrainConfig(Schema):
                 raise ValueError(f"training.{key} must be >= 1, got {getattr(self.training, key)}.")
         self.lora.check()
         return self
+
+    def check_pixel_normalisation(self) -> None:
+        """`data.pixel_mean`/`pixel_std`: both or neither, positive std, and no frozen distillation teacher (it expects
+        the [0, 1] pixels of its own processor). Run again once `model.init_from` has lent its normalisation."""
+        if (self.data.pixel_mean is None) != (self.data.pixel_std is None):
+            raise ValueError("data.pixel_mean and data.pixel_std go together: set both or neither.")
+        if self.data.pixel_std is not None and min(self.data.pixel_std) <= 0:
+            raise ValueError(f"data.pixel_std must be positive, got {list(self.data.pixel_std)}.")
+        if self.data.pixel_mean is not None and self.objective.distillation_teacher:
+            source = f" (inherited from model.init_from {self.model.init_from})" if self.model.init_from else ""
+            raise ValueError(f"data.pixel_mean/pixel_std{source} cannot be combined with "
+                             "objective.distillation_teacher: the frozen teacher expects the [0, 1] pixels of its own "
+                             "processor.")
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] | None = None) -> PretrainConfig:

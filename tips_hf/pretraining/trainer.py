@@ -69,6 +69,7 @@ def inherit_pixel_normalisation(config: PretrainConfig) -> None:
     data = config.data
     if data.pixel_mean is None:
         data.pixel_mean, data.pixel_std = mean, std
+        config.check_pixel_normalisation()
     elif (tuple(data.pixel_mean), tuple(data.pixel_std)) != (mean, std):
         raise ValueError(
             f"data.pixel_mean/pixel_std {list(data.pixel_mean)} / {list(data.pixel_std)} differ from the processor of "
