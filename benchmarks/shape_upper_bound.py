@@ -10,6 +10,7 @@ which scene settings make the zero-shot targets reachable in the main job's budg
     python benchmarks/shape_upper_bound.py --steps 800 --scene background_contrast=1 background_palette_prob=0.35
     python benchmarks/shape_upper_bound.py --steps 800 --model cnn
     python benchmarks/shape_upper_bound.py --steps 800 --model torch-vit                  # torch's own encoder layers
+    python benchmarks/shape_upper_bound.py --steps 800 --init-std 0.02                    # the width-768 default
 
 One JSON line per evaluation: step, training loss, held-out accuracy (chance 0.125), seconds.
 """
@@ -40,6 +41,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--init-std", type=float, default=0.125,
+                        help="initializer_range (tiny-cpu: 0.125 = 1/sqrt(width); TipsVisionConfig's default: 0.02)")
     parser.add_argument("--train-examples", type=int, default=8000)
     parser.add_argument("--eval-examples", type=int, default=500, help="scenes of the `test` split")
     parser.add_argument("--raw-pixels", action="store_true", help="[0, 1] inputs instead of (x - 0.5) / 0.25")
@@ -62,7 +65,7 @@ class ViTClassifier(nn.Module):
         super().__init__()
         config = TipsVisionConfig(hidden_size=args.width, num_hidden_layers=args.depth, num_attention_heads=4,
                                   intermediate_size=4 * args.width, image_size=args.image_size,
-                                  patch_size=args.patch_size)
+                                  patch_size=args.patch_size, initializer_range=args.init_std)
         self.tower = TipsVisionModel(config)
         self.head = nn.Linear(args.width, 8)
 
