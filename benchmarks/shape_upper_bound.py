@@ -94,7 +94,7 @@ class TorchViTClassifier(nn.Module):
         return self.head(self.norm(self.encoder(tokens))[:, 0])
 
 
-def cnn() -> nn.Module:
+def cnn(args: argparse.Namespace) -> nn.Module:
     def block(cin: int, cout: int) -> nn.Sequential:
         return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
 
@@ -118,7 +118,7 @@ def main() -> None:
         pixels = pixels.float() / 255.0
         return pixels if args.raw_pixels else (pixels - 0.5) / 0.25
 
-    model = {"vit": ViTClassifier, "torch-vit": TorchViTClassifier}[args.model](args) if args.model != "cnn" else cnn()
+    model = {"vit": ViTClassifier, "torch-vit": TorchViTClassifier, "cnn": cnn}[args.model](args)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps, pct_start=0.05)
     generator = torch.Generator().manual_seed(args.seed)

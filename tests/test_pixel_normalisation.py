@@ -103,3 +103,6 @@ def test_inherited_normalisation_with_a_distillation_teacher_is_refused(tmp_path
     config = load_config(CONFIG, [*overrides, f"objective.distillation_teacher={tmp_path / 'teacher'}"])
     with pytest.raises(ValueError, match=r"inherited from model.init_from .*distillation_teacher"):
         inherit_pixel_normalisation(config)
+    # Explicit values with the same teacher are refused when the config is loaded, and not called inherited.
+    with pytest.raises(ValueError, match=r"^data.pixel_mean/pixel_std cannot be combined"):
+        load_config(CONFIG, [f"model.init_from={folder}", f"objective.distillation_teacher={tmp_path / 'teacher'}"])

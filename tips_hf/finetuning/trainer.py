@@ -28,7 +28,7 @@ from ..pretraining.config import (
     read_yaml,
     setting,
 )
-from ..pretraining.data import pixels_to_model, processor_normalisation
+from ..pretraining.data import pixels_to_model, processor_normalisation, square_image_processor
 from ..pretraining.schedules import cosine
 from .dense import TipsForDenseTasks
 
@@ -358,16 +358,11 @@ def save_dense(
     staging = Path(tempfile.mkdtemp(prefix=".finetune.tmp-", dir=out))
     try:
         if config.model.head == "dpt":  # a complete TipsFor* folder (LoRA merged) that the Auto classes load
-            from ..processing.image_processing_tips import TipsImageProcessor
-
             if config.lora.enabled:
                 model.save_pretrained(staging / "adapter")  # before merging: merge_and_unload removes the LoRA layers
             merged = model.merge_and_unload() if config.lora.enabled else model
             merged.save_pretrained(staging / "model")
-            side = config.data.image_size
-            mean, std = normalisation
-            normalise = {} if mean is None else dict(do_normalize=True, image_mean=list(mean), image_std=list(std))
-            TipsImageProcessor(size={"height": side, "width": side}, **normalise).save_pretrained(staging / "model")
+            square_image_processor(config.data.image_size, *normalisation).save_pretrained(staging / "model")
         elif config.lora.enabled:
             model.save_pretrained(staging / "adapter")
         else:

@@ -531,15 +531,16 @@ class PretrainConfig(Schema):
         self.lora.check()
         return self
 
-    def check_pixel_normalisation(self) -> None:
+    def check_pixel_normalisation(self, inherited: bool = False) -> None:
         """`data.pixel_mean`/`pixel_std`: both or neither, positive std, and no frozen distillation teacher (it expects
-        the [0, 1] pixels of its own processor). Run again once `model.init_from` has lent its normalisation."""
+        the [0, 1] pixels of its own processor). Run again (`inherited=True`) once `model.init_from` has lent its
+        normalisation."""
         if (self.data.pixel_mean is None) != (self.data.pixel_std is None):
             raise ValueError("data.pixel_mean and data.pixel_std go together: set both or neither.")
         if self.data.pixel_std is not None and min(self.data.pixel_std) <= 0:
             raise ValueError(f"data.pixel_std must be positive, got {list(self.data.pixel_std)}.")
         if self.data.pixel_mean is not None and self.objective.distillation_teacher:
-            source = f" (inherited from model.init_from {self.model.init_from})" if self.model.init_from else ""
+            source = f" (inherited from model.init_from {self.model.init_from})" if inherited else ""
             raise ValueError(f"data.pixel_mean/pixel_std{source} cannot be combined with "
                              "objective.distillation_teacher: the frozen teacher expects the [0, 1] pixels of its own "
                              "processor.")

@@ -362,6 +362,15 @@ def processor_normalisation(folder: str | os.PathLike) -> tuple[tuple[float, ...
     return tuple(processor.image_mean), tuple(processor.image_std)
 
 
+def square_image_processor(side: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+    """The `TipsImageProcessor` saved with a trained model: `side`×`side` inputs, normalised with `mean`/`std` when the
+    model was trained on normalised pixels (what `processor_normalisation` reads back)."""
+    from ..processing.image_processing_tips import TipsImageProcessor
+
+    normalise = {} if mean is None else dict(do_normalize=True, image_mean=list(mean), image_std=list(std))
+    return TipsImageProcessor(size={"height": side, "width": side}, **normalise)
+
+
 def to_device(batch: dict[str, torch.Tensor], data: DataConfig, device: torch.device, dtype: torch.dtype = torch.float32):
     """Move a collated batch to the device; uint8 crops become model inputs there (4× less host traffic)."""
     out = {}

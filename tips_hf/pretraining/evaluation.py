@@ -75,11 +75,9 @@ class ScenesEvaluator:
 
     @torch.no_grad()
     def features(self, model, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-        device = next(model.parameters()).device
-        dtype = next(model.parameters()).dtype
         outs = {"alt": [], "synthetic": [], "patches": []}
         for start in range(0, len(pixels), self.eval_config.batch_size):
-            chunk = self._to_model(pixels[start : start + self.eval_config.batch_size].to(device), dtype)
+            chunk = self._pixels(model, pixels[start : start + self.eval_config.batch_size])
             out = model.get_image_features(pixel_values=chunk)
             outs["alt"].append(out.alt_text_embeds.float().cpu())
             outs["synthetic"].append(out.synthetic_embeds.float().cpu())
@@ -138,8 +136,6 @@ class ScenesEvaluator:
         return metrics
 
     def _pixels(self, model, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels → the model's input on its device and in its dtype (normalised as in training)."""
         parameter = next(model.parameters())
-        return self._to_model(pixels.to(parameter.device), parameter.dtype)
-
-    def _to_model(self, pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        return pixels_to_model(pixels, self.data.pixel_mean, self.data.pixel_std, dtype)
+        return pixels_to_model(pixels.to(parameter.device), self.data.pixel_mean, self.data.pixel_std, parameter.dtype)

@@ -29,7 +29,15 @@ from .checkpointing import (
     save_checkpoint,
 )
 from .config import PretrainConfig, save_config
-from .data import Collator, GlobalBatchSampler, PretrainingDataset, load_source, processor_normalisation, to_device
+from .data import (
+    Collator,
+    GlobalBatchSampler,
+    PretrainingDataset,
+    load_source,
+    processor_normalisation,
+    square_image_processor,
+    to_device,
+)
 from .meta_arch import TipsPretrainingModel
 from .schedules import step_values
 
@@ -69,7 +77,7 @@ def inherit_pixel_normalisation(config: PretrainConfig) -> None:
     data = config.data
     if data.pixel_mean is None:
         data.pixel_mean, data.pixel_std = mean, std
-        config.check_pixel_normalisation()
+        config.check_pixel_normalisation(inherited=True)
     elif (tuple(data.pixel_mean), tuple(data.pixel_std)) != (mean, std):
         raise ValueError(
             f"data.pixel_mean/pixel_std {list(data.pixel_mean)} / {list(data.pixel_std)} differ from the processor of "
@@ -505,7 +513,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def export_final(student: TipsModel, tokenizer, config: PretrainConfig, path: Path, metrics: dict) -> None:
     """`save_pretrained` of the student TipsModel and its processor, atomically; the teacher is not exported."""
     from ..conversion.writer import atomic_folder
-    from ..processing.image_processing_tips import TipsImageProcessor
     from ..processing.processing_tips import TipsProcessor
 
     with atomic_folder(path, overwrite=True) as staging:
@@ -515,11 +522,8 @@ def export_final(student: TipsModel, tokenizer, config: PretrainConfig, path: Pa
         student.config.image_resolution = config.eval.image_size or config.data.global_size
         student.save_pretrained(staging)
         size = student.config.image_resolution
-        normalise = {}
-        if config.data.pixel_mean is not None:  # the model was trained on normalised pixels: its processor says so
-            normalise = dict(do_normalize=True, image_mean=list(config.data.pixel_mean),
-                             image_std=list(config.data.pixel_std))
-        image_processor = TipsImageProcessor(size={"height": size, "width": size}, **normalise)
+        # A model trained on normalised pixels gets a processor that normalises the same way.
+        image_processor = square_image_processor(size, config.data.pixel_mean, config.data.pixel_std)
         processor = TipsProcessor(image_processor, tokenizer)
         processor.save_pretrained(staging)
         (staging / "training_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
