@@ -4,6 +4,7 @@
 #   docs/images/scenes_preview.png                  the embedded scenes with tiny-cpu.yaml's scene options
 #   docs/images/{pca,zeroshot}_scene_{1,2}.png       tips-visualize on two validation scenes (112 px, 8x8 patches)
 #   docs/images/main_job_curves.png                 benchmarks/plot_metrics.py on the run's metrics.jsonl
+#   docs/images/dpt_depth_scene.png                 a DPT depth head trained (LoRA, 300 steps, ~45 s) on the run's model
 #   docs/images/demo_zeroshot.png                   the Gradio demo in headless Chromium (needs the demo extra)
 #
 #   bash benchmarks/readme_pictures.sh [RUN_DIR]
@@ -24,6 +25,8 @@ save_preview("docs/images/scenes_preview.png", rows=2, cols=4, **options)
 for name, size, index in (("scene_1", 112, 3), ("scene_2", 112, 7)):
     SpatialScenes("validation", index + 1, **{**options, "image_size": size})[index]["image"].save(f"{sys.argv[1]}/{name}.png")
 SpatialScenes("validation", 4, **{**options, "image_size": 224})[3]["image"].save(f"{sys.argv[1]}/demo.png")
+# The depth head trains on the default scenes (finetune_depth_dpt_tiny.yaml), so it is shown one of those.
+SpatialScenes("validation", 4, image_size=112, max_objects=2)[3]["image"].save(f"{sys.argv[1]}/depth_scene.png")
 EOF
 
 LABELS=(background circle square triangle star cross ring heart crescent)
@@ -34,5 +37,9 @@ for scene in scene_1 scene_2; do
   cp "$WORK/${scene}_zeroshot.png" "$OUT/zeroshot_${scene}.png"
 done
 python benchmarks/plot_metrics.py "$RUN/metrics.jsonl" --out "$OUT/main_job_curves.png"
+python training/finetune.py --config training/configs/finetune_depth_dpt_tiny.yaml model.base="$RUN/final" \
+  training.output_dir="$WORK/depth" > "$WORK/depth.log"
+tips-visualize --depth "$WORK/depth/model" --image "$WORK/depth_scene.png" --out "$WORK"
+cp "$WORK/depth_scene_depth.png" "$OUT/dpt_depth_scene.png"
 python -m tips_hf.demo.browser --model "$RUN/final" --image "$WORK/demo.png" --labels circle star cross triangle \
   --screenshot "$OUT/demo_zeroshot.png"
