@@ -537,8 +537,9 @@ def test_finetune_dpt_head_with_lora_saves_an_auto_loadable_folder(tiny_model_di
     # The merged folder scores the evaluation set as the LoRA model did during training.
     config = load_dense_config(None, ["data.eval_examples=4", "data.scene_image_size=56", "data.image_size=56"])
     eval_set = DenseDataset(config.data, "segmentation", "validation", 4, 0)
-    again = evaluate_dense(model, eval_set, "segmentation", model.config.num_labels)
+    again = evaluate_dense(model, eval_set, "segmentation", model.config.num_labels, background_class=True)
     assert abs(again["mean_iou"] - result["eval"]["mean_iou"]) < 1e-6
+    assert again["object_mean_iou"] == pytest.approx(result["eval"]["object_mean_iou"], abs=1e-6, nan_ok=True)
     assert [model.config.id2label[i] for i in (0, 1, 8)] == ["background", "circle", "crescent"]  # the scenes' classes
 
 
@@ -618,3 +619,33 @@ def test_finetune_dpt_on_ade20k_and_nyu_layouts(tiny_model_dir, tmp_path):
     assert np.isfinite(result["eval"]["rmse"]) and result["eval"]["rmse"] > 0
     model = load_dense(tmp_path / "nyu")
     assert isinstance(model, TipsForDepthEstimation) and model.config.max_depth == 5.0
+
+
+def test_evaluate_dense_object_miou_leaves_out_the_background():
+    """Closed form on two 2x2 maps with a background (0) and classes 1, 2. Pixels true / predicted / both:
+    background 3 / 5 / 3 (IoU 3/5), class 1 2 / 3 / 1 (IoU 1/4), class 2 3 / 0 / 0 (IoU 0)."""
+    from types import SimpleNamespace
+
+    from tips_hf.finetuning.trainer import evaluate_dense
+
+    labels = torch.tensor([[[0, 0], [1, 1]], [[0, 2], [2, 2]]])
+    prediction = torch.tensor([[[0, 0], [1, 0]], [[0, 0], [1, 1]]])
+
+    class Stub(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.calls = 0
+
+        def forward(self, pixel_values, labels):
+            chunk = prediction[self.calls : self.calls + len(labels)]
+            self.calls += len(labels)
+            return SimpleNamespace(logits=F.one_hot(chunk, 3).permute(0, 3, 1, 2).float(), predicted_depth=None)
+
+    dataset = [{"pixel_values": torch.zeros(3, 2, 2, dtype=torch.uint8), "labels": labels[i]} for i in range(2)]
+    plain = evaluate_dense(Stub(), dataset, "segmentation", num_classes=3)
+    scores = evaluate_dense(Stub(), dataset, "segmentation", num_classes=3, background_class=True)
+    assert "object_mean_iou" not in plain
+    assert plain["mean_iou"] == pytest.approx((3 / 5 + 1 / 4 + 0) / 3)
+    assert scores["mean_iou"] == pytest.approx(plain["mean_iou"])
+    assert scores["object_mean_iou"] == pytest.approx((1 / 4 + 0) / 2)

@@ -242,10 +242,11 @@ def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
 @torch.no_grad()
 def evaluate_dense(
     model, dataset: DenseDataset, task: str, num_classes: int, batch_size: int = 50,
-    normalisation: tuple = (None, None),
+    normalisation: tuple = (None, None), background_class: bool = False,
 ) -> dict:
     """Scores on `dataset`; `normalisation` is the backbone's `(image_mean, image_std)` (`processor_normalisation`
-    of the base folder)."""
+    of the base folder). `background_class`: class 0 is a background (the scenes), so also report `object_mean_iou`,
+    the mean IoU of the other classes, which a head that predicts the background everywhere cannot raise."""
     from ..metrics import depth_errors, mean_iou
 
     model.eval()
@@ -260,7 +261,12 @@ def evaluate_dense(
     predictions, references = torch.cat(predictions).numpy(), torch.cat(references).numpy()
     if task == "segmentation":
         scores = mean_iou(predictions, references, num_classes=num_classes, ignore_index=255)
-        return {"mean_iou": float(scores["mean_iou"]), "pixel_accuracy": float(scores["pixel_accuracy"])}
+        out = {"mean_iou": float(scores["mean_iou"]), "pixel_accuracy": float(scores["pixel_accuracy"])}
+        if background_class:
+            from ..pretraining.evaluation import object_miou
+
+            out["object_mean_iou"] = object_miou(scores)
+        return out
     errors = depth_errors(predictions, references)
     return {"rmse": float(errors["rmse"]), "abs_rel": float(errors["abs_rel"])}
 
@@ -337,7 +343,8 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
             progress.set_postfix(loss=f"{float(output.loss.detach()):.3f}")
     progress.close()
     unwrapped = accelerator.unwrap_model(model)
-    scores = evaluate_dense(unwrapped, eval_set, training.task, num_classes, normalisation=normalisation)
+    scores = evaluate_dense(unwrapped, eval_set, training.task, num_classes, normalisation=normalisation,
+                            background_class=config.data.source == "scenes")
     result = {"task": training.task, "steps": step, "trainable_parameters": trainable, "total_parameters": total,
               "lora": config.lora.enabled, "eval": scores, "wall_time_s": round(time.time() - start, 1)}
     if accelerator.is_main_process:
