@@ -649,3 +649,11 @@ def test_evaluate_dense_object_miou_leaves_out_the_background():
     assert plain["mean_iou"] == pytest.approx((3 / 5 + 1 / 4 + 0) / 3)
     assert scores["mean_iou"] == pytest.approx(plain["mean_iou"])
     assert scores["object_mean_iou"] == pytest.approx((1 / 4 + 0) / 2)
+
+
+def test_dense_finetune_progress_bar_can_be_turned_off(tiny_model_dir, tmp_path, capsys):
+    """`training.progress_bar=false` (as in pretraining) silences the fine-tuning bar; the default shows it."""
+    _dpt_finetune(tiny_model_dir, tmp_path / "on")
+    assert "fine-tuning (segmentation)" in capsys.readouterr().err
+    _dpt_finetune(tiny_model_dir, tmp_path / "off", "training.progress_bar=false")
+    assert "fine-tuning (segmentation)" not in capsys.readouterr().err

@@ -94,6 +94,7 @@ class DenseTrainingSection(Section):
     seed: int = setting(0, "random seed")
     logging_steps: int = setting(20, "steps between metric records")
     mixed_precision: MixedPrecision = setting("no", "autocast precision of the forward and backward passes")
+    progress_bar: bool = setting(True, "show a progress bar")
 
 
 @dataclass
@@ -318,7 +319,7 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
     metrics_path.unlink(missing_ok=True)
     step, batches = 0, iter(loader)
     progress = tqdm(total=training.max_steps, desc=f"fine-tuning ({training.task})",
-                    disable=not accelerator.is_main_process)
+                    disable=not (accelerator.is_main_process and training.progress_bar))
     while step < training.max_steps:
         try:
             pixels, labels = next(batches)
