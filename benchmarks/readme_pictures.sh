@@ -25,8 +25,10 @@ save_preview("docs/images/scenes_preview.png", rows=2, cols=4, **options)
 for name, size, index in (("scene_1", 112, 3), ("scene_2", 112, 7)):
     SpatialScenes("validation", index + 1, **{**options, "image_size": size})[index]["image"].save(f"{sys.argv[1]}/{name}.png")
 SpatialScenes("validation", 4, **{**options, "image_size": 224})[3]["image"].save(f"{sys.argv[1]}/demo.png")
-# The depth head trains on the default scenes (finetune_depth_dpt_tiny.yaml), so it is shown one of those.
-SpatialScenes("validation", 4, image_size=112, max_objects=2)[3]["image"].save(f"{sys.argv[1]}/depth_scene.png")
+# The depth head is shown a validation scene of the kind it trained on (its config's scenes).
+depth = yaml.safe_load(open("training/configs/finetune_depth_dpt_tiny.yaml"))["data"]
+depth_options = dict(depth["scene_options"], image_size=depth["scene_image_size"])
+SpatialScenes("validation", 4, **depth_options)[3]["image"].save(f"{sys.argv[1]}/depth_scene.png")
 EOF
 
 LABELS=(background circle square triangle star cross ring heart crescent)
