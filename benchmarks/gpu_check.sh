@@ -1,71 +1,80 @@
 #!/usr/bin/env bash
-# GPU figures of issue 11, in one prepared run (≤ 8 minutes on one H100/H200; every step has its own timeout, so a
-# slow or failing step costs at most its budget and the rest still runs). Run from the repository root:
+# The GPU figures in one prepared run on one H100/H200: a whole-run deadline (GPU_CHECK_DEADLINE seconds, default
+# 420) and a timeout per step, steps in priority order, so a slow or failing step costs at most its budget and what
+# is left of the deadline goes to the next. Run from the repository root:
 #
 #     bash benchmarks/gpu_check.sh [OUT_DIR]          # default: benchmarks/results/gpu-<date>
 #
-# Writes one JSON line per measurement to OUT_DIR/*.jsonl (raw figures for docs/performance.md) and a log per step.
-#   1. bench_pretrain.py: B/14 v2 full TIPS step at 224 + 6×98 and at 448 + 6×140 (images/s, MFU from
-#      torch.utils.flop_counter, peak memory), with and without activation checkpointing.
-#   2. bench_memory.py on the GPU: iBOT head + loss peak at 4096 and at 131072 tokens × 32768 prototypes
-#      (b14-v2-hr: 128 images × 1024 patches).
-#   3. bench_inference.py: encoding at 448 and 224, batch 128, bf16, vs native Tipsv2Model, eager and torch.compile.
+# Writes one JSON line per measurement to OUT_DIR/<step>.jsonl (raw figures for docs/performance.md) and a log per step.
+#   1. gpu_parity.py: the official fixtures on CUDA in float32 (with and without TF32), bfloat16, each SDPA kernel.
+#   2. bench_inference.py: encoding at 448 and 224, batch 128, bf16, vs native Tipsv2Model (MFU, peak memory).
+#   3. bench_pretrain.py: B/14 v2 full TIPS step at 448 + 6×140 (with and without activation checkpointing) and at
+#      224 + 6×98 (images/s, MFU from torch.utils.flop_counter, peak memory).
 #   4. DDP vs FSDP on one GPU: 30 steps of training/pretrain.py (B/14 v2, embedded scenes at 224, batch 64).
-#   5. Largest batch per GPU at 448 + 6×140 with activation checkpointing (doubling until out of memory).
+#   5. The README's main job (tiny-cpu.yaml, 900 steps + evaluation) on the GPU in bf16 autocast.
+#   6. bench_memory.py on the GPU: iBOT head + loss peak at 131072 tokens × 32768 prototypes (b14-v2-hr).
+#   7. torch.compile'd encoding at 448.
+#   8. Largest batch per GPU at 448 + 6×140 with activation checkpointing (doubling until out of memory or time).
 set -uo pipefail
 
 OUT=${1:-benchmarks/results/gpu-$(date -u +%Y%m%dT%H%M)}
+DEADLINE=${GPU_CHECK_DEADLINE:-420}
 mkdir -p "$OUT"
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True \
+    PYTHONUNBUFFERED=1 HF_HUB_DISABLE_PROGRESS_BARS=1
 START=$(date +%s)
 
-step() {  # step NAME SECONDS command...: run with a timeout, JSON lines to NAME.jsonl, everything to NAME.log
-    local name=$1 budget=$2
+step() {  # step NAME SECONDS command...: run with min(SECONDS, time left) as timeout; JSON lines to NAME.jsonl
+    local name=$1 budget=$2 left=$(( DEADLINE - ($(date +%s) - START) ))
     shift 2
+    if [ "$left" -lt 15 ]; then echo "== $name skipped: deadline"; echo "{\"step\": \"$name\", \"skipped\": \"deadline\"}" >> "$OUT/skipped.jsonl"; return 124; fi
+    [ "$budget" -gt "$left" ] && budget=$left
     echo "== $name (≤ ${budget}s, $(( $(date +%s) - START ))s elapsed)"
-    timeout "$budget" "$@" > >(tee -a "$OUT/$name.log" | grep '^{' >> "$OUT/$name.jsonl") 2>> "$OUT/$name.log"
+    timeout "$budget" "$@" > >(tee -a "$OUT/$name.log" | grep --line-buffered '^{' >> "$OUT/$name.jsonl") 2>> "$OUT/$name.log"
     local rc=$?
     echo "   exit $rc"
+    [ $rc -ne 0 ] && tail -n 3 "$OUT/$name.log"
     return $rc
 }
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
-python -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name())" \
-    >> "$OUT/gpu.txt" 2>&1
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name())"
+} > "$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
 
-# 1. full TIPS step, B/14 v2 (iters/rounds kept small: each configuration also builds the native model)
-for ckpt in "" "--gradient-checkpointing"; do
-    step pretrain_224 60 python benchmarks/bench_pretrain.py --configs tips-v2-b14 --global-size 224 --local-size 98 \
-        --local-crops 6 --batch-size 128 --iters 5 --rounds 2 $ckpt
-    step pretrain_448 75 python benchmarks/bench_pretrain.py --configs tips-v2-b14 --global-size 448 --local-size 140 \
-        --local-crops 6 --batch-size 32 --iters 5 --rounds 2 $ckpt
-done
+step parity 60 python benchmarks/gpu_parity.py
 
-# 2. iBOT memory on the GPU
-step memory 40 python benchmarks/bench_memory.py --device cuda --component ibot --tokens 4096 --prototypes 32768
-step memory 40 python benchmarks/bench_memory.py --device cuda --component ibot --tokens 131072 --prototypes 32768
-
-# 3. encoding vs native (+ torch.compile)
 step inference 60 python benchmarks/bench_inference.py --configs tips-v2-b14 --resolutions 448 224 --batch-size 128 \
     --dtype bfloat16 --rounds 3
-step inference_compile 90 python benchmarks/bench_inference.py --configs tips-v2-b14 --resolutions 448 \
-    --batch-size 128 --dtype bfloat16 --rounds 3 --compile
 
-# 4. DDP vs FSDP, one GPU, the real loop (scenes data, so nothing to download)
-for mode in ddp fsdp; do
-    step "loop_$mode" 60 accelerate launch --config_file training/accelerate_configs/single-gpu.yaml \
+step pretrain 50 python benchmarks/bench_pretrain.py --configs tips-v2-b14 --global-size 448 --local-size 140 \
+    --local-crops 6 --batch-size 32 --iters 5 --rounds 2
+step pretrain 50 python benchmarks/bench_pretrain.py --configs tips-v2-b14 --global-size 448 --local-size 140 \
+    --local-crops 6 --batch-size 32 --iters 5 --rounds 2 --gradient-checkpointing
+step pretrain 50 python benchmarks/bench_pretrain.py --configs tips-v2-b14 --global-size 224 --local-size 98 \
+    --local-crops 6 --batch-size 128 --iters 5 --rounds 2
+
+for mode in ddp fsdp; do  # the real loop on the embedded scenes (nothing to download)
+    step "loop_$mode" 60 python -m accelerate.commands.launch --config_file training/accelerate_configs/single-gpu.yaml \
         training/pretrain.py --config training/configs/b14-v2.yaml --output_dir "$OUT/loop_$mode" \
         data.source=scenes data.streaming=false data.num_examples=2048 data.scene_image_size=224 data.num_workers=6 \
+        data.image_column=image data.alt_text_column=alt_text "data.synthetic_columns=[synthetic_captions]" \
         model.tokenizer=null training.max_steps=30 training.batch_size=64 training.logging_steps=10 \
         training.save_steps=0 training.compile=false training.report_to=none training.progress_bar=false \
         eval.num_examples=0 training.distributed=$mode
-    grep '"step": 30' "$OUT/loop_$mode/metrics.jsonl" 2>/dev/null | sed "s/^{/{\"loop\": \"$mode\", /" >> "$OUT/loop.jsonl"
+    grep -h '"step": 30' "$OUT/loop_$mode/metrics.jsonl" 2>/dev/null | sed "s/^{/{\"loop\": \"$mode\", /" >> "$OUT/loop.jsonl"
 done
 
-# 5. largest batch at 448 + 6×140 with checkpointing (stop at the first failure or when time runs short)
-for batch in 64 128 256 512; do
-    [ $(( $(date +%s) - START )) -gt 420 ] && break
+step main_job 120 python training/pretrain.py --config training/configs/tiny-cpu.yaml --output_dir "$OUT/main_job" \
+    training.mixed_precision=bf16 training.progress_bar=false training.save_steps=0 data.num_workers=8
+cp "$OUT/main_job/metrics.jsonl" "$OUT/main_job_metrics.jsonl" 2>/dev/null
+
+step memory 40 python benchmarks/bench_memory.py --device cuda --component ibot --tokens 131072 --prototypes 32768
+
+step inference_compile 90 python benchmarks/bench_inference.py --configs tips-v2-b14 --resolutions 448 \
+    --batch-size 128 --dtype bfloat16 --rounds 3 --compile
+
+for batch in 64 128 256 512; do  # stop at the first failure
     step max_batch_448 45 python benchmarks/bench_pretrain.py --configs tips-v2-b14 --global-size 448 \
         --local-size 140 --local-crops 6 --batch-size $batch --iters 2 --rounds 1 --warmup 1 \
         --gradient-checkpointing || break

@@ -157,6 +157,21 @@ def test_knn_temperature_weighted_vote():
     assert (soft["scores"][0, 0] / soft["scores"][0, 1]).item() == pytest.approx(math.e / (2 * math.exp(0.9)), rel=1e-4)
 
 
+def test_knn_votes_in_float32_under_autocast():
+    """A bf16 training run evaluates under autocast: the vote is still the float32 one (it used to fail in
+    scatter_add_ on a bf16 weight), and closer ties than bf16 resolves (cosines 0.999 vs 0.998) keep their order."""
+    train = torch.tensor([[1.0, 0.0], [0.999, math.sqrt(1 - 0.999**2)], [0.998, math.sqrt(1 - 0.998**2)]])
+    labels, query = torch.tensor([0, 1, 1]), torch.tensor([[1.0, 0.0]])
+    want = knn_classify(train, labels, query, k=3, temperature=0.001)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = knn_classify(train, labels, query, k=3, temperature=0.001)
+    assert got["scores"].dtype == torch.float32
+    torch.testing.assert_close(got["scores"], want["scores"], rtol=0, atol=0)
+    # exp(0) : exp(-1) + exp(-2) in float32; bf16 cosines (0.999 and 0.998 both round to 1.0) would give 1 : 2
+    assert (want["scores"][0, 0] / want["scores"][0, 1]).item() == pytest.approx(1 / (math.exp(-1) + math.exp(-2)),
+                                                                             rel=1e-2)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Linear probes
 

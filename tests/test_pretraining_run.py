@@ -201,6 +201,21 @@ def test_next_stage_starts_from_previous_heads(micro_config, uninterrupted, tmp_
     assert f"loaded {len(loaded)} head/teacher/centre tensors" in run.stderr
 
 
+def test_fsdp_in_one_plain_process_equals_default(micro_config, uninterrupted, tmp_path):
+    """training.distributed=fsdp under plain `python` (no launcher, so no RANK / MASTER_ADDR) makes its own
+    one-process group instead of failing inside torch.distributed; it trains what the default run trains (1e-5:
+    FSDP's flattened buffers may sum in another order)."""
+    run = _pretrain(micro_config, tmp_path / "fsdp", "training.distributed=fsdp")
+    assert run.returncode == 0, run.stderr[-3000:]
+    for (step, a), (_, b) in zip(_losses(uninterrupted), _losses(tmp_path / "fsdp"), strict=True):
+        assert abs(a - b) <= 1e-5 * abs(a), (step, a, b)
+    want, got = load_file(uninterrupted / "final" / "model.safetensors"), load_file(tmp_path / "fsdp" / "final" /
+                                                                                   "model.safetensors")
+    assert want.keys() == got.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
 @pytest.mark.slow  # three 2-process launches, ~1.5 min on 2 cores
 def test_fsdp_equals_ddp_and_resumes_after_sigkill(micro_config, two_processes_ddp, tmp_path):
     """training.distributed=fsdp (FSDP2, gloo, 2 processes) against DDP on the same global batch: the same logged

@@ -61,7 +61,9 @@ def knn_classify(
     k = min(k, train.shape[0])
     scores = torch.zeros(test.shape[0], num_classes, device=train.device)
     for start in range(0, test.shape[0], batch_size):
-        similarity = test[start : start + batch_size] @ train.T
+        # votes in float32 also when called under autocast (a bf16 evaluation): bf16 similarities tie neighbours
+        with torch.autocast(train.device.type, enabled=False):
+            similarity = test[start : start + batch_size] @ train.T
         top_sim, top_index = similarity.topk(k, dim=1)
         # exp(s / T) can overflow for small T; subtracting the row max (1 / T at most) scales a row's votes only.
         weights = ((top_sim - top_sim[:, :1]) / temperature).exp()

@@ -480,6 +480,11 @@ def apply_fsdp(module: TipsPretrainingModel, device: torch.device, world_size: i
 
     from ..modeling.modeling_tips import TipsTextLayer, TipsVisionLayer
 
+    if world_size == 1 and not torch.distributed.is_initialized():
+        # a plain `python` / one-process launch sets no RANK/MASTER_ADDR: FSDP still needs a (one-member) group
+        torch.distributed.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo", store=torch.distributed.HashStore(), rank=0, world_size=1
+        )
     mesh = init_device_mesh(device.type, (world_size,))
     policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
               if mixed_precision == "bf16" else MixedPrecisionPolicy())
