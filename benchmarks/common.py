@@ -15,8 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import tips_hf
 from tips_hf import TipsConfig, TipsModel
-from tips_hf.conversion.layouts import NATIVE, arch_from_config, context_from_config, export_tensors
-from tips_hf.conversion.native import config_to_native
+from tips_hf.conversion.native import config_to_native, native_module_state
 
 TINY = dict(
     vision_config=dict(
@@ -39,9 +38,7 @@ def model_pair(config: TipsConfig, device: str, dtype: torch.dtype, attn: str = 
     ours = TipsModel(config).eval()
     native_cls = transformers.Tipsv2Model
     native = native_cls(transformers.Tipsv2Config(**config_to_native(config))).eval()
-    state = ours.state_dict()
-    weights = dict(export_tensors(NATIVE, arch_from_config(config), context_from_config(config), state.__getitem__))
-    native.load_state_dict(weights, strict=True)
+    native.load_state_dict(native_module_state(native, config, ours.state_dict().__getitem__), strict=True)
     ours.set_attn_implementation(attn)
     native.set_attn_implementation(attn)
     return ours.to(device, dtype), native.to(device, dtype)

@@ -5,6 +5,7 @@
 #
 #     bash benchmarks/gpu_check.sh [OUT_DIR]          # default: benchmarks/results/gpu-<date>
 #
+# GPU_CHECK_STEPS="parity inference ..." runs only the steps named (a re-run of the ones that failed).
 # Writes one JSON line per measurement to OUT_DIR/<step>.jsonl (raw figures for docs/performance.md) and a log per step.
 #   1. gpu_parity.py: the official fixtures on CUDA in float32 (with and without TF32), bfloat16, each SDPA kernel.
 #   2. bench_inference.py: encoding at 448 and 224, batch 128, bf16, vs native Tipsv2Model (MFU, peak memory).
@@ -27,6 +28,7 @@ START=$(date +%s)
 step() {  # step NAME SECONDS command...: run with min(SECONDS, time left) as timeout; JSON lines to NAME.jsonl
     local name=$1 budget=$2 left=$(( DEADLINE - ($(date +%s) - START) ))
     shift 2
+    case " ${GPU_CHECK_STEPS:-$name} " in *" $name "*) ;; *) echo "== $name not selected"; return 0 ;; esac
     if [ "$left" -lt 15 ]; then echo "== $name skipped: deadline"; echo "{\"step\": \"$name\", \"skipped\": \"deadline\"}" >> "$OUT/skipped.jsonl"; return 124; fi
     [ "$budget" -gt "$left" ] && budget=$left
     echo "== $name (≤ ${budget}s, $(( $(date +%s) - START ))s elapsed)"

@@ -42,14 +42,17 @@ def kernel_context(kernel: str):
 
 
 @torch.inference_mode()
-def compare(model, expected: dict[str, np.ndarray], device: str, dtype: torch.dtype) -> dict[str, float]:
-    """Max abs diff and min per-row cosine of cls1/cls2/patches at each stored size and of the text embeddings."""
+def compare(model, expected: dict[str, np.ndarray], device: str, dtype: torch.dtype, kernel: str) -> dict[str, float]:
+    """Max abs diff and min per-row cosine of cls1/cls2/patches at each stored size and of the text embeddings.
+    `kernel` restricts the vision tower's attention; the text tower keeps the default choice (its padding mask rules
+    out the flash kernel)."""
     out: dict[str, float] = {}
     registers = model.config.vision_config.num_register_tokens
     for key in sorted(k for k in expected if k.startswith("pixel_values_u8_")):
         size = key.removeprefix("pixel_values_u8_")
         pixels = torch.from_numpy(expected[key]).float().div(255).to(device, dtype)
-        vision = model.vision_model(pixel_values=pixels, return_dict=True)
+        with kernel_context(kernel):
+            vision = model.vision_model(pixel_values=pixels, return_dict=True)
         got = {
             "cls1": vision.alt_text_embeds[:, None],
             "cls2": vision.synthetic_embeds[:, None],
@@ -113,8 +116,7 @@ def main(argv: list[str] | None = None) -> None:
                     record = {"bench": "gpu_parity", "fixture": name, "attn": attn, "dtype": dtype_name, "tf32": tf32}
                     record["kernel"] = kernel if attn == "sdpa" else "eager"
                     try:
-                        with kernel_context(kernel if attn == "sdpa" else "default"):
-                            diffs = compare(model, expected, args.device, dtype)
+                        diffs = compare(model, expected, args.device, dtype, kernel if attn == "sdpa" else "default")
                     except RuntimeError as err:  # a kernel that does not support this head size or dtype
                         record["error"] = str(err).splitlines()[0][:200]
                     else:

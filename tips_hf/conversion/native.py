@@ -108,12 +108,7 @@ def export_to_transformers(
     arch, ctx = arch_from_config(config), context_from_config(config)
     with atomic_folder(output_dir, overwrite) as staging:
         if saved is None:  # a transformers whose saved names we cannot predict: let it save a materialised model
-            module_keys = list(native.state_dict())
-            layout = native_layout_for(module_keys)
-            # the installed transformers' own module names (they changed in 5.24) for our canonical native names
-            spelled = {canonical_key(key, layout.aliases): key for key in module_keys}
-            weights = {spelled.get(key, key): tensor for key, tensor in export_tensors(layout, arch, ctx, read)}
-            native.load_state_dict(weights, strict=True, assign=True)
+            native.load_state_dict(native_module_state(native, config, read), strict=True, assign=True)
             native.save_pretrained(staging, max_shard_size=max_shard_size)
         else:
             canonical, dtypes = _hub_names(saved), collections.Counter()
@@ -141,6 +136,16 @@ def export_to_transformers(
             json.dumps({"source": str(model_dir), "not_carried": lost}, indent=2) + "\n"
         )
     return Path(output_dir)
+
+
+def native_module_state(native, config, read) -> dict[str, torch.Tensor]:
+    """Our model's tensors (`read(our_key)`) named as the installed transformers' `Tipsv2Model` names its modules
+    (`attention.attention.query` in 5.14-5.23, `attention.q_proj` from 5.24): a state dict for `native`."""
+    module_keys = list(native.state_dict())
+    layout = native_layout_for(module_keys)
+    spelled = {canonical_key(key, layout.aliases): key for key in module_keys}
+    arch, ctx = arch_from_config(config), context_from_config(config)
+    return {spelled.get(key, key): tensor for key, tensor in export_tensors(layout, arch, ctx, read)}
 
 
 def _saved_layout(native) -> dict[str, torch.Tensor] | None:
