@@ -5,7 +5,9 @@
 #
 #     bash benchmarks/gpu_check.sh [OUT_DIR]          # default: benchmarks/results/gpu-<date>
 #
-# GPU_CHECK_STEPS="parity inference ..." runs only the steps named (a re-run of the ones that failed).
+# GPU_CHECK_STEPS="parity inference ..." runs only the steps named (a re-run of the ones that failed). Needs the
+# package importable (`pip install -e ".[train]"`, or PYTHONPATH=. with torch, transformers, accelerate, datasets,
+# evaluate and peft installed: steps 4 and 5 read the scenes through `datasets`).
 # Writes one JSON line per measurement to OUT_DIR/<step>.jsonl (raw figures for docs/performance.md) and a log per step.
 #   1. gpu_parity.py: the official fixtures on CUDA in float32 (with and without TF32), bfloat16, each SDPA kernel.
 #   2. bench_inference.py: encoding at 448 and 224, batch 128, bf16, vs native Tipsv2Model (MFU, peak memory).
@@ -77,7 +79,7 @@ step inference_compile 90 python benchmarks/bench_inference.py --configs tips-v2
     --batch-size 128 --dtype bfloat16 --rounds 3 --compile
 
 for batch in 64 128 256 512; do  # stop at the first failure
-    step max_batch_448 45 python benchmarks/bench_pretrain.py --configs tips-v2-b14 --global-size 448 \
+    step max_batch_448 75 python benchmarks/bench_pretrain.py --configs tips-v2-b14 --global-size 448 \
         --local-size 140 --local-crops 6 --batch-size $batch --iters 2 --rounds 1 --warmup 1 \
         --gradient-checkpointing || break
     grep -q "\"batch\": $batch" "$OUT/max_batch_448.jsonl" 2>/dev/null || break

@@ -201,6 +201,23 @@ def test_next_stage_starts_from_previous_heads(micro_config, uninterrupted, tmp_
     assert f"loaded {len(loaded)} head/teacher/centre tensors" in run.stderr
 
 
+def test_launcher_precision_that_the_config_overrides_is_reported(micro_config, tmp_path, monkeypatch):
+    """`accelerate launch` with a bf16 config file exports ACCELERATE_MIXED_PRECISION=bf16; the training config's
+    training.mixed_precision (here the default "no") wins, and the run says so instead of silently training in
+    float32. Agreeing values, or no launcher, say nothing."""
+    from tips_hf.pretraining.config import launcher_precision_conflict
+
+    run = _pretrain(micro_config, tmp_path / "run", "--max_steps", "1", env=_env(ACCELERATE_MIXED_PRECISION="bf16"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "training.mixed_precision=no (the training config) is used, not the accelerate launcher's " \
+           "mixed_precision=bf16" in run.stderr
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert launcher_precision_conflict("bf16") is None
+    assert "training.mixed_precision=fp16" in launcher_precision_conflict("fp16")
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
+    assert launcher_precision_conflict("no") is None
+
+
 def test_fsdp_in_one_plain_process_equals_default(micro_config, uninterrupted, tmp_path):
     """training.distributed=fsdp under plain `python` (no launcher, so no RANK / MASTER_ADDR) makes its own
     one-process group instead of failing inside torch.distributed; it trains what the default run trains (1e-5:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from ..pretraining.config import (
     PretrainConfig,
     Schema,
     Section,
+    launcher_precision_conflict,
     read_yaml,
     setting,
 )
@@ -290,6 +292,8 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
 
     start = time.time()
     training = config.training
+    if conflict := launcher_precision_conflict(training.mixed_precision):
+        print(f"warning: {conflict}", file=sys.stderr)
     accelerator = Accelerator(mixed_precision=training.mixed_precision)
     set_seed(training.seed)
     out = Path(training.output_dir)

@@ -282,6 +282,21 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 # ------------------------------------------------------------------------------------------------- shared sections
 DataSource = Literal["scenes", "imagefolder", "parquet", "arrow", "webdataset", "hub"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
+
+
+def launcher_precision_conflict(mixed_precision: str) -> str | None:
+    """A warning when `accelerate launch` asked for another precision than the config's `training.mixed_precision`.
+
+    The trainers pass the config's value to `Accelerator`, which then overrides the launcher's (its config file's
+    `mixed_precision`, exported as `ACCELERATE_MIXED_PRECISION`): say so instead of silently training in another
+    precision than the launcher's config file promises."""
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if not launcher or launcher == mixed_precision:
+        return None
+    return (
+        f"training.mixed_precision={mixed_precision} (the training config) is used, not the accelerate launcher's "
+        f"mixed_precision={launcher}; pass training.mixed_precision={launcher} to train in {launcher}."
+    )
 LoraPreset = Literal[tuple(PRESETS)]  # the names of tips_hf.lora.PRESETS, not a second list
 ModelPreset = Literal[tuple(TipsConfig.preset_names())]  # TipsConfig.from_preset's names
 

@@ -28,7 +28,7 @@ from .checkpointing import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from .config import PretrainConfig, save_config
+from .config import PretrainConfig, launcher_precision_conflict, save_config
 from .data import (
     Collator,
     GlobalBatchSampler,
@@ -189,6 +189,8 @@ class Pretrainer:
             os.environ.setdefault("ACCELERATE_USE_CPU", "1")
         training = config.training
         self.output_dir = Path(training.output_dir)
+        if conflict := launcher_precision_conflict(training.mixed_precision):
+            logger.warning(conflict)
         self.accelerator = accelerator = Accelerator(
             mixed_precision=training.mixed_precision,
             log_with=_tracker(config),
