@@ -10,6 +10,7 @@ measured in the same run (GPU only). Prints one JSON line per configuration.
 
     python benchmarks/bench_pretrain.py                                   # CPU: tiny model, 112 + 2×56 px, batch 16
     python benchmarks/bench_pretrain.py --configs tips-v2-b14 --global-size 448 --local-size 140 --batch-size 32
+    python benchmarks/bench_pretrain.py ... objective.loss_chunk_tokens=4096        # any pretraining-config override
 """
 
 from __future__ import annotations
@@ -40,6 +41,21 @@ def synthetic_batch(batch: int, global_size: int, local_size: int, crops: int, v
     if crops:
         out["local_crops"] = torch.rand(batch, crops, 3, local_size, local_size, device=device, dtype=dtype)
     return out
+
+
+def pretrain_module(model, cuda: bool, recipe: str, global_size: int, local_size: int, crops: int, prototypes: int,
+                    overrides: list[str] = ()) -> TipsPretrainingModel:
+    """The pretraining module around `model` with the B/14 recipe's heads on GPU (smaller on CPU), in train mode."""
+    pretrain = load_config(None, [
+        f"objective.recipe={recipe}", f"objective.head_prototypes={prototypes}",
+        f"objective.patch_prototypes={prototypes}", f"data.global_size={global_size}",
+        f"data.local_size={local_size}", f"data.num_local_crops={crops}",
+        f"objective.head_hidden_dim={2048 if cuda else 512}", f"objective.head_bottleneck_dim={256 if cuda else 128}",
+        *overrides,
+    ])
+    module = TipsPretrainingModel(model, pretrain).to(next(model.parameters()).device).train()
+    module.freeze_unused()
+    return module
 
 
 def make_steps(module, native, ours_opt, native_opt, data, native_ids, cuda: bool):
@@ -75,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--prototypes", type=int, default=None)
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="section.key=value for the pretraining config, e.g. "
+                        "objective.loss_chunk_tokens=4096")
     args = parser.parse_args(argv)
 
     cuda = args.device.startswith("cuda")
@@ -91,14 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         tips_config = bench.make_config(name)
         tips_config.vision_config.image_size = global_size if name == "tiny" else tips_config.vision_config.image_size
         ours, native = bench.model_pair(tips_config, args.device, torch.float32, args.attn)
-        pretrain = load_config(None, [
-            f"objective.recipe={args.recipe}", f"objective.head_prototypes={prototypes}",
-            f"objective.patch_prototypes={prototypes}", f"data.global_size={global_size}",
-            f"data.local_size={local_size}", f"data.num_local_crops={crops}",
-            f"objective.head_hidden_dim={2048 if cuda else 512}", f"objective.head_bottleneck_dim={256 if cuda else 128}",
-        ])
-        module = TipsPretrainingModel(ours, pretrain).to(args.device).train()
-        module.freeze_unused()
+        module = pretrain_module(ours, cuda, args.recipe, global_size, local_size, crops, prototypes, args.overrides)
         native.train()
         if args.gradient_checkpointing:
             ours.gradient_checkpointing_enable()
@@ -126,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             "batch": batch,
             "dtype": "bfloat16-autocast" if cuda else "float32",
             "gradient_checkpointing": args.gradient_checkpointing,
+            "overrides": args.overrides,
             "gflop_per_img": round(ours_flops / batch / 1e9, 2),
             "native_gflop_per_img": round(native_flops / batch / 1e9, 2),
             **bench.throughput(batch, seconds, {"ours": ours_flops, "native": native_flops}, peak, cuda),

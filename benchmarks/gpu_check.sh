@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU figures in one prepared run on one H100/H200: a whole-run deadline (GPU_CHECK_DEADLINE seconds, default
-# 420) and a timeout per step, steps in priority order, so a slow or failing step costs at most its budget and what
+# 480) and a timeout per step, steps in priority order, so a slow or failing step costs at most its budget and what
 # is left of the deadline goes to the next. Run from the repository root:
 #
 #     bash benchmarks/gpu_check.sh [OUT_DIR]          # default: benchmarks/results/gpu-<date>
@@ -13,6 +13,7 @@
 #   2. bench_inference.py: encoding at 448 and 224, batch 128, bf16, vs native Tipsv2Model (MFU, peak memory).
 #   3. bench_pretrain.py: B/14 v2 full TIPS step at 448 + 6×140 (with and without activation checkpointing) and at
 #      224 + 6×98 (images/s, MFU from torch.utils.flop_counter, peak memory).
+#   3b. The same step at 448 with the iBOT loss in larger chunks, and a torch.profiler breakdown of the default step.
 #   4. DDP vs FSDP on one GPU: 30 steps of training/pretrain.py (B/14 v2, embedded scenes at 224, batch 64).
 #   5. The README's main job (tiny-cpu.yaml, 900 steps + evaluation) on the GPU in bf16 autocast.
 #   6. bench_memory.py on the GPU: iBOT head + loss peak at 131072 tokens × 32768 prototypes (b14-v2-hr).
@@ -21,7 +22,7 @@
 set -uo pipefail
 
 OUT=${1:-benchmarks/results/gpu-$(date -u +%Y%m%dT%H%M)}
-DEADLINE=${GPU_CHECK_DEADLINE:-420}
+DEADLINE=${GPU_CHECK_DEADLINE:-480}
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True \
     PYTHONUNBUFFERED=1 HF_HUB_DISABLE_PROGRESS_BARS=1
@@ -57,6 +58,15 @@ step pretrain 50 python benchmarks/bench_pretrain.py --configs tips-v2-b14 --glo
     --local-crops 6 --batch-size 32 --iters 5 --rounds 2 --gradient-checkpointing
 step pretrain 50 python benchmarks/bench_pretrain.py --configs tips-v2-b14 --global-size 224 --local-size 98 \
     --local-crops 6 --batch-size 128 --iters 5 --rounds 2
+
+# the iBOT loss in 4096- and 32768-token chunks instead of the default 512 at 32k prototypes (64 → 8 → 1 chunks of
+# ~450 dispatched ops each, counted on CPU), and where a default step's GPU time goes (busy vs wall time per step)
+for chunk in 4096 32768; do
+    step pretrain_chunks 50 python benchmarks/bench_pretrain.py --configs tips-v2-b14 --global-size 448 \
+        --local-size 140 --local-crops 6 --batch-size 32 --iters 5 --rounds 2 objective.loss_chunk_tokens=$chunk
+done
+step profile 90 python benchmarks/profile_step.py --mode train --configs tips-v2-b14 --global-size 448 \
+    --batch-size 32 --rows 30
 
 for mode in ddp fsdp; do  # the real loop on the embedded scenes (nothing to download)
     step "loop_$mode" 60 python -m accelerate.commands.launch --config_file training/accelerate_configs/single-gpu.yaml \

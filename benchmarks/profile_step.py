@@ -12,18 +12,18 @@ element-wise kernels — the first thing to look at before optimising.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, schedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pretrain import synthetic_batch  # noqa: E402
+from bench_pretrain import pretrain_module, synthetic_batch  # noqa: E402
 from common import default_device, make_config, model_pair  # noqa: E402
-
-from tips_hf.pretraining import load_config  # noqa: E402
-from tips_hf.pretraining.meta_arch import TipsPretrainingModel  # noqa: E402
 
 CATEGORIES = {
     "matmul": ("mm", "addmm", "bmm", "matmul", "linear", "gemm", "cutlass", "sm90_xmma", "ampere"),
@@ -58,11 +58,9 @@ def inference_step(model, batch: int, size: int, device, cuda: bool):
     return step
 
 
-def train_step(model, config, batch: int, size: int, local: int, device, cuda: bool):
+def train_step(model, config, batch: int, size: int, local: int, device, cuda: bool, overrides: list[str]):
     crops = 6 if cuda else 2
-    pretrain = load_config(None, [f"data.global_size={size}", f"data.local_size={local}", f"data.num_local_crops={crops}"])
-    module = TipsPretrainingModel(model, pretrain).to(device).train()
-    module.freeze_unused()
+    module = pretrain_module(model, cuda, "v2", size, local, crops, 32768 if cuda else 1024, overrides)
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
     data = synthetic_batch(batch, size, local, crops, config.text_config.vocab_size, device, torch.float32)
 
@@ -87,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--trace", default=None, help="write a Chrome trace here")
     parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("overrides", nargs="*", help="section.key=value for the pretraining config (train mode)")
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
     size = args.global_size or (448 if cuda else 112)
@@ -99,17 +98,33 @@ def main(argv: list[str] | None = None) -> None:
         if args.mode == "inference":
             step = inference_step(ours, batch, size, args.device, cuda)
         else:
-            step = train_step(ours, config, batch, size, local, args.device, cuda)
+            step = train_step(ours, config, batch, size, local, args.device, cuda, args.overrides)
+        seconds = []
         with profile(activities=activities, schedule=schedule(wait=1, warmup=1, active=2)) as prof:
             for _ in range(4):
+                start = time.perf_counter()
                 step()
+                if cuda:
+                    torch.cuda.synchronize()
+                seconds.append(time.perf_counter() - start)
                 prof.step()
         key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
         print(f"== {name} {args.mode} batch {batch} at {size} px on {args.device}")
         print(prof.key_averages().table(sort_by=key, row_limit=args.rows, max_name_column_width=60))
         attribute = "self_device_time_total" if cuda else "self_cpu_time_total"
         rows = [(e.key, getattr(e, attribute)) for e in prof.key_averages() if not e.key.startswith("ProfilerStep")]
-        print("time share by kind (%):", categorise(rows))
+        shares = categorise(rows)
+        print("time share by kind (%):", shares)
+        # Busy device time against wall time per step: far apart means the step waits on Python / kernel launches,
+        # which more work per kernel (larger batches, chunks, fused ops, CUDA graphs) would hide.
+        device = DeviceType.CUDA if cuda else DeviceType.CPU
+        launched = sum(1 for e in prof.events() if e.device_type == device and (cuda or e.name.startswith("aten::")))
+        print(json.dumps({
+            "bench": "profile", "config": name, "mode": args.mode, "batch": batch, "global_size": size,
+            "overrides": args.overrides, "wall_ms_per_step": round(1000 * sum(seconds[2:]) / 2, 1),
+            "busy_ms_per_step": round(sum(t for _, t in rows) / 1000 / 2, 1) if cuda else None,
+            ("kernels_per_step" if cuda else "aten_ops_per_step"): launched // 2, "time_share_pct": shares,
+        }), flush=True)
         if args.trace:
             Path(args.trace).parent.mkdir(parents=True, exist_ok=True)
             prof.export_chrome_trace(args.trace)
