@@ -201,6 +201,40 @@ def test_next_stage_starts_from_previous_heads(micro_config, uninterrupted, tmp_
     assert f"loaded {len(loaded)} head/teacher/centre tensors" in run.stderr
 
 
+def test_sigterm_checkpoints_the_step_then_resume_equals_uninterrupted(micro_config, uninterrupted, tmp_path):
+    """A preemption notice (SIGTERM after step 3, between the step-2 and step-4 checkpoints) ends the run with a
+    complete checkpoint-3 and exit code 128 + 15 instead of losing step 3; resuming ends bit-equal to the
+    uninterrupted run."""
+    output = tmp_path / "run"
+    stopped = _pretrain(micro_config, output, env=_env(TIPS_HF_FAULT="sigterm:3"))
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "SIGTERM received: stopped after step 3 with checkpoint-3" in stopped.stderr
+    assert (output / "checkpoint-3" / "COMPLETE").is_file() and not (output / "final").exists()
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1] == {"event": "stopped", "step": 3, "signal": "SIGTERM"}
+    resumed = _pretrain(micro_config, output, "--resume_from_checkpoint", "latest")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _losses(output) == _losses(uninterrupted)
+    _assert_same_weights(uninterrupted, output)
+    off = _pretrain(micro_config, tmp_path / "off", "training.save_on_signal=false", env=_env(TIPS_HF_FAULT="sigterm:3"))
+    assert off.returncode == -signal.SIGTERM and not (tmp_path / "off" / "checkpoint-3").exists()
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(micro_config, two_processes_ddp, tmp_path):
+    """Only rank 0 gets the notice: the ranks agree (one all-reduce per step), both stop after step 3 with one
+    complete checkpoint (no rank left waiting in a collective), and two processes resume to the uninterrupted
+    2-process run's weights, bit for bit."""
+    output = tmp_path / "run"
+    stopped = _pretrain(micro_config, output, "training.batch_size=4", env=_env(TIPS_HF_FAULT="sigterm:3"),
+                        launcher=_two_processes(29522))
+    assert stopped.returncode != 0 and "stopped after step 3 with checkpoint-3" in stopped.stderr, stopped.stderr[-3000:]
+    assert (output / "checkpoint-3" / "COMPLETE").is_file() and not (output / "final").exists()
+    resumed = _pretrain(micro_config, output, "training.batch_size=4", "--resume_from_checkpoint", "latest",
+                        launcher=_two_processes(29523))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _assert_same_weights(two_processes_ddp, output)
+
+
 def test_launcher_precision_that_the_config_overrides_is_reported(micro_config, tmp_path, monkeypatch):
     """`accelerate launch` with a bf16 config file exports ACCELERATE_MIXED_PRECISION=bf16; the training config's
     training.mixed_precision (here the default "no") wins, and the run says so instead of silently training in

@@ -27,15 +27,19 @@ from safetensors.torch import load_file, save_file
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 # Fault injection for the crash tests: "checkpoint:<step>" SIGKILLs the process halfway through writing that
-# checkpoint, "step:<step>" right after that optimizer step. Never set in normal use.
+# checkpoint, "step:<step>" right after that optimizer step; "sigterm:<step>" sends SIGTERM there to the process of
+# rank 0 alone (a preemption notice that reached one process first). Never set in normal use.
 FAULT_ENV = "TIPS_HF_FAULT"
 
 
 def maybe_fault(point: str) -> None:
-    if os.environ.get(FAULT_ENV) == point:
-        import signal
+    import signal
 
+    fault = os.environ.get(FAULT_ENV)
+    if fault == point:
         os.kill(os.getpid(), signal.SIGKILL)
+    elif fault == "sigterm:" + point.removeprefix("step:") and os.environ.get("RANK", "0") == "0":
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 COMPLETE = "COMPLETE"

@@ -507,6 +507,9 @@ class TrainingConfig(Section):
     save_steps: int = setting(100, "steps between checkpoints; 0: none")
     eval_steps: int = setting(0, "steps between evaluations; 0: evaluate only at the end")
     keep_last: int = setting(2, "checkpoints kept")
+    save_on_signal: bool = setting(
+        True, "on SIGTERM / SIGUSR1 (preemption, a time limit, torchrun's shutdown) save a checkpoint after the step "
+        "in progress and exit with 128 + the signal's number; resume with --resume_from_checkpoint latest")
     report_to: Literal["tensorboard", "trackio", "none"] = setting("tensorboard", "experiment tracker")
     resume_from_checkpoint: str | None = setting(None, "latest | a checkpoint folder")
     progress_bar: bool = setting(True, "show a progress bar")

@@ -13,6 +13,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,45 @@ class TrainResult:
     state: TrainerState
     metrics: dict[str, float] = field(default_factory=dict)
     wall_time_s: float = 0.0
+    stopped_by_signal: int | None = None  # set when SIGTERM / SIGUSR1 stopped the run after a checkpoint
+
+
+class StopSignals:
+    """Turns SIGTERM / SIGUSR1 into a request to stop at the next step boundary (handlers restored by `close`).
+
+    A cluster gives notice before it kills a job (SLURM: SIGTERM, then SIGKILL after KillWait; `--signal=USR1@120`
+    earlier; torchrun forwards SIGTERM to its workers): finishing the step in progress and checkpointing it keeps the
+    work since the last `save_steps` checkpoint, where the SIGKILL would lose it."""
+
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self, enabled: bool):
+        self.received: int | None = None
+        self.previous = {}
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.SIGNALS:
+            number = getattr(signal, name, None)
+            if number is not None:
+                self.previous[number] = signal.signal(number, self._handle)
+
+    def _handle(self, number, frame) -> None:
+        self.received = number
+
+    def agreed(self, accelerator) -> int | None:
+        """The signal, once any process got one (every process must stop at the same step: checkpoints are
+        collective). One scalar all-reduce per step when there are several processes."""
+        if not self.previous:
+            return None
+        if accelerator.num_processes == 1:
+            return self.received
+        flag = torch.tensor([self.received or 0], device=accelerator.device)
+        return int(accelerator.reduce(flag, reduction="max").item()) or None
+
+    def close(self) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        self.previous = {}
 
 
 def default_tokenizer_path() -> str:
@@ -435,6 +476,38 @@ class Pretrainer:
                         self.config.training.keep_last, extra={"config": self.config.to_dict()}, fsdp=self.fsdp)
 
     # ------------------------------------------------------------------------------------------------------- fit
+    def _step(self, stop: StopSignals) -> TrainResult | None:
+        """One optimizer step with its logging / evaluation / checkpoint hooks; a TrainResult when a stop signal
+        ended the run (after checkpointing this step)."""
+        config, state = self.config, self.state
+        training = config.training
+        values = step_values(config, state.step)
+        logs = self.train_step(values)
+        self.progress.update(1)
+        for key, value in logs.items():
+            self.window[key] = self.window.get(key, 0.0) + value
+        self.window_steps += 1
+        self.window_images += self.global_batch
+        if state.step % training.logging_steps == 0 or state.step == training.max_steps:
+            self.log(values)
+        if training.eval_steps and state.step % training.eval_steps == 0 and state.step < training.max_steps:
+            self.last_eval = self.evaluate()
+        saved = bool(training.save_steps) and state.step % training.save_steps == 0
+        if saved:
+            self.save()
+        maybe_fault(f"step:{state.step}")
+        if (number := stop.agreed(self.accelerator)) is None:
+            return None
+        if not saved:
+            self.save()
+        self.progress.close()
+        name = signal.Signals(number).name
+        logger.warning("%s received: stopped after step %d with checkpoint-%d; resume with --resume_from_checkpoint "
+                       "latest", name, state.step, state.step)
+        self.metrics_file.write({"event": "stopped", "step": state.step, "signal": name})
+        self.accelerator.end_training()
+        return TrainResult(self.output_dir, None, state, {}, time.time() - self.start_time, stopped_by_signal=number)
+
     def fit(self) -> TrainResult:
         from tqdm.auto import tqdm
 
@@ -442,25 +515,17 @@ class Pretrainer:
         training = config.training
         self.progress = tqdm(total=training.max_steps, initial=state.step, desc="pretraining", unit="step",
                              disable=not (accelerator.is_main_process and training.progress_bar))
-        last_eval: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}
         self.module.train()
-        while state.step < training.max_steps:
-            values = step_values(config, state.step)
-            logs = self.train_step(values)
-            self.progress.update(1)
-            for key, value in logs.items():
-                self.window[key] = self.window.get(key, 0.0) + value
-            self.window_steps += 1
-            self.window_images += self.global_batch
-            if state.step % training.logging_steps == 0 or state.step == training.max_steps:
-                self.log(values)
-            if training.eval_steps and state.step % training.eval_steps == 0 and state.step < training.max_steps:
-                last_eval = self.evaluate()
-            if training.save_steps and state.step % training.save_steps == 0:
-                self.save()
-            maybe_fault(f"step:{state.step}")
+        stop = StopSignals(training.save_on_signal)
+        try:
+            while state.step < training.max_steps:
+                if (stopped := self._step(stop)) is not None:
+                    return stopped
+        finally:
+            stop.close()
         self.progress.close()
-        last_eval = self.evaluate() or last_eval
+        last_eval = self.evaluate() or self.last_eval
         final_dir = self.output_dir / "final"
         student = self.full_student()
         if accelerator.is_main_process:
