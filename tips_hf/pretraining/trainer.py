@@ -65,28 +65,35 @@ class StopSignals:
 
     SIGNALS = ("SIGTERM", "SIGUSR1")
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, num_processes: int):
         self.received: int | None = None
         self.previous = {}
+        self.group = None
         if not enabled or threading.current_thread() is not threading.main_thread():
             return
         for name in self.SIGNALS:
             number = getattr(signal, name, None)
             if number is not None:
                 self.previous[number] = signal.signal(number, self._handle)
+        if num_processes > 1:
+            import torch.distributed as dist
+
+            # the flag travels on the CPU (gloo): an all-reduce on the GPU would make every step wait for the GPU
+            self.group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
 
     def _handle(self, number, frame) -> None:
         self.received = number
 
-    def agreed(self, accelerator) -> int | None:
+    def agreed(self) -> int | None:
         """The signal, once any process got one (every process must stop at the same step: checkpoints are
-        collective). One scalar all-reduce per step when there are several processes."""
-        if not self.previous:
-            return None
-        if accelerator.num_processes == 1:
+        collective). One scalar all-reduce on the CPU per step when there are several processes."""
+        if self.group is None:
             return self.received
-        flag = torch.tensor([self.received or 0], device=accelerator.device)
-        return int(accelerator.reduce(flag, reduction="max").item()) or None
+        import torch.distributed as dist
+
+        flag = torch.tensor([self.received or 0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
+        return int(flag) or None
 
     def close(self) -> None:
         for number, handler in self.previous.items():
@@ -496,7 +503,7 @@ class Pretrainer:
         if saved:
             self.save()
         maybe_fault(f"step:{state.step}")
-        if (number := stop.agreed(self.accelerator)) is None:
+        if (number := stop.agreed()) is None:
             return None
         if not saved:
             self.save()
@@ -517,7 +524,7 @@ class Pretrainer:
                              disable=not (accelerator.is_main_process and training.progress_bar))
         self.last_eval: dict[str, float] = {}
         self.module.train()
-        stop = StopSignals(training.save_on_signal)
+        stop = StopSignals(training.save_on_signal, accelerator.num_processes)
         try:
             while state.step < training.max_steps:
                 if (stopped := self._step(stop)) is not None:
