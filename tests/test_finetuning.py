@@ -188,3 +188,55 @@ def test_dense_dataset_label_sizes_and_subset(tmp_path):
     assert torch.equal(dataset[0]["labels"], torch.from_numpy(masks[0].astype(np.int64)))
     assert torch.equal(dataset[1]["labels"], torch.from_numpy(masks[1][::2, ::2].astype(np.int64)))
     assert dataset[1]["pixel_values"].shape == (3, 28, 28)
+
+
+def _dense_run(config_path, output, *args, fault=None):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env.pop("TIPS_HF_FAULT", None)
+    if fault:
+        env["TIPS_HF_FAULT"] = fault
+    command = [sys.executable, str(ROOT / "training" / "finetune.py"), "--config", str(config_path),
+               f"training.output_dir={output}", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def test_dense_finetune_resumes_exactly_after_sigkill_and_sigterm(tiny_model_dir, tmp_path):
+    """Dense fine-tuning checkpoints (training.save_steps) and resumes exactly: a run SIGKILLed after step 3 resumes
+    from checkpoint-2, one sent SIGTERM after step 3 writes checkpoint-3 and exits with 143; both end with the
+    uninterrupted run's adapter (LoRA + head) bit for bit, and its evaluation."""
+    import signal
+
+    from safetensors.torch import load_file
+
+    config = tmp_path / "dense.yaml"
+    config.write_text(
+        f"model: {{base: {tiny_model_dir}, head: linear}}\nlora: {{r: 4}}\n"
+        "data: {num_examples: 16, eval_examples: 8, scene_image_size: 56, image_size: 56}\n"
+        "training: {task: segmentation, max_steps: 6, batch_size: 4, logging_steps: 1, save_steps: 2, "
+        "progress_bar: false}\n"
+    )
+    want = _dense_run(config, tmp_path / "full")
+    assert want.returncode == 0, want.stderr[-3000:]
+    for fault, code, resumed_from in (("step:3", -signal.SIGKILL, 2), ("sigterm:3", 128 + signal.SIGTERM, 3)):
+        out = tmp_path / fault.replace(":", "_")
+        crashed = _dense_run(config, out, fault=fault)
+        assert crashed.returncode == code, crashed.stderr[-3000:]
+        assert (out / f"checkpoint-{resumed_from}" / "COMPLETE").is_file() and not (out / "adapter").exists()
+        resumed = _dense_run(config, out, "training.resume_from_checkpoint=latest")
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"resumed from {out / f'checkpoint-{resumed_from}'} at step {resumed_from}" in resumed.stderr
+        a = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
+        b = load_file(out / "adapter" / "adapter_model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), fault
+        losses = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        full = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+        assert [r for r in losses if "loss" in r] == [r for r in full if "loss" in r], fault
+        assert json.loads((out / "dense_config.json").read_text())["result"]["eval"] == json.loads(
+            (tmp_path / "full" / "dense_config.json").read_text())["result"]["eval"]
+

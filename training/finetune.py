@@ -42,9 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"finetune.py: error: {error}", file=sys.stderr)
         return 2
     if isinstance(config, DenseFinetuneConfig):
-        print(json.dumps(finetune_dense(config), indent=2))
-        return 0
+        result = finetune_dense(config)
+        print(json.dumps(result, indent=2))
+        return 128 + result["stopped_by_signal"] if result.get("stopped_by_signal") else 0
     result = train(config)
+    if result.stopped_by_signal:
+        return 128 + result.stopped_by_signal
     print(json.dumps({"final_model": str(result.final_model_dir), **result.metrics}, indent=2))
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -19,6 +20,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ..pretraining.checkpointing import (
+    StopSignals,
+    TrainerState,
+    load_checkpoint,
+    maybe_fault,
+    resolve_checkpoint,
+    save_checkpoint,
+    truncate_metrics,
+)
 from ..pretraining.config import (
     DataSource,
     LoraSection,
@@ -30,7 +40,13 @@ from ..pretraining.config import (
     read_yaml,
     setting,
 )
-from ..pretraining.data import pixels_to_model, processor_normalisation, square_image_processor
+from ..pretraining.data import (
+    GlobalBatchSampler,
+    pixels_to_model,
+    processor_normalisation,
+    sample_generator,
+    square_image_processor,
+)
 from ..pretraining.schedules import cosine
 from .dense import TipsForDenseTasks
 
@@ -97,6 +113,11 @@ class DenseTrainingSection(Section):
     logging_steps: int = setting(20, "steps between metric records")
     mixed_precision: MixedPrecision = setting("no", "autocast precision of the forward and backward passes")
     progress_bar: bool = setting(True, "show a progress bar")
+    save_steps: int = setting(0, "steps between checkpoints (checkpoint-<step>: model, optimizer, RNG, step); 0: none")
+    keep_last: int = setting(2, "checkpoints kept")
+    resume_from_checkpoint: str | None = setting(None, "latest | a checkpoint folder")
+    save_on_signal: bool = setting(
+        True, "on SIGTERM / SIGUSR1 save a checkpoint after the step in progress and stop (exit 128 + the signal)")
 
 
 @dataclass
@@ -177,14 +198,28 @@ class DenseDataset(torch.utils.data.Dataset):
         return {"pixel_values": pixels, "labels": label}
 
 
-def _collate(samples, flip_probability: float = 0.0, generator: torch.Generator | None = None):
-    pixels = torch.stack([s["pixel_values"] for s in samples])
-    labels = torch.stack([s["labels"] for s in samples])
-    if flip_probability and generator is not None:
-        flip = torch.rand(len(samples), generator=generator) < flip_probability
-        pixels[flip] = pixels[flip].flip(-1)
-        labels[flip] = labels[flip].flip(-1)
-    return pixels, labels
+def _collate(samples):
+    return torch.stack([s["pixel_values"] for s in samples]), torch.stack([s["labels"] for s in samples])
+
+
+class _TrainingView(torch.utils.data.Dataset):
+    """`(epoch, index)` keys of `GlobalBatchSampler` -> the example, flipped horizontally by a generator of
+    (seed, epoch, index): the same batches and flips whatever the process count or the step a run resumed at."""
+
+    def __init__(self, dataset: DenseDataset, flip_probability: float, seed: int):
+        self.dataset, self.flip_probability, self.seed = dataset, flip_probability, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, index = key
+        sample = self.dataset[index]
+        if self.flip_probability and torch.rand(1, generator=sample_generator(self.seed, epoch, index)).item() < (
+            self.flip_probability
+        ):
+            sample = {name: value.flip(-1) for name, value in sample.items()}
+        return sample
 
 
 def build_dpt_model(base, config: DenseFinetuneConfig, num_classes: int):
@@ -313,40 +348,68 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
-    generator = torch.Generator().manual_seed(training.seed)
-    loader = torch.utils.data.DataLoader(
-        train_set, batch_size=training.batch_size, shuffle=True, drop_last=True, generator=generator,
-        collate_fn=lambda s: _collate(s, config.data.flip_probability, generator),
-    )
-    loader = accelerator.prepare(loader)  # each process reads its own share of every epoch
-    metrics_path = out / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
-    step, batches = 0, iter(loader)
-    progress = tqdm(total=training.max_steps, desc=f"fine-tuning ({training.task})",
+    state, metrics_path = TrainerState(), out / "metrics.jsonl"
+    checkpoint = resolve_checkpoint(out, training.resume_from_checkpoint)
+    if checkpoint is not None:
+        state = load_checkpoint(accelerator, model, optimizer, checkpoint)
+        print(f"resumed from {checkpoint} at step {state.step}", file=sys.stderr)
+    if accelerator.is_main_process:
+        truncate_metrics(metrics_path, state.step)  # a fresh run starts empty
+    # each process reads its own share of every global batch, from the step the run is at (nothing re-read)
+    sampler = GlobalBatchSampler(len(train_set), training.batch_size, accelerator.process_index,
+                                 accelerator.num_processes, training.seed, start_batch=state.step)
+    batches = iter(torch.utils.data.DataLoader(
+        _TrainingView(train_set, config.data.flip_probability, training.seed), batch_sampler=sampler,
+        collate_fn=_collate,
+    ))
+
+    def save() -> None:
+        save_checkpoint(accelerator, model, optimizer, state, out, training.keep_last,
+                        extra={"config": config.to_dict()})
+
+    progress = tqdm(total=training.max_steps, initial=state.step, desc=f"fine-tuning ({training.task})",
                     disable=not (accelerator.is_main_process and training.progress_bar))
-    while step < training.max_steps:
-        try:
+    stop = StopSignals(training.save_on_signal, accelerator.num_processes)
+    try:
+        while state.step < training.max_steps:
             pixels, labels = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            pixels, labels = next(batches)
-        lr = cosine(step, training.max_steps, config.optim.lr, config.optim.min_lr, config.optim.warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        inputs = pixels_to_model(pixels.to(accelerator.device), *normalisation)
-        output = model(pixel_values=inputs, labels=labels.to(accelerator.device))
-        accelerator.backward(output.loss)
-        if config.optim.grad_clip:
-            accelerator.clip_grad_norm_(params, config.optim.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        progress.update(1)
-        if step % training.logging_steps == 0 and accelerator.is_main_process:
-            with open(metrics_path, "a") as handle:
-                handle.write(json.dumps({"step": step, "loss": float(output.loss.detach()), "lr": lr}) + "\n")
-            progress.set_postfix(loss=f"{float(output.loss.detach()):.3f}")
+            lr = cosine(state.step, training.max_steps, config.optim.lr, config.optim.min_lr,
+                        config.optim.warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            inputs = pixels_to_model(pixels.to(accelerator.device), *normalisation)
+            output = model(pixel_values=inputs, labels=labels.to(accelerator.device))
+            accelerator.backward(output.loss)
+            if config.optim.grad_clip:
+                accelerator.clip_grad_norm_(params, config.optim.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.samples_seen += training.batch_size * accelerator.num_processes
+            progress.update(1)
+            if state.step % training.logging_steps == 0 and accelerator.is_main_process:
+                with open(metrics_path, "a") as handle:
+                    handle.write(json.dumps({"step": state.step, "loss": float(output.loss.detach()), "lr": lr}) + "\n")
+                progress.set_postfix(loss=f"{float(output.loss.detach()):.3f}")
+            saved = bool(training.save_steps) and state.step % training.save_steps == 0
+            if saved:
+                save()
+            maybe_fault(f"step:{state.step}")
+            if (number := stop.agreed()) is not None:
+                if not saved:
+                    save()
+                progress.close()
+                name = signal.Signals(number).name
+                print(f"{name} received: stopped after step {state.step} with checkpoint-{state.step}; resume with "
+                      "training.resume_from_checkpoint=latest", file=sys.stderr)
+                if accelerator.is_main_process:
+                    with open(metrics_path, "a") as handle:
+                        handle.write(json.dumps({"event": "stopped", "step": state.step, "signal": name}) + "\n")
+                return {"task": training.task, "steps": state.step, "stopped_by_signal": number}
+    finally:
+        stop.close()
     progress.close()
+    step = state.step
     unwrapped = accelerator.unwrap_model(model)
     scores = evaluate_dense(unwrapped, eval_set, training.task, num_classes, normalisation=normalisation,
                             background_class=config.data.source == "scenes")

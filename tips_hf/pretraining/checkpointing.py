@@ -15,6 +15,8 @@ import os
 import random
 import re
 import shutil
+import signal
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -33,8 +35,6 @@ FAULT_ENV = "TIPS_HF_FAULT"
 
 
 def maybe_fault(point: str) -> None:
-    import signal
-
     fault = os.environ.get(FAULT_ENV)
     if fault == point:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -287,3 +287,59 @@ def _read_dcp_tensors(folder: Path, wanted: dict[str, torch.Tensor]) -> dict[str
         warnings.simplefilter("ignore", UserWarning)
         dcp.load(state, checkpoint_id=str(folder), no_dist=True)
     return state["model"]
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the records up to `step` (a resumed run logs the later steps again; a fresh run starts empty)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and step > 0 and json.loads(line).get("step", 0) <= step
+            and json.loads(line).get("event") != "end"]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+class StopSignals:
+    """Turns SIGTERM / SIGUSR1 into a request to stop at the next step boundary (handlers restored by `close`).
+
+    A cluster gives notice before it kills a job (SLURM: SIGTERM, then SIGKILL after KillWait; `--signal=USR1@120`
+    earlier; torchrun forwards SIGTERM to its workers): finishing the step in progress and checkpointing it keeps the
+    work since the last `save_steps` checkpoint, where the SIGKILL would lose it."""
+
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self, enabled: bool, num_processes: int):
+        self.received: int | None = None
+        self.previous = {}
+        self.group = None
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.SIGNALS:
+            number = getattr(signal, name, None)
+            if number is not None:
+                self.previous[number] = signal.signal(number, self._handle)
+        if num_processes > 1:
+            import torch.distributed as dist
+
+            # the flag travels on the CPU (gloo): an all-reduce on the GPU would make every step wait for the GPU
+            self.group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+
+    def _handle(self, number, frame) -> None:
+        self.received = number
+
+    def agreed(self) -> int | None:
+        """The signal, once any process got one (every process must stop at the same step: checkpoints are
+        collective). One scalar all-reduce on the CPU per step when there are several processes."""
+        if self.group is None:
+            return self.received
+        import torch.distributed as dist
+
+        flag = torch.tensor([self.received or 0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
+        return int(flag) or None
+
+    def close(self) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        self.previous = {}

@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +22,14 @@ import torch
 
 from ..modeling.modeling_tips import TipsModel
 from .checkpointing import (
+    StopSignals,
     TrainerState,
     load_checkpoint,
     load_module_state,
     maybe_fault,
     resolve_checkpoint,
     save_checkpoint,
+    truncate_metrics,
 )
 from .config import PretrainConfig, launcher_precision_conflict, save_config
 from .data import (
@@ -54,51 +55,6 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     wall_time_s: float = 0.0
     stopped_by_signal: int | None = None  # set when SIGTERM / SIGUSR1 stopped the run after a checkpoint
-
-
-class StopSignals:
-    """Turns SIGTERM / SIGUSR1 into a request to stop at the next step boundary (handlers restored by `close`).
-
-    A cluster gives notice before it kills a job (SLURM: SIGTERM, then SIGKILL after KillWait; `--signal=USR1@120`
-    earlier; torchrun forwards SIGTERM to its workers): finishing the step in progress and checkpointing it keeps the
-    work since the last `save_steps` checkpoint, where the SIGKILL would lose it."""
-
-    SIGNALS = ("SIGTERM", "SIGUSR1")
-
-    def __init__(self, enabled: bool, num_processes: int):
-        self.received: int | None = None
-        self.previous = {}
-        self.group = None
-        if not enabled or threading.current_thread() is not threading.main_thread():
-            return
-        for name in self.SIGNALS:
-            number = getattr(signal, name, None)
-            if number is not None:
-                self.previous[number] = signal.signal(number, self._handle)
-        if num_processes > 1:
-            import torch.distributed as dist
-
-            # the flag travels on the CPU (gloo): an all-reduce on the GPU would make every step wait for the GPU
-            self.group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
-
-    def _handle(self, number, frame) -> None:
-        self.received = number
-
-    def agreed(self) -> int | None:
-        """The signal, once any process got one (every process must stop at the same step: checkpoints are
-        collective). One scalar all-reduce on the CPU per step when there are several processes."""
-        if self.group is None:
-            return self.received
-        import torch.distributed as dist
-
-        flag = torch.tensor([self.received or 0])
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
-        return int(flag) or None
-
-    def close(self) -> None:
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-        self.previous = {}
 
 
 def default_tokenizer_path() -> str:
@@ -295,7 +251,7 @@ class Pretrainer:
             # GPU); a resumed run restores each process's own RNG states instead.
             set_seed(training.seed + accelerator.process_index)
         if accelerator.is_main_process:
-            _truncate_metrics(self.output_dir / "metrics.jsonl", self.state.step)
+            truncate_metrics(self.output_dir / "metrics.jsonl", self.state.step)
         self.batches = endless(self._loader())
         self.evaluator = None
         if config.data.source == "scenes" and config.eval.num_examples > 0:
@@ -576,17 +532,6 @@ def endless(loader):
     """Batches forever (both the map-style sampler and the stream are infinite already; this guards the loader)."""
     while True:
         yield from loader
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Keep the records up to `step` (a resumed run logs the later steps again; a fresh run starts empty)."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line and step > 0 and json.loads(line).get("step", 0) <= step
-            and json.loads(line).get("event") != "end"]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
 
 
 def export_final(student: TipsModel, tokenizer, config: PretrainConfig, path: Path, metrics: dict) -> None:
