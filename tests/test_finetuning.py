@@ -190,7 +190,7 @@ def test_dense_dataset_label_sizes_and_subset(tmp_path):
     assert dataset[1]["pixel_values"].shape == (3, 28, 28)
 
 
-def _dense_run(config_path, output, *args, fault=None):
+def _dense_run(config_path, output, *args, fault=None, processes=1):
     import os
     import subprocess
     import sys
@@ -201,7 +201,11 @@ def _dense_run(config_path, output, *args, fault=None):
     env.pop("TIPS_HF_FAULT", None)
     if fault:
         env["TIPS_HF_FAULT"] = fault
-    command = [sys.executable, str(ROOT / "training" / "finetune.py"), "--config", str(config_path),
+    launcher = [sys.executable]
+    if processes == 2:
+        launcher += ["-m", "accelerate.commands.launch", "--config_file",
+                     str(ROOT / "training" / "accelerate_configs" / "cpu-2proc.yaml"), "--main_process_port", "29532"]
+    command = [*launcher, str(ROOT / "training" / "finetune.py"), "--config", str(config_path),
                f"training.output_dir={output}", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
 
@@ -239,4 +243,31 @@ def test_dense_finetune_resumes_exactly_after_sigkill_and_sigterm(tiny_model_dir
         assert [r for r in losses if "loss" in r] == [r for r in full if "loss" in r], fault
         assert json.loads((out / "dense_config.json").read_text())["result"]["eval"] == json.loads(
             (tmp_path / "full" / "dense_config.json").read_text())["result"]["eval"]
+
+
+def test_dense_finetune_two_processes_equal_one(tiny_model_dir, tmp_path):
+    """Two processes with half the batch each train what one process trains on the whole batch (each reads its own
+    half of every global batch; DDP averages the gradients): the same losses and adapter to float32 rounding."""
+    from safetensors.torch import load_file
+
+    config = tmp_path / "dense.yaml"
+    config.write_text(
+        f"model: {{base: {tiny_model_dir}, head: linear}}\nlora: {{r: 4}}\n"
+        "data: {num_examples: 16, eval_examples: 8, scene_image_size: 56, image_size: 56}\n"
+        "training: {task: segmentation, max_steps: 4, batch_size: 8, logging_steps: 1, progress_bar: false}\n"
+    )
+    one = _dense_run(config, tmp_path / "one")
+    two = _dense_run(config, tmp_path / "two", "training.batch_size=4", processes=2)
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr[-2000:], two.stderr[-2000:])
+
+    def losses(out):
+        return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if "loss" in line]
+
+    assert len(losses(tmp_path / "one")) == 4
+    for a, b in zip(losses(tmp_path / "one"), losses(tmp_path / "two"), strict=True):
+        assert abs(a - b) <= 1e-5 * abs(a), (a, b)
+    want = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    got = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], atol=1e-6, rtol=1e-5, msg=key)
 

@@ -37,6 +37,7 @@ from ..pretraining.config import (
     Schema,
     Section,
     launcher_precision_conflict,
+    prepare_launch_environment,
     read_yaml,
     setting,
 )
@@ -329,6 +330,7 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
     training = config.training
     if conflict := launcher_precision_conflict(training.mixed_precision):
         print(f"warning: {conflict}", file=sys.stderr)
+    prepare_launch_environment()
     accelerator = Accelerator(mixed_precision=training.mixed_precision)
     set_seed(training.seed)
     out = Path(training.output_dir)
@@ -387,10 +389,12 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
             state.step += 1
             state.samples_seen += training.batch_size * accelerator.num_processes
             progress.update(1)
-            if state.step % training.logging_steps == 0 and accelerator.is_main_process:
-                with open(metrics_path, "a") as handle:
-                    handle.write(json.dumps({"step": state.step, "loss": float(output.loss.detach()), "lr": lr}) + "\n")
-                progress.set_postfix(loss=f"{float(output.loss.detach()):.3f}")
+            if state.step % training.logging_steps == 0:  # the loss of the global batch: every process reduces
+                loss = float(accelerator.reduce(output.loss.detach(), reduction="mean"))
+                if accelerator.is_main_process:
+                    with open(metrics_path, "a") as handle:
+                        handle.write(json.dumps({"step": state.step, "loss": loss, "lr": lr}) + "\n")
+                progress.set_postfix(loss=f"{loss:.3f}")
             saved = bool(training.save_steps) and state.step % training.save_steps == 0
             if saved:
                 save()

@@ -284,6 +284,16 @@ DataSource = Literal["scenes", "imagefolder", "parquet", "arrow", "webdataset", 
 MixedPrecision = Literal["no", "bf16", "fp16"]
 
 
+def prepare_launch_environment() -> None:
+    """What `Accelerator()` needs to see several CPU processes as one run: accelerate's own `--cpu` launcher needs
+    MPI for several processes; its torchrun-based launcher works on CPU once ACCELERATE_USE_CPU is set (see
+    training/accelerate_configs/cpu-2proc.yaml). Without it each process trains alone as its own main process."""
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "1")
+
+
 def launcher_precision_conflict(mixed_precision: str) -> str | None:
     """A warning when `accelerate launch` asked for another precision than the config's `training.mixed_precision`.
 

@@ -31,7 +31,7 @@ from .checkpointing import (
     save_checkpoint,
     truncate_metrics,
 )
-from .config import PretrainConfig, launcher_precision_conflict, save_config
+from .config import PretrainConfig, launcher_precision_conflict, prepare_launch_environment, save_config
 from .data import (
     Collator,
     GlobalBatchSampler,
@@ -187,10 +187,7 @@ class Pretrainer:
         inherit_pixel_normalisation(config)
         self.config = config
         self.start_time = time.time()
-        if not torch.cuda.is_available():
-            # accelerate's own `--cpu` launcher needs MPI for several processes; its torchrun-based launcher works
-            # on CPU once this is set (see training/accelerate_configs/cpu-2proc.yaml).
-            os.environ.setdefault("ACCELERATE_USE_CPU", "1")
+        prepare_launch_environment()
         training = config.training
         self.output_dir = Path(training.output_dir)
         if conflict := launcher_precision_conflict(training.mixed_precision):
