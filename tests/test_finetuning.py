@@ -221,7 +221,7 @@ def test_dense_finetune_resumes_exactly_after_sigkill_and_sigterm(tiny_model_dir
     config = tmp_path / "dense.yaml"
     config.write_text(
         f"model: {{base: {tiny_model_dir}, head: linear}}\nlora: {{r: 4}}\n"
-        "data: {num_examples: 16, eval_examples: 8, scene_image_size: 56, image_size: 56}\n"
+        "data: {num_examples: 16, eval_examples: 8, scene_image_size: 56, image_size: 56, num_workers: 1}\n"
         "training: {task: segmentation, max_steps: 6, batch_size: 4, logging_steps: 1, save_steps: 2, "
         "progress_bar: false}\n"
     )

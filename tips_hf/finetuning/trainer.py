@@ -88,6 +88,7 @@ class DenseDataSection(Section):
         False, 'ADE20K layout: class 0 ("other") -> 255 (ignored), class k -> k - 1')
     depth_offset: float = setting(
         0.0, "added to depth labels (the scenes' depth order starts at 0; SILog needs depth > 0)")
+    num_workers: int = setting(0, "DataLoader worker processes (decoding and resizing off the training process)")
 
 
 @dataclass
@@ -362,7 +363,7 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
                                  accelerator.num_processes, training.seed, start_batch=state.step)
     batches = iter(torch.utils.data.DataLoader(
         _TrainingView(train_set, config.data.flip_probability, training.seed), batch_sampler=sampler,
-        collate_fn=_collate,
+        collate_fn=_collate, num_workers=config.data.num_workers, persistent_workers=config.data.num_workers > 0,
     ))
 
     def save() -> None:
