@@ -33,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pretrain.py: error: {error}", file=sys.stderr)
         return 2
     result = train(config)
-    if result.stopped_by_signal:
-        print(f"stopped by a signal after step {result.state.step}: {result.output_dir}/checkpoint-{result.state.step} "
-              "holds it; run the same command with --resume_from_checkpoint latest to continue", file=sys.stderr)
+    if result.stopped_by_signal:  # the trainer has said where the checkpoint is and how to resume
         return 128 + result.stopped_by_signal
     if result.metrics:
         print("final evaluation:")

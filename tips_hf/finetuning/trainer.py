@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from ..pretraining.checkpointing import (
     maybe_fault,
     resolve_checkpoint,
     save_checkpoint,
+    stop_notice,
     truncate_metrics,
 )
 from ..pretraining.config import (
@@ -404,26 +404,24 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
                 if not saved:
                     save()
                 progress.close()
-                name = signal.Signals(number).name
-                print(f"{name} received: stopped after step {state.step} with checkpoint-{state.step}; resume with "
-                      "training.resume_from_checkpoint=latest", file=sys.stderr)
+                record, message = stop_notice(number, state.step)
+                print(message, file=sys.stderr)
                 if accelerator.is_main_process:
                     with open(metrics_path, "a") as handle:
-                        handle.write(json.dumps({"event": "stopped", "step": state.step, "signal": name}) + "\n")
+                        handle.write(json.dumps(record) + "\n")
                 return {"task": training.task, "steps": state.step, "stopped_by_signal": number}
     finally:
         stop.close()
     progress.close()
-    step = state.step
     unwrapped = accelerator.unwrap_model(model)
     scores = evaluate_dense(unwrapped, eval_set, training.task, num_classes, normalisation=normalisation,
                             background_class=config.data.source == "scenes")
-    result = {"task": training.task, "steps": step, "trainable_parameters": trainable, "total_parameters": total,
+    result = {"task": training.task, "steps": state.step, "trainable_parameters": trainable, "total_parameters": total,
               "lora": config.lora.enabled, "eval": scores, "wall_time_s": round(time.time() - start, 1)}
     if accelerator.is_main_process:
         save_dense(unwrapped, config, num_classes, out, result, normalisation)
         with open(metrics_path, "a") as handle:
-            handle.write(json.dumps({"event": "eval", "step": step, **scores}) + "\n")
+            handle.write(json.dumps({"event": "eval", "step": state.step, **scores}) + "\n")
     return result
 
 

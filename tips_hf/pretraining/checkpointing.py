@@ -300,6 +300,14 @@ def truncate_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+def stop_notice(number: int, step: int) -> tuple[dict[str, Any], str]:
+    """The metrics record and the console message of a run that a signal stopped after `step`."""
+    name = signal.Signals(number).name
+    return ({"event": "stopped", "step": step, "signal": name},
+            f"{name} received: stopped after step {step} with checkpoint-{step}; resume with "
+            "training.resume_from_checkpoint=latest")
+
+
 class StopSignals:
     """Turns SIGTERM / SIGUSR1 into a request to stop at the next step boundary (handlers restored by `close`).
 

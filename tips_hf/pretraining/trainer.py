@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from .checkpointing import (
     maybe_fault,
     resolve_checkpoint,
     save_checkpoint,
+    stop_notice,
     truncate_metrics,
 )
 from .config import PretrainConfig, launcher_precision_conflict, prepare_launch_environment, save_config
@@ -461,10 +461,9 @@ class Pretrainer:
         if not saved:
             self.save()
         self.progress.close()
-        name = signal.Signals(number).name
-        logger.warning("%s received: stopped after step %d with checkpoint-%d; resume with --resume_from_checkpoint "
-                       "latest", name, state.step, state.step)
-        self.metrics_file.write({"event": "stopped", "step": state.step, "signal": name})
+        record, message = stop_notice(number, state.step)
+        logger.warning(message)
+        self.metrics_file.write(record)
         self.accelerator.end_training()
         return TrainResult(self.output_dir, None, state, {}, time.time() - self.start_time, stopped_by_signal=number)
 
