@@ -102,8 +102,9 @@ def measure_ibot(tokens: int, prototypes: int, device: str = "cpu", chunk_tokens
             value = loss(student(student_tokens), targets, mask)
         else:
             with torch.no_grad():
-                features = teacher.bottleneck(teacher_tokens)
-            value = loss.chunked_loss(student, student_tokens, teacher.logits, features, mask, 0.07, chunk)
+                features, teacher_prototypes = teacher.bottleneck(teacher_tokens), teacher.unit_prototypes()
+            value = loss.loss_from_features(student.bottleneck(student_tokens), student.unit_prototypes(), features,
+                                            teacher_prototypes, mask, 0.07, chunk)
         value.backward()
         del value
     return {
@@ -166,6 +167,8 @@ def estimate(config, gpus: int) -> dict:
     (SwiGLU); with activation checkpointing only the block inputs (4·h bytes) plus one block's activations."""
     import torch
 
+    from tips_hf.pretraining.meta_arch import CHUNK_ELEMENTS
+
     counts = parameter_counts(config)
     tips = counts.pop("config")
     vision, text = tips.vision_config, tips.text_config
@@ -198,8 +201,13 @@ def estimate(config, gpus: int) -> dict:
                        + text_tokens * t_block * text.num_hidden_layers)
     # the teacher pass (no grad): one block's activations of the global view at a time
     activations += batch * global_tokens * v_block
-    chunk = objective.loss_chunk_tokens or max(1, 2**24 // objective.patch_prototypes)
-    losses = 6 * 4 * chunk * objective.patch_prototypes  # a chunk's logits, targets, log-probs and their gradients
+    chunk = objective.loss_chunk_tokens or max(1, CHUNK_ELEMENTS // objective.patch_prototypes)
+    # a chunk's targets, log-probabilities (then their gradient, in place), a temporary and bf16 GEMM copies
+    losses = 4 * 4 * chunk * objective.patch_prototypes
+    # the student patch head's MLP over all patch tokens at once (bf16 activations kept for backward: its input,
+    # two hidden layers before and after GELU) and the float32 bottleneck features with their gradient
+    patch_tokens = batch * (global_tokens - 1 - regs)
+    losses += patch_tokens * (2 * (vision.hidden_size + 4 * objective.head_hidden_dim) + 16 * objective.head_bottleneck_dim)
     losses += 4 * 4 * batch * data.num_local_crops * objective.head_prototypes  # DINO: local CLS logits (fp32)
     losses += 2 * batch * views * global_tokens * objective.head_bottleneck_dim * 4  # teacher/student bottlenecks
     if fsdp:

@@ -67,8 +67,9 @@ def test_sampler_draws_one_permutation_per_epoch(monkeypatch):
 @pytest.mark.parametrize("centering", ["softmax", "sinkhorn"])
 @pytest.mark.parametrize("mode", ["all", "masked"])
 def test_chunked_ibot_equals_whole_loss(centering, mode):
-    """Head + loss in chunks of 7 tokens (recomputed in backward) against the whole (tokens, K) computation: same
-    loss, gradients and centre, within float32 rounding of sums over 30 tokens × 50 prototypes (1e-5 relative)."""
+    """The fused loss in chunks of 7 tokens (gradients formed in the forward pass) against the whole (tokens, K)
+    computation through autograd: same loss, gradients and centre, within float32 rounding of sums over 30 tokens ×
+    50 prototypes (1e-5 relative)."""
     torch.manual_seed(0)
     batch, patches, width, prototypes = 3, 10, 8, 50
     student_head = DINOHead(width, prototypes, hidden_dim=16, bottleneck_dim=6)
@@ -82,8 +83,11 @@ def test_chunked_ibot_equals_whole_loss(centering, mode):
     targets = whole.teacher_targets(teacher_head(teacher), 0.05, mask)
     expected = whole(student_head(student), targets, mask)
     want = torch.autograd.grad(expected, [student, *student_head.parameters()])
-    features = teacher_head.bottleneck(teacher)
-    got_loss = chunked.chunked_loss(student_head, student, teacher_head.logits, features, mask, 0.05, chunk_tokens=7)
+    got_loss = chunked.loss_from_features(
+        student_head.bottleneck(student), student_head.unit_prototypes(), teacher_head.bottleneck(teacher),
+        teacher_head.unit_prototypes(), mask, 0.05, chunk_tokens=7,
+    )
+    assert chunked.last_chunks == 5  # 30 tokens in balanced chunks of 6
     got = torch.autograd.grad(got_loss, [student, *student_head.parameters()])
     torch.testing.assert_close(got_loss, expected, rtol=1e-5, atol=0)
     for a, b in zip(got, want):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .centering import SoftmaxCenter, sinkhorn_knopp, sinkhorn_scalings
+from .prototypes import matmul_fp32
 
 MODES = ("masked", "all")
 NORMALISATIONS = ("masked_plus_visible", "mean")
@@ -60,7 +58,7 @@ class IBOTPatchLoss(nn.Module):
         self, teacher_logits: torch.Tensor, temperature: float, mask: torch.Tensor | None = None, update: bool = True
     ) -> torch.Tensor:
         """(batch, N, K) teacher logits → targets. For `mode="masked"` only masked patches count (`mask` (batch, N))
-        in the Sinkhorn marginals and the centre statistics. Materialises (batch, N, K): see `chunked_loss`."""
+        in the Sinkhorn marginals and the centre statistics. Materialises (batch, N, K): see `loss_from_features`."""
         batch, patches, dim = teacher_logits.shape
         weights = mask.reshape(-1) if (self.mode == "masked" and mask is not None) else None
         flat = teacher_logits.reshape(-1, dim)
@@ -96,47 +94,51 @@ class IBOTPatchLoss(nn.Module):
         """student_logits, teacher_targets: (batch, N, K); mask: (batch, N) bool, True = masked in the student view."""
         return (self.per_patch(student_logits, teacher_targets) * self.token_weights(mask)).sum()
 
-    def chunked_loss(
+    def loss_from_features(
         self,
-        student_logits_fn: Callable[[torch.Tensor], torch.Tensor],
-        student_tokens: torch.Tensor,
-        teacher_logits_fn: Callable[[torch.Tensor], torch.Tensor],
+        student_features: torch.Tensor,
+        student_prototypes: torch.Tensor,
         teacher_features: torch.Tensor,
+        teacher_prototypes: torch.Tensor,
         mask: torch.Tensor,
         temperature: float,
-        chunk_tokens: int,
+        chunk_tokens: int | None = None,
         update: bool = True,
+        matmul_dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
-        """The loss of `forward`, computed `chunk_tokens` tokens at a time so that no (tokens, K) tensor is ever held
-        whole: the peak of head + loss is O(chunk_tokens · K), forward and backward.
+        """The loss of `forward` from the heads' bottleneck features and unit prototypes, computed `chunk_tokens`
+        tokens at a time so that no (tokens, K) tensor is ever held whole (peak O(chunk_tokens · K)).
 
-        Each chunk's student logits, teacher targets and cross-entropies are recomputed in backward
-        (`torch.utils.checkpoint`; only the chunk's input tokens are kept). Teacher targets come from
-        `teacher_features` (e.g. the teacher head's bottleneck, (batch, N, d)) through `teacher_logits_fn`, chunk
-        by chunk: softmax centring needs only the running logit sums (added to the centre's pending statistics),
-        Sinkhorn-Knopp only its scaling vectors (`sinkhorn_scalings`).
+        One pass over the chunks does everything: per chunk, the teacher logits (one GEMM) give the targets and add
+        to the centre's statistics (softmax centring; Sinkhorn-Knopp runs its scaling passes first), the student
+        logits (one GEMM) give the cross-entropy, and its gradient `w/τ_s · (softmax(s/τ_s) · Σq − q)` is formed
+        at once and pushed through the two GEMMs of the backward (features and prototypes): four GEMMs per chunk,
+        nothing recomputed, and the gradients of the whole pass are what backward returns. The MLPs and the
+        prototype normalisation run once, before (their gradients flow through autograd as usual).
 
         Args:
-            student_logits_fn: (n, D) student tokens → (n, K) logits, with gradient (e.g. the student head).
-            student_tokens (`torch.Tensor` of shape `(batch, N, D)`).
-            teacher_logits_fn: (n, d) teacher features → (n, K) logits (called without gradient).
-            teacher_features (`torch.Tensor` of shape `(batch, N, d)`).
+            student_features (`torch.Tensor` of shape `(batch, N, d)`): the student head's unit bottleneck features,
+                with gradient.
+            student_prototypes (`torch.Tensor` of shape `(K, d)`): the student head's unit prototypes, with gradient.
+            teacher_features (`torch.Tensor` of shape `(batch, N, d)`), teacher_prototypes (`(K, d)`): the teacher's.
             mask (`torch.Tensor` of shape `(batch, N)`, bool): True = masked in the student view.
             temperature (`float`): teacher temperature.
-            chunk_tokens (`int`): tokens per chunk; one chunk (no recomputation) when it covers them all.
+            chunk_tokens (`int`, *optional*): tokens per chunk (balanced chunks); all at once when omitted.
             update (`bool`): apply the centre update now (else at the caller's `center.apply()`).
+            matmul_dtype (`torch.dtype`): inputs of the prototype GEMMs (float32 accumulation and results).
         """
         batch, patches = mask.shape
         total_tokens = batch * patches
-        student = student_tokens.reshape(total_tokens, -1)
+        student = student_features.reshape(total_tokens, -1)
         teacher = teacher_features.detach().reshape(total_tokens, -1)
+        teacher_prototypes = teacher_prototypes.detach()
         weights = self.token_weights(mask).reshape(-1)
         stats = mask.reshape(-1).float() if self.mode == "masked" else None
-        bounds = [(i, min(i + chunk_tokens, total_tokens)) for i in range(0, total_tokens, max(chunk_tokens, 1))]
+        bounds = chunk_bounds(total_tokens, chunk_tokens)
+        self.last_chunks = len(bounds)
 
         def teacher_logits(i: int, j: int) -> torch.Tensor:
-            with torch.no_grad():
-                return teacher_logits_fn(teacher[i:j]).float()
+            return matmul_fp32(teacher[i:j], teacher_prototypes.t(), matmul_dtype)
 
         if self.centering == "sinkhorn":
             shift, prototype_scale, row_scales = sinkhorn_scalings(
@@ -144,36 +146,70 @@ class IBOTPatchLoss(nn.Module):
                 weights=None if stats is None else [stats[i:j] for i, j in bounds],
             )
 
-            def targets(index: int, logits: torch.Tensor) -> torch.Tensor:
-                return torch.exp((logits - shift) / temperature) * prototype_scale[None] * row_scales[index][:, None]
+            def targets(index: int, i: int, j: int) -> torch.Tensor:
+                logits = teacher_logits(i, j).sub_(shift).div_(temperature).exp_()
+                return logits.mul_(prototype_scale[None]).mul_(row_scales[index][:, None])
         else:
             center = self.center.center.clone()
-            with torch.no_grad():
-                sums = None
-                for i, j in bounds:
-                    logits = teacher_logits(i, j)
-                    part = logits.sum(0) if stats is None else stats[i:j] @ logits
-                    sums = part if sums is None else sums + part
-                self.center.accumulate(sums, float(total_tokens) if stats is None else stats.sum())
+            sums = teacher.new_zeros(teacher_prototypes.shape[0], dtype=torch.float32)
+
+            def targets(index: int, i: int, j: int) -> torch.Tensor:
+                logits = teacher_logits(i, j)
+                sums.add_(logits.sum(0) if stats is None else stats[i:j] @ logits)
+                return torch.softmax(logits.sub_(center).div_(temperature), dim=-1)
+
+        loss = _SoftTargetCrossEntropy.apply(
+            student, student_prototypes, weights.detach(), targets, bounds, self.student_temperature, matmul_dtype
+        )
+        if self.centering == "softmax":
+            self.center.accumulate(sums, float(total_tokens) if stats is None else stats.sum())
             if update:
                 self.center.apply()
-
-            def targets(index: int, logits: torch.Tensor) -> torch.Tensor:
-                return F.softmax((logits - center) / temperature, dim=-1)
-
-        def chunk_cross_entropy(tokens: torch.Tensor, index: int) -> torch.Tensor:
-            i, j = bounds[index]
-            with torch.no_grad():
-                target = targets(index, teacher_logits(i, j))
-            log_probs = F.log_softmax(student_logits_fn(tokens).float() / self.student_temperature, dim=-1)
-            return -(target * log_probs).sum(dim=-1)
-
-        recompute = len(bounds) > 1 and torch.is_grad_enabled()
-        loss = student.new_zeros((), dtype=torch.float32)
-        for index, (i, j) in enumerate(bounds):
-            if recompute:
-                ce = checkpoint(chunk_cross_entropy, student[i:j], index, use_reentrant=False)
-            else:
-                ce = chunk_cross_entropy(student[i:j], index)
-            loss = loss + (ce * weights[i:j]).sum()
         return loss
+
+
+def chunk_bounds(total: int, chunk: int | None) -> list[tuple[int, int]]:
+    """`[(start, end), ...]` of ⌈total / chunk⌉ chunks of equal size (± 1) covering `range(total)`."""
+    count = 1 if not chunk or chunk >= total else -(-total // chunk)
+    size, extra = divmod(total, count)
+    bounds, start = [], 0
+    for index in range(count):
+        end = start + size + (index < extra)
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+class _SoftTargetCrossEntropy(torch.autograd.Function):
+    """`Σ_rows w · CE(targets, log_softmax(features @ prototypesᵀ / τ_s))` in token chunks, with the gradients of
+    `features` and `prototypes` formed in the same pass (backward only scales them by the incoming gradient).
+
+    With `z = f Wᵀ / τ` and `p = softmax(z)`, `∂/∂z [−Σ_k q_k log p_k] = p · Σ_k q_k − q` (targets of Sinkhorn rows
+    that are weighted out sum to 0, not 1), so `∂L/∂f = (w/τ)·(p Σq − q) W` and `∂L/∂W = ((w/τ)·(p Σq − q))ᵀ f`."""
+
+    @staticmethod
+    def forward(ctx, features, prototypes, weights, targets, bounds, temperature, dtype):
+        need = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        loss = features.new_zeros((), dtype=torch.float32)
+        grad_features = torch.empty(features.shape, dtype=torch.float32, device=features.device) if need else None
+        grad_prototypes = torch.zeros(prototypes.shape, dtype=torch.float32, device=features.device) if need else None
+        for index, (i, j) in enumerate(bounds):
+            target = targets(index, i, j)  # (c, K) float32
+            log_probs = torch.log_softmax(matmul_fp32(features[i:j], prototypes.t(), dtype).div_(temperature), -1)
+            w = weights[i:j]
+            loss = loss + (w * -torch.linalg.vecdot(target, log_probs)).sum()
+            if need:
+                scale = (w / temperature)[:, None]
+                # the gradient of the chunk's logits, in the storage of its log-probabilities
+                grad = log_probs.exp_().mul_(target.sum(-1, keepdim=True) * scale).sub_(target.mul_(scale))
+                del target, log_probs
+                grad_features[i:j] = matmul_fp32(grad, prototypes, dtype)
+                grad_prototypes.add_(matmul_fp32(grad.t(), features[i:j], dtype))
+        if need:
+            ctx.save_for_backward(grad_features, grad_prototypes)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_features, grad_prototypes = ctx.saved_tensors
+        return grad_features * grad_loss, grad_prototypes * grad_loss, None, None, None, None, None

@@ -452,8 +452,11 @@ class ObjectiveConfig(Section):
     distillation_teacher: str | None = setting(
         None, "distillation mode: a frozen (larger) TipsModel folder as teacher")
     loss_chunk_tokens: int | None = setting(
-        None, "iBOT head + loss in chunks of this many tokens (recomputed in backward); null: 2^24 ÷ patch_prototypes "
-        "tokens (64 MiB of float32 logits a chunk; one chunk, no recomputation, whenever the batch fits)")
+        None, "iBOT loss over the prototypes in chunks of this many tokens (bounds its memory); null: 2^27 ÷ "
+        "patch_prototypes tokens (512 MiB of float32 logits a chunk, ~4 alive at once: 4096 tokens at 32k)")
+    prototype_precision: Literal["autocast", "float32"] = setting(
+        "autocast", "inputs of the prototype GEMMs: autocast (bf16/fp16 under mixed precision, float32 accumulation "
+        "and output) | float32 (IEEE; TF32 if torch.backends.cuda.matmul.allow_tf32 is set)")
     v2_teacher: Literal["clean_pass", "student_view"] = setting(
         "clean_pass", "v2 teacher tokens: clean_pass (a no-grad pass without drop-path) | student_view (the "
         "student's un-masked view, drop-path included); equal when drop_path_rate is 0")

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..losses.prototypes import PrototypePrecision, prototype_dtype, prototype_logits
+
 
 class DINOHead(nn.Module):
     """Projection head of the self-distillation losses (DINO, iBOT).
@@ -16,10 +18,17 @@ class DINOHead(nn.Module):
         hidden_dim (`int`): MLP width.
         bottleneck_dim (`int`): width before the prototypes.
         num_layers (`int`): MLP layers (≥ 1).
+        precision (`str`, defaults to `"autocast"`): inputs of the prototype GEMM, see `prototype_dtype`.
     """
 
     def __init__(
-        self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, num_layers: int = 3
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        num_layers: int = 3,
+        precision: PrototypePrecision = "autocast",
     ):
         super().__init__()
         layers: list[nn.Module] = []
@@ -31,6 +40,7 @@ class DINOHead(nn.Module):
         self.mlp = nn.Sequential(*layers)
         # Prototypes with unit norm (DINO's weight norm with a frozen gain of 1), stored as a plain weight.
         self.prototypes = nn.Linear(bottleneck_dim, out_dim, bias=False)
+        self.precision = precision
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -44,11 +54,21 @@ class DINOHead(nn.Module):
         """(..., in_dim) → (..., bottleneck_dim) L2-normalised features, float32."""
         return F.normalize(self.mlp(tokens).float(), dim=-1)
 
-    def logits(self, features: torch.Tensor) -> torch.Tensor:
-        """(..., bottleneck_dim) normalised features → (..., out_dim) logits in float32 (autocast off: softmaxes over
-        32k prototypes at τ = 0.04 need more than bf16's 8 mantissa bits)."""
-        with torch.autocast(features.device.type, enabled=False):
-            return F.linear(features.float(), F.normalize(self.prototypes.weight.float(), dim=-1))
+    def unit_prototypes(self) -> torch.Tensor:
+        """(out_dim, bottleneck_dim) float32 prototypes of unit norm: computed once per step by the caller and passed
+        to every `logits` call of that step (normalising a (32k × 256) weight per call was a large share of the old
+        step's memory traffic)."""
+        return F.normalize(self.prototypes.weight.float(), dim=-1)
+
+    def matmul_dtype(self, device_type: str) -> torch.dtype:
+        """Input dtype of this head's prototype GEMMs under the current autocast state."""
+        return prototype_dtype(device_type, self.precision)
+
+    def logits(self, features: torch.Tensor, prototypes: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., bottleneck_dim) normalised features → (..., out_dim) float32 logits (cosines with the unit
+        prototypes; `prototypes` from `unit_prototypes()`, computed here when omitted)."""
+        prototypes = self.unit_prototypes() if prototypes is None else prototypes
+        return prototype_logits(features, prototypes, self.matmul_dtype(features.device.type))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(..., in_dim) → (..., out_dim) float32 logits (cosines of the bottleneck with the unit prototypes)."""

@@ -28,8 +28,9 @@ from .heads import DINOHead
 
 NO_DECAY_NAMES = ("cls_token", "register_tokens", "mask_token", "position_embeddings", "log_temperature", "logit_bias")
 VISION_BLOCK = re.compile(r"vision_model\.encoder\.layers\.(\d+)\.")
-# 64 MiB of float32 logits per iBOT chunk by default (objective.loss_chunk_tokens)
-CHUNK_ELEMENTS = 2**24
+# 512 MiB of float32 logits per iBOT chunk by default (objective.loss_chunk_tokens): 4096 tokens at 32k prototypes,
+# the chunk's loss and gradient hold ~3 such tensors at once
+CHUNK_ELEMENTS = 2**27
 
 
 @dataclass
@@ -94,6 +95,7 @@ class TipsPretrainingModel(nn.Module):
                 hidden_dim=objective.head_hidden_dim,
                 bottleneck_dim=objective.head_bottleneck_dim,
                 num_layers=objective.head_layers,
+                precision=objective.prototype_precision,
             )
             self.student_cls_head = DINOHead(width, objective.head_prototypes, **head)
             self.student_patch_head = (
@@ -275,15 +277,22 @@ class TipsPretrainingModel(nn.Module):
         objective = self.config.objective
         teacher_tokens = self._teacher_tokens(batch["global_crop"], unmasked)
         total = unmasked.new_zeros(())
+        # Each head's prototypes are normalised once per step (a shared head's once for both losses).
+        student_prototypes = {id(h): h.unit_prototypes() for h in (self.student_cls_head, self.student_patch_head)}
+        with torch.no_grad():
+            teacher_prototypes = {id(h): h.unit_prototypes() for h in (self.teacher_cls_head, self.teacher_patch_head)}
         if self.use_distill:
+            head, teacher_head = self.student_cls_head, self.teacher_cls_head
             with torch.no_grad():  # the centre moves once per optimizer step (update_teacher)
-                targets = self.dino_loss.teacher_targets(
-                    self.teacher_cls_head(teacher_tokens[:, 0]), teacher_temperature, update=False
+                teacher_logits = teacher_head.logits(
+                    teacher_head.bottleneck(teacher_tokens[:, 0]), teacher_prototypes[id(teacher_head)]
                 )
+                targets = self.dino_loss.teacher_targets(teacher_logits, teacher_temperature, update=False)
             local = batch["local_crops"]
             batch_size, crops = local.shape[:2]
             local_cls = self.student.vision_model(pixel_values=local.flatten(0, 1)).last_hidden_state[:, 0]
-            student = self.student_cls_head(local_cls).reshape(batch_size, crops, -1).transpose(0, 1)
+            student = head.logits(head.bottleneck(local_cls), student_prototypes[id(head)])
+            student = student.reshape(batch_size, crops, -1).transpose(0, 1)
             dino = self.dino_loss(student, targets)
             logs["distill"] = dino
             total = total + objective.distill_weight * dino
@@ -302,14 +311,14 @@ class TipsPretrainingModel(nn.Module):
             else:
                 patch_mask = mask
             chunk = objective.loss_chunk_tokens or max(1, CHUNK_ELEMENTS // objective.patch_prototypes)
-            with torch.no_grad():  # the teacher head's bottleneck, chunked like the loss (its MLP is 2048 wide)
-                flat = teacher_patches.flatten(0, 1)
-                features = torch.cat([
-                    self.teacher_patch_head.bottleneck(flat[i : i + chunk]) for i in range(0, flat.shape[0], chunk)
-                ]).reshape(*teacher_patches.shape[:2], -1)
-            ibot = self.ibot_loss.chunked_loss(
-                self.student_patch_head, student_patches, self.teacher_patch_head.logits, features, patch_mask,
-                teacher_temperature, chunk, update=False,
+            head, teacher_head = self.student_patch_head, self.teacher_patch_head
+            # The MLPs run once over all tokens (large GEMMs); only the K-wide part is chunked, inside the loss.
+            with torch.no_grad():
+                teacher_features = teacher_head.bottleneck(teacher_patches)
+            ibot = self.ibot_loss.loss_from_features(
+                head.bottleneck(student_patches), student_prototypes[id(head)], teacher_features,
+                teacher_prototypes[id(teacher_head)], patch_mask, teacher_temperature, chunk, update=False,
+                matmul_dtype=head.matmul_dtype(student_patches.device.type),
             )
             logs["mask"] = ibot
             total = total + objective.mask_weight * ibot
