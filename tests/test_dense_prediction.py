@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import REFERENCE
+from dense_helpers import logged_losses, scores_by_hand
 
 from tips_hf import (
     TipsBackbone,
@@ -512,14 +513,20 @@ def test_visualize_dpt_pictures(converted_dpt, tmp_path, capsys):
 # Training DPT heads (training/finetune.py, model.head=dpt)
 
 
-def _dpt_finetune(base, out, *overrides):
-    from tips_hf.finetuning.trainer import finetune_dense, load_dense_config
+def _dpt_config(base, out, *overrides):
+    from tips_hf.finetuning.trainer import load_dense_config
 
-    return finetune_dense(load_dense_config(None, [
+    return load_dense_config(None, [
         f"model.base={base}", "model.head=dpt", "model.dpt_channels=16", "model.depth_bins=8", "lora.r=4",
         "data.num_examples=8", "data.eval_examples=4", "data.scene_image_size=56", "data.image_size=56",
         "training.max_steps=2", "training.batch_size=4", f"training.output_dir={out}", *overrides,
-    ]))
+    ])
+
+
+def _dpt_finetune(base, out, *overrides):
+    from tips_hf.finetuning.trainer import finetune_dense
+
+    return finetune_dense(_dpt_config(base, out, *overrides))
 
 
 def test_finetune_dpt_head_with_lora_saves_an_auto_loadable_folder(tiny_model_dir, tmp_path):
@@ -528,9 +535,10 @@ def test_finetune_dpt_head_with_lora_saves_an_auto_loadable_folder(tiny_model_di
     from tips_hf.finetuning.trainer import DenseDataset, evaluate_dense, load_dense_config
 
     result = _dpt_finetune(tiny_model_dir, tmp_path / "out")
-    assert result["lora"] and 0.0 <= result["eval"]["mean_iou"] <= 1.0
     folder = tmp_path / "out" / "model"
     model = AutoModelForSemanticSegmentation.from_pretrained(folder).eval()
+    by_hand = scores_by_hand(model, _dpt_config(tiny_model_dir, tmp_path / "out"))  # the merged folder's scores
+    assert result["lora"] and result["eval"]["mean_iou"] == pytest.approx(by_hand["mean_iou"], abs=1e-6)
     assert isinstance(model, TipsForSemanticSegmentation) and model.config.dpt_channels == 16
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
     assert (folder / "modeling_dense_tips.py").is_file() and (folder / "preprocessor_config.json").is_file()
@@ -574,19 +582,20 @@ def test_finetune_feeds_the_base_models_normalisation(tiny_model_dir, tmp_path, 
     assert processor.do_normalize and tuple(processor.image_mean) == mean and tuple(processor.image_std) == std
 
 
-def test_finetune_dpt_on_ade20k_and_nyu_layouts(tiny_model_dir, tmp_path):
+@pytest.fixture(scope="module")
+def ade_nyu_parquets(tmp_path_factory):
+    """Six rows in the ADE20K layout (0 = "other", ignored; classes 1..) and the NYU layout (metres, 0 = missing)."""
     import io
 
     import datasets
     from PIL import Image
-
-    from tips_hf.finetuning.trainer import DenseDataset, load_dense, load_dense_config
 
     def png(array):
         buffer = io.BytesIO()
         Image.fromarray(array).save(buffer, format="PNG")
         return {"bytes": buffer.getvalue(), "path": None}
 
+    folder = tmp_path_factory.mktemp("ade-nyu")
     rng = np.random.RandomState(0)
     ade, nyu = [], []
     for i in range(6):
@@ -600,25 +609,66 @@ def test_finetune_dpt_on_ade20k_and_nyu_layouts(tiny_model_dir, tmp_path):
         nyu.append({"image": png(image), "depth_map": depth})
     datasets.Dataset.from_list(ade, features=datasets.Features({"image": datasets.Image(),
                                                                 "annotation": datasets.Image()})
-                               ).to_parquet(tmp_path / "ade.parquet")
+                               ).to_parquet(folder / "ade.parquet")
     datasets.Dataset.from_list(nyu, features=datasets.Features({
-        "image": datasets.Image(), "depth_map": datasets.Array2D((42, 42), "float32")})).to_parquet(tmp_path / "nyu.parquet")
+        "image": datasets.Image(), "depth_map": datasets.Array2D((42, 42), "float32")})).to_parquet(folder / "nyu.parquet")
+    return folder
 
-    ade_args = ["data.source=parquet", f"data.path={tmp_path / 'ade.parquet'}", "data.label_column=annotation",
+
+# Short runs that learn: no warm-up, a larger LR, a loss logged every step.
+LEARNING = ["training.max_steps=4", "optim.warmup_steps=0", "optim.lr=1e-2", "training.logging_steps=1",
+            "training.progress_bar=false"]
+
+
+@pytest.fixture(scope="module")
+def nyu_run(tiny_model_dir, ade_nyu_parquets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("nyu")
+    nyu_args = ["data.source=parquet", f"data.path={ade_nyu_parquets / 'nyu.parquet'}", "data.label_column=depth_map",
+                "data.split=train", "data.eval_split=train", "training.task=depth", "model.max_depth=5"]
+    config = _dpt_config(tiny_model_dir, out, *nyu_args)
+    from tips_hf.finetuning.trainer import finetune_dense
+
+    return config, finetune_dense(config), out
+
+
+def test_finetune_dpt_on_ade20k_and_nyu_layouts(tiny_model_dir, ade_nyu_parquets, nyu_run, tmp_path):
+    from tips_hf.finetuning.trainer import DenseDataset, load_dense, load_dense_config
+
+    ade_args = ["data.source=parquet", f"data.path={ade_nyu_parquets / 'ade.parquet'}", "data.label_column=annotation",
                 "data.num_classes=3", "data.reduce_labels=true", "data.split=train", "data.eval_split=train"]
     config = load_dense_config(None, [*ade_args, "data.image_size=42"])
     label = DenseDataset(config.data, "segmentation", "train", 6)[0]["labels"]
     assert set(label.unique().tolist()) == {0, 2, 255}  # 1 -> 0, 3 -> 2, 0 ("other") -> ignored
-    result = _dpt_finetune(tiny_model_dir, tmp_path / "ade", *ade_args, "lora.enabled=false")
-    assert not result["lora"] and 0.0 <= result["eval"]["mean_iou"] <= 1.0
-    assert isinstance(load_dense(tmp_path / "ade"), TipsForSemanticSegmentation)
+    config = _dpt_config(tiny_model_dir, tmp_path / "ade", *ade_args, "lora.enabled=false", *LEARNING)
+    from tips_hf.finetuning.trainer import finetune_dense
 
-    nyu_args = ["data.source=parquet", f"data.path={tmp_path / 'nyu.parquet'}", "data.label_column=depth_map",
-                "data.split=train", "data.eval_split=train", "training.task=depth", "model.max_depth=5"]
-    result = _dpt_finetune(tiny_model_dir, tmp_path / "nyu", *nyu_args)
-    assert np.isfinite(result["eval"]["rmse"]) and result["eval"]["rmse"] > 0
-    model = load_dense(tmp_path / "nyu")
+    result = finetune_dense(config)
+    model = load_dense(tmp_path / "ade")
+    assert not result["lora"] and isinstance(model, TipsForSemanticSegmentation)
+    # the reported scores are the saved model's, computed by hand; the training loss fell
+    by_hand = scores_by_hand(model, config)
+    assert result["eval"]["mean_iou"] == pytest.approx(by_hand["mean_iou"], abs=1e-6)
+    assert result["eval"]["pixel_accuracy"] == pytest.approx(by_hand["pixel_accuracy"], abs=1e-6)
+    losses = logged_losses(tmp_path / "ade")  # measured 1.099 (log 3: a zero-initialised head), 1.091, 1.082, 1.073
+    assert len(losses) == 4 and all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < losses[0] - 0.015
+
+    config, result, out = nyu_run
+    model = load_dense(out)
     assert isinstance(model, TipsForDepthEstimation) and model.config.max_depth == 5.0
+    # the reported RMSE is the saved model's, computed by hand (this noise-image ramp barely trains in a few steps:
+    # the DPT depth path's loss decrease is checked under Trainer, test_trainer.py, and the linear depth head's in
+    # test_finetuning.py)
+    assert result["eval"]["rmse"] == pytest.approx(scores_by_hand(model, config)["rmse"], rel=1e-5)
+
+
+@pytest.mark.xfail(strict=True, reason="evaluate_dense scores every finite depth pixel, so NYU's missing depths (0) "
+                   "count as depth 0 in the RMSE; the SILog loss, DepthMetrics and the NYU probe all leave them out")
+def test_finetune_dpt_depth_rmse_leaves_out_missing_depth(nyu_run):
+    from tips_hf.finetuning.trainer import load_dense
+
+    config, result, out = nyu_run
+    by_hand = scores_by_hand(load_dense(out), config, missing_depth=0.0)
+    assert result["eval"]["rmse"] == pytest.approx(by_hand["rmse"], rel=1e-5)
 
 
 def test_evaluate_dense_object_miou_leaves_out_the_background():

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 from conftest import tiny_config
+from dense_helpers import logged_losses, scores_by_hand
 from peft import PeftModel, get_peft_model
 
 from tips_hf import TipsModel
@@ -91,16 +92,19 @@ def test_full_model_lora_merge(tiny_model_dir):
                                atol=1e-5, rtol=0)
 
 
+# Short runs that learn: no warm-up, a larger LR, a loss logged every step.
+LEARNING = ["optim.warmup_steps=0", "optim.lr=1e-2", "training.logging_steps=1", "training.progress_bar=false"]
+
+
 def test_dense_finetune_loop_saves_and_reloads(tiny_model_dir, tmp_path, capsys):
     config = load_dense_config(None, [
         f"model.base={tiny_model_dir}", "model.head=linear", "lora.r=4", "data.num_examples=16", "data.eval_examples=8",
         "data.scene_image_size=56", "data.image_size=56", "training.max_steps=4", "training.batch_size=4",
-        f"training.output_dir={tmp_path / 'out'}", "training.logging_steps=2",
+        f"training.output_dir={tmp_path / 'out'}", *LEARNING,
     ])
     result = finetune_dense(config)
     assert "trainable parameters:" in capsys.readouterr().out
     assert result["trainable_parameters"] < result["total_parameters"]
-    assert 0.0 <= result["eval"]["mean_iou"] <= 1.0
     out = tmp_path / "out"
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     described = json.loads((out / "dense_config.json").read_text())
@@ -111,8 +115,54 @@ def test_dense_finetune_loop_saves_and_reloads(tiny_model_dir, tmp_path, capsys)
     with torch.no_grad():
         torch.testing.assert_close(merged(pixel_values=pixels).logits, reloaded(pixel_values=pixels).logits,
                                    atol=1e-5, rtol=0)
-    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if "loss" in line]
-    assert len(losses) == 2
+    # the reported scores are those of the saved model, computed by hand; the training loss fell
+    # (measured 2.08, 1.60, 1.06, 0.61)
+    by_hand = scores_by_hand(reloaded, config)
+    assert result["eval"]["mean_iou"] == pytest.approx(by_hand["mean_iou"], abs=1e-6)
+    assert result["eval"]["pixel_accuracy"] == pytest.approx(by_hand["pixel_accuracy"], abs=1e-6)
+    losses = logged_losses(out)
+    assert len(losses) == 4 and sum(losses[-2:]) / 2 < 0.6 * losses[0], losses
+
+
+def test_dense_depth_head_loss_is_squared_error_on_valid_pixels(tiny_model_dir):
+    """TipsForDenseTasks' depth mode: one output channel at the label size, the loss the mean squared error over the
+    finite, non-negative depths only (NaN and negative labels mark missing depth)."""
+    torch.manual_seed(3)
+    model = TipsForDenseTasks(TipsModel.from_pretrained(tiny_model_dir), "depth", head="mlp").eval()
+    pixels = torch.rand(2, 3, 56, 42)
+    labels = torch.rand(2, 30, 20) * 4
+    labels[0, :5] = float("nan")
+    labels[1, :, :3] = -1.0
+    with torch.no_grad():
+        out = model(pixel_values=pixels, labels=labels)
+        grid = model.head(model.vision_model(pixel_values=pixels).patch_embeds)  # (2, 1, 4, 3): the patch grid
+        at_pixels = model.predict(pixels, (56, 42))
+    assert out.logits.shape == (2, 1, 30, 20) and grid.shape == (2, 1, 4, 3)
+    upsample = torch.nn.functional.interpolate
+    torch.testing.assert_close(out.logits, upsample(grid, size=(30, 20), mode="bilinear", align_corners=False),
+                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(at_pixels, upsample(grid, size=(56, 42), mode="bilinear", align_corners=False)[:, 0],
+                               atol=1e-6, rtol=0)
+    valid = torch.isfinite(labels) & (labels >= 0)
+    assert int(valid.sum()) == 2 * 600 - 100 - 90
+    squared = (out.logits[:, 0] - labels)[valid] ** 2
+    torch.testing.assert_close(out.loss, squared.mean(), atol=0, rtol=1e-6)
+
+
+def test_dense_finetune_depth_mode_learns(tiny_model_dir, tmp_path):
+    """finetune_dense with training.task=depth and a linear head (TipsForDenseTasks' depth mode): the training loss
+    falls (measured 1.66 -> 0.52 / 0.65 over 8 steps) and the reported RMSE is the saved model's, computed by hand."""
+    config = load_dense_config(None, [
+        f"model.base={tiny_model_dir}", "model.head=linear", "training.task=depth", "data.depth_offset=1.0",
+        "lora.r=4", "data.num_examples=16", "data.eval_examples=8", "data.scene_image_size=56", "data.image_size=56",
+        "training.max_steps=8", "training.batch_size=4", f"training.output_dir={tmp_path}", *LEARNING,
+    ])
+    result = finetune_dense(config)
+    model = load_dense(tmp_path)
+    assert isinstance(model.base_model.model, TipsForDenseTasks) and model.base_model.model.task == "depth"
+    assert result["eval"]["rmse"] == pytest.approx(scores_by_hand(model, config)["rmse"], rel=1e-5)
+    losses = logged_losses(tmp_path)
+    assert len(losses) == 8 and sum(losses[-2:]) / 2 < 0.6 * losses[0], losses
 
 
 def test_contrastive_lora_through_pretraining(tmp_path):
@@ -163,10 +213,14 @@ def test_dense_finetune_on_an_hf_dataset(tiny_model_dir, tmp_path):
         f"model.base={tiny_model_dir}", "data.source=parquet", f"data.path={tmp_path / 'seg.parquet'}",
         "data.image_column=picture", "data.label_column=segmentation", "data.num_classes=3", "data.split=train",
         "data.eval_split=train", "data.image_size=28", "training.max_steps=3", "training.batch_size=4",
-        f"training.output_dir={tmp_path / 'out'}", "lora.r=2",
+        f"training.output_dir={tmp_path / 'out'}", "lora.r=2", *LEARNING,
     ])
     result = finetune_dense(config)
-    assert result["steps"] == 3 and 0.0 <= result["eval"]["mean_iou"] <= 1.0
+    assert result["steps"] == 3
+    by_hand = scores_by_hand(load_dense(tmp_path / "out"), config)
+    assert result["eval"]["mean_iou"] == pytest.approx(by_hand["mean_iou"], abs=1e-6)
+    losses = logged_losses(tmp_path / "out")
+    assert len(losses) == 3 and losses[-1] < 0.8 * losses[0], losses
     assert json.loads((tmp_path / "out" / "dense_config.json").read_text())["num_classes"] == 3
 
 

@@ -77,14 +77,25 @@ def test_sinkhorn_marginals():
 
 
 def test_dino_loss_hand_case():
-    loss = DINOLoss(out_dim=2, student_temperature=1.0)
-    student = torch.zeros(3, 4, 2)  # 3 crops, batch 4, uniform student → log(1/2) everywhere
+    # Temperatures ≠ 1 and a nonzero centre, so that a temperature not divided, the wrong one, or a centre not
+    # subtracted changes the value. Student logits (1, 0) at τ_s = 0.5 → log-probs (−log(1 + e⁻²), −2 − log(1 + e⁻²)).
+    loss = DINOLoss(out_dim=2, student_temperature=0.5, center_momentum=0.6)
+    student = torch.tensor([1.0, 0.0]).expand(3, 4, 2)  # 3 crops, batch 4
     targets = torch.tensor([[1.0, 0.0]] * 4)
-    assert math.isclose(loss(student, targets).item(), math.log(2), rel_tol=1e-6)
+    assert math.isclose(loss(student, targets).item(), math.log(1 + math.exp(-2)), rel_tol=1e-6)
+    # a soft target (0.75, 0.25): 0.75·log(1 + e⁻²) + 0.25·(2 + log(1 + e⁻²))
+    soft = torch.tensor([[0.75, 0.25]] * 4)
+    assert math.isclose(loss(student, soft).item(), math.log(1 + math.exp(-2)) + 0.5, rel_tol=1e-6)
+    # teacher targets: softmax((t − c) / τ_t) with c = (0.5, 0), τ_t = 0.25: logits (2, 0) → (6, 0)
+    loss.center.center.copy_(torch.tensor([[0.5, 0.0]]))
     teacher = torch.tensor([[2.0, 0.0]] * 4)
-    t = loss.teacher_targets(teacher, temperature=1.0)
-    torch.testing.assert_close(t, F.softmax(teacher, dim=-1))
-    torch.testing.assert_close(loss.center.center, torch.tensor([[0.2, 0.0]]))
+    t = loss.teacher_targets(teacher, temperature=0.25)
+    sharp = 1 / (1 + math.exp(-6))
+    torch.testing.assert_close(t, torch.tensor([[sharp, 1 - sharp]] * 4))
+    # the centre then moves: 0.6 · (0.5, 0) + 0.4 · batch mean (2, 0)
+    torch.testing.assert_close(loss.center.center, torch.tensor([[1.1, 0.0]]))
+    expected = math.log(1 + math.exp(-2)) + 2 * (1 - sharp)  # the loss of those targets
+    assert math.isclose(loss(student, t).item(), expected, rel_tol=1e-6)
 
 
 def _ibot_case():
@@ -108,20 +119,25 @@ def _ibot_case():
     ],
 )
 def test_ibot_weighting(mode, normalisation, expected):
+    # the logits are built for τ_s = 1; fed at τ_s = 0.3 as logits · 0.3, so only a division by 0.3 recovers them
     logits, targets, mask, ce = _ibot_case()
-    loss = IBOTPatchLoss(8, student_temperature=1.0, mode=mode, normalisation=normalisation)
-    torch.testing.assert_close(loss.per_patch(logits, targets), ce, atol=1e-5, rtol=0)
-    assert math.isclose(loss(logits, targets, mask).item(), expected, rel_tol=1e-5)
+    loss = IBOTPatchLoss(8, student_temperature=0.3, mode=mode, normalisation=normalisation)
+    torch.testing.assert_close(loss.per_patch(logits * 0.3, targets), ce, atol=1e-5, rtol=0)
+    assert math.isclose(loss(logits * 0.3, targets, mask).item(), expected, rel_tol=1e-5)
 
 
 def test_ibot_visible_weight_and_centre_on_masked_only():
     logits, targets, mask, _ = _ibot_case()
-    half = IBOTPatchLoss(8, student_temperature=1.0, mode="all", visible_weight=0.5)
-    assert math.isclose(half(logits, targets, mask).item(), ((1 + 1.5) + (2 + 3)) / 2, rel_tol=1e-5)
-    masked = IBOTPatchLoss(2, mode="masked")
+    half = IBOTPatchLoss(8, student_temperature=0.3, mode="all", visible_weight=0.5)
+    assert math.isclose(half(logits * 0.3, targets, mask).item(), ((1 + 1.5) + (2 + 3)) / 2, rel_tol=1e-5)
+    masked = IBOTPatchLoss(2, mode="masked", center_momentum=0.7)
+    masked.center.center.copy_(torch.tensor([[1.0, -1.0]]))
     teacher = torch.tensor([[[4.0, 0.0], [100.0, 0.0]]])
-    masked.teacher_targets(teacher, 1.0, mask=torch.tensor([[True, False]]))
-    torch.testing.assert_close(masked.center.center, torch.tensor([[0.4, 0.0]]))  # the visible 100 is ignored
+    # targets of every patch, masked or not: softmax((t − c) / τ_t), τ_t = 0.5: (3, 1) / 0.5 → (6, 2)
+    targets = masked.teacher_targets(teacher, 0.5, mask=torch.tensor([[True, False]]))
+    torch.testing.assert_close(targets[0, 0], torch.tensor([1 / (1 + math.exp(-4)), 1 - 1 / (1 + math.exp(-4))]))
+    # the centre: 0.7 · (1, −1) + 0.3 · mean over masked patches (4, 0); the visible 100 is ignored
+    torch.testing.assert_close(masked.center.center, torch.tensor([[1.9, -0.7]]))
 
 
 def test_koleo_hand_case():

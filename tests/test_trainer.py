@@ -57,6 +57,8 @@ def info_nce(logits: torch.Tensor) -> torch.Tensor:
 def test_forward_scores_each_head_on_its_own_captions():
     torch.manual_seed(0)
     model = scenes_model().eval()
+    with torch.no_grad():  # distinct per-head temperatures: a head scored at the other's temperature shows
+        model.log_temperature.copy_(torch.tensor([0.03, 0.05]).log())
     pixels = torch.rand(3, 3, 56, 56)
     alt, synthetic = torch.randint(2, 512, (3, 7)), torch.randint(2, 512, (3, 9))
     synthetic_mask = torch.ones_like(synthetic)
@@ -68,6 +70,7 @@ def test_forward_scores_each_head_on_its_own_captions():
         alt_text = F.normalize(model.get_text_features(alt).pooler_output, dim=-1)
         synthetic_text = F.normalize(model.get_text_features(synthetic, synthetic_mask).pooler_output, dim=-1)
     temperature = model.temperature
+    torch.testing.assert_close(temperature, torch.tensor([0.03, 0.05]))
     alt_logits = F.normalize(vision.alt_text_embeds, dim=-1) @ alt_text.T / temperature[0]
     synthetic_logits = F.normalize(vision.synthetic_embeds, dim=-1) @ synthetic_text.T / temperature[1]
     # Same maths in another order (explicit exp/log vs cross_entropy): float32 rounding of O(10) logits, ~1e-6.
