@@ -342,8 +342,9 @@ def pixels_to_model(
     pixels = pixels.to(dtype) / 255.0
     if mean is None:
         return pixels
-    mean = torch.tensor(mean, dtype=dtype, device=pixels.device).view(3, 1, 1)
-    std = torch.tensor(std, dtype=dtype, device=pixels.device).view(3, 1, 1)
+    # made on the host and copied without waiting (`torch.tensor(..., device="cuda")` would block on the device)
+    mean = torch.tensor(mean, dtype=dtype).view(3, 1, 1).to(pixels.device, non_blocking=True)
+    std = torch.tensor(std, dtype=dtype).view(3, 1, 1).to(pixels.device, non_blocking=True)
     return (pixels - mean) / std
 
 

@@ -320,7 +320,7 @@ class Pretrainer:
             wait = time.perf_counter()
             batch = next(self.batches)
             self.window_data_s += time.perf_counter() - wait
-            self.window_skipped += batch.pop("skipped").to(accelerator.device)
+            self.window_skipped += batch.pop("skipped").to(accelerator.device, non_blocking=True)
             if "stream_position" in batch:
                 worker, *position = batch.pop("stream_position").tolist()
                 self.stream_state[worker] = torch.tensor(position)
