@@ -76,6 +76,50 @@ def test_sinkhorn_marginals():
     torch.testing.assert_close(qw[:6].sum(dim=0), torch.full((4,), 6 / 4), atol=1e-4, rtol=0)
 
 
+def sinkhorn_reference(logits: torch.Tensor, temperature: float, iterations: int) -> torch.Tensor:
+    """DINOv2's `sinkhorn_knopp_teacher`, written out on the whole matrix: Q = exp(logits / τ)ᵀ (K × B), normalised to
+    total mass 1, then `iterations` × (every prototype row to 1/K, every sample column to 1/B); returned × B."""
+    q = torch.exp((logits.double() - logits.max()) / temperature).t()
+    prototypes, samples = q.shape
+    q = q / q.sum()
+    for _ in range(iterations):
+        q = q / q.sum(dim=1, keepdim=True) / prototypes
+        q = q / q.sum(dim=0, keepdim=True) / samples
+    return (q * samples).t().float()
+
+
+@pytest.mark.parametrize("iterations", [1, 3])
+def test_sinkhorn_equals_the_written_out_algorithm(iterations):
+    """Against the plain algorithm at τ = 0.07 (so that a temperature not applied, or one iteration more or fewer,
+    changes the targets) and with weights: the weighted-out rows are zeros and the others are the algorithm run on
+    the kept rows alone (DINOv2 passes only the masked patches)."""
+    torch.manual_seed(1)
+    logits = torch.randn(10, 6) * 0.3
+    got = sinkhorn_knopp(logits, temperature=0.07, iterations=iterations)
+    torch.testing.assert_close(got, sinkhorn_reference(logits, 0.07, iterations), atol=1e-6, rtol=1e-5)
+    assert (got - sinkhorn_reference(logits, 0.07, iterations + 1)).abs().max() > 1e-3
+    weights = torch.tensor([1.0, 0, 1, 1, 0, 1, 1, 1, 0, 1])
+    got = sinkhorn_knopp(logits, temperature=0.07, iterations=iterations, weights=weights)
+    assert got[weights == 0].abs().max() == 0
+    kept = sinkhorn_reference(logits[weights == 1], 0.07, iterations)
+    torch.testing.assert_close(got[weights == 1], kept, atol=1e-6, rtol=1e-5)
+
+
+def test_ibot_chunks_cover_every_token_once():
+    """`chunk_bounds`: ⌈total / chunk⌉ contiguous chunks, sizes within one of each other, covering every token once
+    (also when the chunk size does not divide the total)."""
+    from tips_hf.losses.ibot import chunk_bounds
+
+    for total in range(1, 41):
+        for chunk in (None, 1, 3, 7, 40, 100):
+            bounds = chunk_bounds(total, chunk)
+            assert bounds[0][0] == 0 and bounds[-1][1] == total, (total, chunk)
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:])), (total, chunk)
+            sizes = [j - i for i, j in bounds]
+            assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1, (total, chunk, sizes)
+            assert len(bounds) == (1 if not chunk or chunk >= total else math.ceil(total / chunk)), (total, chunk)
+
+
 def test_dino_loss_hand_case():
     # Temperatures ≠ 1 and a nonzero centre, so that a temperature not divided, the wrong one, or a centre not
     # subtracted changes the value. Student logits (1, 0) at τ_s = 0.5 → log-probs (−log(1 + e⁻²), −2 − log(1 + e⁻²)).

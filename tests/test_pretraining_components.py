@@ -41,6 +41,30 @@ def test_schedules_are_plain_functions_of_the_step():
     assert math.isclose(step_values(config, 0)["weight_decay"], config.optim.weight_decay)
 
 
+def test_step_values_follow_each_schedule():
+    """Every scheduled value of `step_values` at the steps that pin it: LR warm-up from 0 then cosine to min_lr,
+    weight decay cosine 0.04 -> 0.2, teacher momentum cosine 0.994 -> 1, teacher temperature warm-up 0.04 -> 0.07
+    over its own steps (distinct values and step counts, so a swapped start/end or schedule shows)."""
+    config = load_config(None, ["training.max_steps=110", "optim.warmup_steps=10", "optim.lr=0.5", "optim.min_lr=0.1",
+                                "optim.weight_decay=0.04", "optim.weight_decay_final=0.2", "teacher.momentum=0.994",
+                                "teacher.momentum_final=1.0", "objective.teacher_temperature_warmup=0.04",
+                                "objective.teacher_temperature=0.07", "objective.teacher_temperature_warmup_steps=20"])
+    want = {
+        0: {"lr": 0.0, "weight_decay": 0.04, "teacher_momentum": 0.994, "teacher_temperature": 0.04},
+        5: {"lr": 0.25, "teacher_temperature": 0.0475},
+        10: {"lr": 0.5, "teacher_temperature": 0.055},
+        20: {"teacher_temperature": 0.07},
+        60: {"lr": 0.3},  # halfway through the cosine after warm-up: (0.5 + 0.1) / 2
+        55: {"weight_decay": 0.12, "teacher_momentum": 0.997},  # halfway through the run
+        110: {"lr": 0.1, "weight_decay": 0.2, "teacher_momentum": 1.0, "teacher_temperature": 0.07},
+        200: {"lr": 0.1, "weight_decay": 0.2, "teacher_momentum": 1.0},
+    }
+    for step, values in want.items():
+        got = step_values(config, step)
+        for key, value in values.items():
+            assert got[key] == pytest.approx(value, abs=1e-12), (step, key, got[key])
+
+
 # ----------------------------------------------------------------------------------------------------------- masks
 @pytest.mark.parametrize("mode", ["random", "block"])
 def test_mask_exact_count_and_determinism(mode):
@@ -50,6 +74,18 @@ def test_mask_exact_count_and_determinism(mode):
         assert mask.dtype == torch.bool and mask.shape == (64,) and int(mask.sum()) == 48
     a = generator(torch.Generator().manual_seed(3))
     assert torch.equal(a, generator(torch.Generator().manual_seed(3)))
+
+
+@pytest.mark.parametrize("mode", ["random", "block"])
+def test_mask_count_rounds_and_masks_vary(mode):
+    """round(0.75 · 25) = 19 masked patches of a 5 × 5 grid (not the floor, 18); different seeds mask different
+    patches, and over seeds every patch is masked sometimes (random masks: and visible sometimes; blocks cover the
+    centre of so small a grid nearly always)."""
+    generator = MaskGenerator((5, 5), ratio=0.75, mode=mode)
+    masks = torch.stack([generator(torch.Generator().manual_seed(seed)) for seed in range(40)])
+    assert (masks.sum(1) == 19).all()
+    assert len({tuple(m.tolist()) for m in masks}) > 30
+    assert masks.any(0).all() and (mode == "block" or (~masks).any(0).all())
 
 
 def test_block_masks_are_clustered():
@@ -101,6 +137,18 @@ def test_global_batches_identical_for_one_or_two_processes():
     assert sorted(seen) == list(range(40))  # an epoch visits every sample once
     with pytest.raises(ValueError, match="fewer than one global batch"):
         GlobalBatchSampler(6, 4, world_size=2)
+
+
+def test_views_depend_on_the_epoch():
+    """The same sample in another epoch gets other crops and another mask (its generator is seeded by (seed, epoch,
+    index)); the same key always the same views."""
+    config = load_config(None, MICRO)
+    dataset = PretrainingDataset(load_source(config.data), config.data, config.objective, seed=1)
+    first, again, later = dataset[(0, 3)], dataset[(0, 3)], dataset[(1, 3)]
+    assert torch.equal(first["global_crop"], again["global_crop"]) and torch.equal(first["mask"], again["mask"])
+    assert not torch.equal(first["global_crop"], later["global_crop"])
+    assert not torch.equal(first["mask"], later["mask"])
+    assert not torch.equal(first["global_crop"], dataset[(0, 4)]["global_crop"])
 
 
 def _png(array):

@@ -63,13 +63,13 @@ def make_trainer(tmp_path, *overrides) -> Pretrainer:
     return trainer
 
 
-def make_batch(seed: int, batch: int = 4, vocab: int = 512) -> dict[str, torch.Tensor]:
+def make_batch(seed: int, batch: int = 4, vocab: int = 512, masked: int = MASKED) -> dict[str, torch.Tensor]:
     """A collated batch as the DataLoader yields it: uint8 crops, a mask of exactly MASKED patches per image (its own
     per image), alt-text then synthetic token rows with padding."""
     generator = torch.Generator().manual_seed(seed)
     masks = torch.zeros(batch, PATCHES, dtype=torch.bool)
     for row in range(batch):
-        masks[row, torch.randperm(PATCHES, generator=generator)[:MASKED]] = True
+        masks[row, torch.randperm(PATCHES, generator=generator)[:masked]] = True
     length = 7
     input_ids = torch.randint(5, vocab, (2 * batch, length), generator=generator)
     lengths = torch.randint(3, length + 1, (2 * batch,), generator=generator)
@@ -288,12 +288,14 @@ def test_ibot_plus_plus_mean_normalisation_and_visible_weight(tmp_path):
     assert abs(values[0] - values[1]) > 0.05
 
 
-def test_v1_ibot_supervises_exactly_the_masked_patches(tmp_path):
+@pytest.mark.parametrize("ratio, masked", [(0.75, 12), (0.6, 10)])  # 0.6 · 16 = 9.6: rounded, not floored
+def test_v1_ibot_supervises_exactly_the_masked_patches(ratio, masked, tmp_path):
     """The v1 loss is the mean over masked patches only: equal to that formula, and measurably unequal to the same
     mean over the visible patches or over all patches (so a wrong selection cannot pass as rounding)."""
-    trainer = make_trainer(tmp_path, "objective.recipe=v1", "objective.clip_weight=0", "objective.distill_weight=0")
+    trainer = make_trainer(tmp_path, "objective.recipe=v1", "objective.clip_weight=0", "objective.distill_weight=0",
+                           f"objective.mask_ratio={ratio}")
     module = trainer.unwrapped
-    batch = make_batch(2)
+    batch = make_batch(2, masked=masked)
     copy_ = copy.deepcopy(module)
     images = batch["global_crop"].float() / 255
     with torch.no_grad():
@@ -424,6 +426,11 @@ def test_sampler_epochs_are_new_deterministic_permutations():
     assert orders[0] != orders[1] and orders[1] != orders[2] and orders[0] != orders[2]
     assert epochs(3) == first
     assert [[i for _, i in keys] for keys in epochs(4)][0] != orders[0]
+    # with a sample count that global batches do not divide, every batch is full and the rest waits for no one
+    uneven = list(itertools.islice(iter(GlobalBatchSampler(42, 8, seed=3)), 10))
+    assert all(len(batch) == 8 for batch in uneven)
+    assert [{e for e, _ in b} for b in uneven] == [{0}] * 5 + [{1}] * 5
+    assert len({i for b in uneven[:5] for _, i in b}) == 40
     # a process's slice of epoch 1 is its part of the same permutation
     ranks = [list(itertools.islice(iter(GlobalBatchSampler(40, 4, rank=r, world_size=2, seed=3)), 10)) for r in (0, 1)]
     assert [k for b in range(5, 10) for r in (0, 1) for k in ranks[r][b]] == first[1]
