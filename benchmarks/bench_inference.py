@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resolutions", nargs="+", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
-    parser.add_argument("--compile", action="store_true", help="also torch.compile our vision tower")
+    parser.add_argument("--compile", nargs="?", const="ours", choices=["ours", "both"], default=None,
+                        help="torch.compile our vision tower (ours) or both towers (both: the fair comparison)")
     args = parser.parse_args(argv)
 
     cuda = args.device.startswith("cuda")
@@ -41,11 +42,12 @@ def main(argv: list[str] | None = None) -> None:
         config = bench.make_config(name)
         ours, native = bench.model_pair(config, args.device, dtype, args.attn)
         ours_vision = torch.compile(ours.vision_model) if args.compile else ours.vision_model
+        native_vision = torch.compile(native.vision_model) if args.compile == "both" else native.vision_model
         for resolution in resolutions:
             pixels = torch.rand(batch, 3, resolution, resolution, device=args.device, dtype=dtype)
 
             run_ours = partial(encode, ours_vision, pixels)
-            run_native = partial(encode, native.vision_model, pixels)
+            run_native = partial(encode, native_vision, pixels)
             flops = bench.count_flops(run_native) / batch
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
                 **env,
             }
             bench.emit(record)
-        del ours, native, ours_vision
+        del ours, native, ours_vision, native_vision
 
 
 @torch.inference_mode()

@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--prototypes", type=int, default=None)
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile both: our student's transformer blocks (training.compile_scope=blocks) and "
+                        "the native model")
     parser.add_argument("overrides", nargs="*", help="section.key=value for the pretraining config, e.g. "
                         "objective.loss_chunk_tokens=4096")
     args = parser.parse_args(argv)
@@ -114,6 +117,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.gradient_checkpointing:
             ours.gradient_checkpointing_enable()
             native.gradient_checkpointing_enable()
+        if args.compile:
+            from tips_hf.pretraining.trainer import compile_student
+
+            compile_student(ours, "blocks")
+            native.compile()
         ours_opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4, fused=cuda or None)
         native_opt = torch.optim.AdamW(native.parameters(), lr=1e-4, fused=cuda or None)
         data = synthetic_batch(batch, global_size, local_size, crops, tips_config.text_config.vocab_size, args.device,
@@ -137,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
             "batch": batch,
             "dtype": "bfloat16-autocast" if cuda else "float32",
             "gradient_checkpointing": args.gradient_checkpointing,
+            "compile": args.compile,
             "overrides": args.overrides,
             "gflop_per_img": round(ours_flops / batch / 1e9, 2),
             "native_gflop_per_img": round(native_flops / batch / 1e9, 2),

@@ -9,6 +9,16 @@
 # package importable (`pip install -e ".[train]"`, or PYTHONPATH=. with torch, transformers, accelerate, datasets,
 # evaluate and peft installed: steps 4 and 5 read the scenes through `datasets`).
 # Writes one JSON line per measurement to OUT_DIR/<step>.jsonl (raw figures for docs/performance.md) and a log per step.
+#
+# The step before the fused head path (issue 26) is measured from a copy of the old package, made here beforehand and
+# carried to the GPU machine in an ignored folder (the machine gets no git history):
+#
+#     mkdir -p .gpu-before && git archive 2318c03 tips_hf | tar -x -C .gpu-before
+#
+#   0. bench_pretrain.py, before (.gpu-before, if present) and now, in one process each, same shapes: B/14 v2 full
+#      TIPS step at 448 + 6×140 batch 32 and 224 + 6×98 batch 128 against the native CLIP step; now also with the
+#      transformer blocks compiled (regional torch.compile) and the native model compiled; encoding at 448 batch 128
+#      with torch.compile on both models.
 #   1. gpu_parity.py: the official fixtures on CUDA in float32 (with and without TF32), bfloat16, each SDPA kernel.
 #   2. bench_inference.py: encoding at 448 and 224, batch 128, bf16, vs native Tipsv2Model (MFU, peak memory).
 #   3. bench_pretrain.py: B/14 v2 full TIPS step at 448 + 6×140 (with and without activation checkpointing) and at
@@ -46,6 +56,21 @@ step() {  # step NAME SECONDS command...: run with min(SECONDS, time left) as ti
   python -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name())"
 } > "$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
+
+# 0. the pretraining step before / after the fused head path, then compiled; encoding compiled on both sides
+P448=(--configs tips-v2-b14 --global-size 448 --local-size 140 --local-crops 6 --batch-size 32 --iters 5 --rounds 2)
+P224=(--configs tips-v2-b14 --global-size 224 --local-size 98 --local-crops 6 --batch-size 128 --iters 3 --rounds 2)
+if [ -d .gpu-before/tips_hf ]; then
+    step step_before 60 env PYTHONPATH=.gpu-before python benchmarks/bench_pretrain.py "${P448[@]}"
+    step step_before 60 env PYTHONPATH=.gpu-before python benchmarks/bench_pretrain.py "${P224[@]}"
+else
+    echo "== step_before skipped: no .gpu-before/tips_hf (see the header)"
+fi
+step step_after 60 python benchmarks/bench_pretrain.py "${P448[@]}"
+step step_after 60 python benchmarks/bench_pretrain.py "${P224[@]}"
+step step_compiled 90 python benchmarks/bench_pretrain.py "${P448[@]}" --compile
+step inference_compile_both 90 python benchmarks/bench_inference.py --configs tips-v2-b14 --resolutions 448 \
+    --batch-size 128 --dtype bfloat16 --rounds 3 --compile both
 
 step parity 60 python benchmarks/gpu_parity.py
 

@@ -504,6 +504,11 @@ class EvalConfig(Section):
     retrieval_ks: tuple[int, ...] = setting((1, 5), "K of the Recall@K retrieval metrics")
 
 
+# training.sdpa_backends names → torch.nn.attention.SDPBackend members
+SDPA_BACKENDS = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
+                 "math": "MATH"}
+
+
 @dataclass
 class TrainingConfig(Section):
     """The run: steps, batch, precision, logging, checkpoints, distribution."""
@@ -514,7 +519,17 @@ class TrainingConfig(Section):
     gradient_accumulation_steps: int = setting(1, "micro-batches per optimizer step")
     mixed_precision: MixedPrecision = setting("no", "autocast precision of the forward and backward passes")
     gradient_checkpointing: bool = setting(False, "recompute activations in backward (less memory)")
-    compile: bool = setting(False, "torch.compile the student forward")
+    checkpoint_every: int = setting(
+        1, "with gradient_checkpointing: recompute every n-th transformer block of each tower (1: all; 2: half the "
+        "recomputation for about half the saved memory)")
+    compile: bool = setting(False, "torch.compile the student")
+    compile_scope: Literal["blocks", "vision"] = setting(
+        "blocks", "blocks: each transformer block of both towers (regional: one graph per tower, short compiles, "
+        "composes with FSDP2 and checkpointing) | vision: the whole vision forward")
+    compile_backend: str = setting("inductor", "torch.compile backend")
+    sdpa_backends: tuple[str, ...] = setting(
+        ("cudnn", "flash", "efficient", "math"), "attention kernels in order of preference on CUDA (SDPA falls back "
+        "down the list when one does not support the inputs); cudnn | flash | efficient | math")
     seed: int = setting(0, "random seed")
     logging_steps: int = setting(10, "steps between metric records")
     save_steps: int = setting(100, "steps between checkpoints; 0: none")
@@ -556,7 +571,10 @@ class PretrainConfig(Schema):
         self.check_pixel_normalisation()
         if self.objective.distill_weight > 0 and self.data.num_local_crops < 1:
             raise ValueError("objective.distill_weight > 0 needs data.num_local_crops >= 1.")
-        for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "logging_steps"):
+        unknown = set(self.training.sdpa_backends) - set(SDPA_BACKENDS)
+        if unknown or not self.training.sdpa_backends:
+            raise ValueError(f"training.sdpa_backends: {sorted(unknown) or 'empty'} — choose from {list(SDPA_BACKENDS)}.")
+        for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "logging_steps", "checkpoint_every"):
             if getattr(self.training, key) < 1:
                 raise ValueError(f"training.{key} must be >= 1, got {getattr(self.training, key)}.")
         self.lora.check()

@@ -156,10 +156,90 @@ def build_module(config: PretrainConfig, tokenizer) -> TipsPretrainingModel:
         logger.info("loaded %d head/teacher/centre tensors from %s", len(loaded), config.model.init_heads_from)
     module.freeze_unused()
     if config.training.gradient_checkpointing:
-        # Newer transformers name it activation_checkpointing_enable (the old name warns); 5.14 has the old name only.
-        enable = getattr(student, "activation_checkpointing_enable", None) or student.gradient_checkpointing_enable
-        enable()
+        enable_checkpointing(student, config.training.checkpoint_every)
     return module.train()
+
+
+def transformer_blocks(model: torch.nn.Module) -> list[list[torch.nn.Module]]:
+    """The transformer blocks of each tower (vision, text, …), in order."""
+    from ..modeling.modeling_tips import TipsTextLayer, TipsVisionLayer
+
+    return [
+        list(m.layers) for m in model.modules()
+        if isinstance(getattr(m, "layers", None), torch.nn.ModuleList)
+        and any(isinstance(layer, (TipsVisionLayer, TipsTextLayer)) for layer in m.layers)
+    ]
+
+
+def enable_checkpointing(student: torch.nn.Module, every: int = 1) -> int:
+    """Activation checkpointing of every `every`-th transformer block of each tower (selective per block, as
+    torchtitan's and DINOv3's checkpointing frequency): 1 recomputes all, 2 half of them for about half the saved
+    activations. Returns the number of checkpointed blocks."""
+    # Newer transformers name it activation_checkpointing_enable (the old name warns); 5.14 has the old name only.
+    enable = getattr(student, "activation_checkpointing_enable", None) or student.gradient_checkpointing_enable
+    enable()
+    checkpointed = 0
+    for blocks in transformer_blocks(student):
+        for index, block in enumerate(blocks):
+            block.gradient_checkpointing = index % every == 0
+            checkpointed += block.gradient_checkpointing
+    return checkpointed
+
+
+def compile_student(student: torch.nn.Module, scope: str, backend: str = "inductor") -> None:
+    """`torch.compile` the student: each transformer block (`scope="blocks"`, regional compilation: every block of a
+    tower reuses one graph, so compiling takes seconds, and FSDP2's per-block sharding and checkpointing wrap
+    around it) or the whole vision forward (`"vision"`)."""
+    if scope == "vision":
+        student.vision_model.forward = torch.compile(student.vision_model.forward, backend=backend)
+        return
+    for blocks in transformer_blocks(student):
+        for block in blocks:
+            block.compile(backend=backend)
+
+
+def attention_kernels(backends: tuple[str, ...], device: torch.device):
+    """The SDPA kernel preference of `training.sdpa_backends` as a context for the step (CUDA only; on CPU PyTorch
+    has its own flash kernel and the math one)."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from .config import SDPA_BACKENDS
+
+    return sdpa_kernel([getattr(SDPBackend, SDPA_BACKENDS[name]) for name in backends], set_priority=True)
+
+
+def attention_report(model: TipsModel, backends: tuple[str, ...], device: torch.device, dtype: torch.dtype) -> str:
+    """Which SDPA kernel each tower's attention gets on this device (the first of `backends` that supports its head
+    size and dtype), for the log."""
+    if device.type != "cuda":
+        return "attention: SDPA on CPU (PyTorch's CPU flash kernel, else math)"
+    checks = {
+        "cudnn": getattr(torch.backends.cuda, "can_use_cudnn_attention", None),
+        "flash": torch.backends.cuda.can_use_flash_attention,
+        "efficient": torch.backends.cuda.can_use_efficient_attention,
+        "math": lambda params, debug=False: True,
+    }
+    parts = []
+    for name, tower in (("vision", model.config.vision_config), ("text", model.config.text_config)):
+        heads = tower.num_attention_heads
+        q = torch.zeros(2, heads, 64, tower.hidden_size // heads, device=device, dtype=dtype)
+        try:
+            params = torch.backends.cuda.SDPAParams(q, q, q, None, 0.0, False, False)
+            chosen = next(b for b in backends if checks[b] is not None and checks[b](params, False))
+        except (RuntimeError, TypeError, StopIteration):
+            chosen = "unknown"
+        skipped = list(backends[: backends.index(chosen)]) if chosen in backends else []
+        note = f" ({', '.join(skipped)} unsupported for head size {tower.hidden_size // heads})" if skipped else ""
+        parts.append(f"{name} → {chosen}{note}")
+    return "attention: SDPA " + "; ".join(parts)
+
+
+def student_model(module: TipsPretrainingModel) -> TipsModel:
+    """The student `TipsModel` (under a LoRA wrapper too)."""
+    student = module.student
+    return student.get_base_model() if hasattr(student, "get_base_model") else student
 
 
 def set_drop_path(model: TipsModel, rate: float) -> None:
@@ -218,7 +298,11 @@ class Pretrainer:
         if accelerator.is_main_process and config.lora.enabled:
             module.student.print_trainable_parameters()
         if training.compile:
-            module.student.vision_model.forward = torch.compile(module.student.vision_model.forward)
+            compile_student(module.student, training.compile_scope, training.compile_backend)
+        if accelerator.is_main_process:
+            precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(training.mixed_precision, torch.float32)
+            logger.info(attention_report(student_model(module), training.sdpa_backends, accelerator.device, precision))
+        self.attention = lambda: attention_kernels(training.sdpa_backends, accelerator.device)
         if self.fsdp:
             module.to(accelerator.device)
             apply_fsdp(module, accelerator.device, accelerator.num_processes, training.mixed_precision)
@@ -331,7 +415,7 @@ class Pretrainer:
                 sync = contextlib.nullcontext()
             else:
                 sync = contextlib.nullcontext() if last else accelerator.no_sync(module)
-            with sync, accelerator.autocast():
+            with sync, accelerator.autocast(), self.attention():
                 out = module(batch, values["teacher_temperature"])
                 accelerator.backward(out.loss / accumulation)
             for key, value in out.logs.items():
