@@ -2,10 +2,9 @@
 """Configurations of the TIPS dense-prediction models (official DPT decoders) and of the TIPS backbone.
 
 Self-contained (imports only `transformers` and sibling `*_tips.py` modules) so that it travels with the remote-code
-files of a saved folder.
+files of a saved folder. As in `configuration_tips.py`, construction checks types only; `check_buildable()`, called by
+the models' constructors, checks the values.
 """
-
-from __future__ import annotations
 
 import copy
 from typing import Any, ClassVar
@@ -69,13 +68,23 @@ class TipsDPTConfig(PretrainedConfig):
             raise ValueError(f"TipsDPTConfig.vision_config must be a dict or TipsVisionConfig, got {type(value).__name__}.")
         super().__post_init__(**kwargs)
         vision = self.vision_config
+        if self.backbone_out_indices is None:
+            self.backbone_out_indices = official_dpt_layers(vision.num_hidden_layers)
+        self.backbone_out_indices = [int(i) for i in self.backbone_out_indices]
+        if self.post_process_channels is None:
+            width = vision.hidden_size
+            self.post_process_channels = [width // 8, width // 4, width // 2, width]
+        self.post_process_channels = [int(c) for c in self.post_process_channels]
+
+    def check_buildable(self) -> None:
+        """Raise a ValueError naming the field unless a DPT model can be built from these values (called by the
+        models' constructors)."""
+        vision = self.vision_config
+        vision.check_buildable()
         if self.task not in DPT_TASKS:
             raise ValueError(f"TipsDPTConfig.task must be one of {DPT_TASKS}, got {self.task!r}.")
         if self.readout_type not in READOUT_TYPES:
             raise ValueError(f"TipsDPTConfig.readout_type must be one of {READOUT_TYPES}, got {self.readout_type!r}.")
-        if self.backbone_out_indices is None:
-            self.backbone_out_indices = official_dpt_layers(vision.num_hidden_layers)
-        self.backbone_out_indices = [int(i) for i in self.backbone_out_indices]
         if len(self.backbone_out_indices) != 4 or any(
             not 0 <= i < vision.num_hidden_layers for i in self.backbone_out_indices
         ):
@@ -83,14 +92,12 @@ class TipsDPTConfig(PretrainedConfig):
                 "TipsDPTConfig.backbone_out_indices must be 4 block indices in "
                 f"[0, {vision.num_hidden_layers}), got {self.backbone_out_indices}."
             )
-        if self.post_process_channels is None:
-            width = vision.hidden_size
-            self.post_process_channels = [width // 8, width // 4, width // 2, width]
-        self.post_process_channels = [int(c) for c in self.post_process_channels]
         if len(self.post_process_channels) != 4 or min(self.post_process_channels) <= 0:
             raise ValueError(
                 f"TipsDPTConfig.post_process_channels must be 4 positive widths, got {self.post_process_channels}."
             )
+        if self.dpt_channels <= 0:
+            raise ValueError(f"TipsDPTConfig.dpt_channels must be a positive integer, got {self.dpt_channels}.")
         if self.num_depth_bins < 1 or not 0 < self.min_depth < self.max_depth:
             raise ValueError(
                 "TipsDPTConfig needs num_depth_bins >= 1 and 0 < min_depth < max_depth, got "

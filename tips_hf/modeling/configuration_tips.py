@@ -3,9 +3,12 @@
 
 This module is self-contained (it imports only `transformers`) so that it can be copied into a model folder
 and loaded with `trust_remote_code=True` without `tips_hf` installed.
-"""
 
-from __future__ import annotations
+Constructing a configuration checks types only (transformers' strict dataclasses), as transformers' own configurations
+do: its tooling builds placeholder configurations (a zero `hidden_size`, say) that never become models. The values are
+checked where they would otherwise make a wrong model: each configuration's `check_buildable()`, which the models'
+constructors call, raises a ValueError that names the field.
+"""
 
 import copy
 import math
@@ -88,8 +91,9 @@ class TipsVisionConfig(PretrainedConfig):
     interpolate_antialias: bool = True
     initializer_range: float = 0.02
 
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
+    def check_buildable(self) -> None:
+        """Raise a ValueError naming the field unless a vision tower can be built from these values (called by the
+        models' constructors)."""
         _check_tower(self, "patch_size", "image_size", "num_channels")
         if self.ffn_type not in FFN_TYPES:
             raise ValueError(f"TipsVisionConfig.ffn_type must be one of {FFN_TYPES}, got {self.ffn_type!r}.")
@@ -146,8 +150,9 @@ class TipsTextConfig(PretrainedConfig):
     pooling_epsilon: float = 1e-8
     initializer_range: float = 0.02
 
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
+    def check_buildable(self) -> None:
+        """Raise a ValueError naming the field unless a text tower can be built from these values (called by the
+        models' constructors)."""
         _check_tower(self, "vocab_size", "max_position_embeddings")
 
 
@@ -298,6 +303,12 @@ class TipsConfig(PretrainedConfig):
             elif not isinstance(value, cls):
                 raise ValueError(f"TipsConfig.{key} must be a dict or {cls.__name__}, got {type(value).__name__}.")
         super().__post_init__(**kwargs)
+
+    def check_buildable(self) -> None:
+        """Raise a ValueError naming the field unless a dual encoder can be built from these values (called by
+        [`TipsModel`]'s constructor): both towers buildable, of equal width, and an initial temperature in range."""
+        self.vision_config.check_buildable()
+        self.text_config.check_buildable()
         if self.text_config.hidden_size != self.vision_config.hidden_size:
             raise ValueError(
                 f"TipsConfig: text_config.hidden_size ({self.text_config.hidden_size}) must equal "
@@ -315,7 +326,7 @@ class TipsConfig(PretrainedConfig):
         return list(PRESETS)
 
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> TipsConfig:
+    def from_preset(cls, name: str, **overrides: Any) -> "TipsConfig":
         """Configuration of a released TIPS checkpoint, e.g. `"tips-v2-b14"` (see `TipsConfig.preset_names()`).
 
         Keyword overrides apply to the top-level config; pass `vision_config={...}` / `text_config={...}` dicts to

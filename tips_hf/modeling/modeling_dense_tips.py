@@ -15,8 +15,6 @@ Losses (when `labels` are given), each computed at the label resolution after bi
   normal estimation reports, insensitive to the (unconstrained) length of the raw prediction.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,6 +192,7 @@ class TipsDPTPreTrainedModel(TipsPreTrainedModel):
     base_model_prefix = "vision_model"  # a TipsVisionModel folder initialises the tower (decoder freshly initialised)
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    _no_split_modules = ["TipsVisionEmbeddings", "TipsVisionLayer"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -211,6 +210,7 @@ class _TipsDPTModel(TipsDPTPreTrainedModel):
     _auto_class_name = "AutoModel"
 
     def __init__(self, config: TipsDPTConfig):
+        config.check_buildable()
         super().__init__(config)
         self.vision_model = TipsVisionModel._from_config(config.vision_config)
         self.decoder = TipsDPTDecoder(config)
@@ -223,6 +223,9 @@ class _TipsDPTModel(TipsDPTPreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Module:
         return self.vision_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.vision_model.set_input_embeddings(value)
 
     def decode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(head output (B, out, H', W'), decoder features (B, dpt_channels, H', W')) for images (B, 3, 14h, 14w), with
@@ -256,12 +259,14 @@ class _TipsDPTModel(TipsDPTPreTrainedModel):
                 of the patch size (448×448 as released).
             labels (`torch.Tensor`, *optional*): targets at any resolution, giving `loss` (see the task's class).
             output_hidden_states (`bool`, *optional*): also return the decoder features before the head,
-                `(batch_size, dpt_channels, H', W')`.
+                `(batch_size, dpt_channels, H', W')`; defaults to `config.output_hidden_states`.
 
         Returns:
             The task's output at the decoder resolution H' = 16⌈height/28⌉, W' = 16⌈width/28⌉ (upsample bilinearly
             with align_corners=False to the image, as the official decoder does).
         """
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         head, hidden = self.decode(pixel_values)
         return self._output(head, labels, (hidden,) if output_hidden_states else None)
 

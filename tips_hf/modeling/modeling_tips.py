@@ -3,9 +3,10 @@
 
 Self-contained: imports only torch, transformers and sibling `*_tips.py` modules, so that a saved folder loads with
 `trust_remote_code=True` where `tips_hf` is not installed.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: transformers reads the annotations at run time (the
+`**kwargs: Unpack[TransformersKwargs]` of a `forward` tells its tooling which output flags the model accepts).
+"""
 
 import math
 from collections.abc import Callable, Sequence
@@ -434,10 +435,11 @@ class TipsPreTrainedModel(PreTrainedModel):
     config: TipsConfig
     config_class = TipsConfig
     base_model_prefix = "tips"
-    main_input_name = "pixel_values"
+    main_input_name = "input_ids"  # the first argument of `TipsModel.forward`; the vision models override it
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["TipsVisionEmbeddings", "TipsVisionLayer", "TipsTextLayer"]
+    # Modules that `device_map="auto"` keeps whole on one device (each class lists those it holds).
+    _no_split_modules = ["TipsVisionEmbeddings", "TipsVisionLayer", "TipsTextEmbeddings", "TipsTextLayer"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
@@ -525,9 +527,12 @@ class TipsVisionModel(TipsPreTrainedModel):
     config: TipsVisionConfig
     config_class = TipsVisionConfig
     base_model_prefix = "vision_model"
+    main_input_name = "pixel_values"
     input_modalities = ("image",)
+    _no_split_modules = ["TipsVisionEmbeddings", "TipsVisionLayer"]
 
     def __init__(self, config: TipsVisionConfig):
+        config.check_buildable()
         super().__init__(config)
         self.embeddings = TipsVisionEmbeddings(config)
         self.encoder = vision_encoder(config)
@@ -536,6 +541,9 @@ class TipsVisionModel(TipsPreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embedding
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.embeddings.patch_embedding = value
 
     def get_intermediate_layers(
         self,
@@ -616,8 +624,10 @@ class TipsTextModel(TipsPreTrainedModel):
     base_model_prefix = "text_model"
     main_input_name = "input_ids"
     input_modalities = ("text",)
+    _no_split_modules = ["TipsTextEmbeddings", "TipsTextLayer"]
 
     def __init__(self, config: TipsTextConfig):
+        config.check_buildable()
         super().__init__(config)
         self.embeddings = TipsTextEmbeddings(config)
         self.encoder = TipsEncoder([TipsTextLayer(config) for _ in range(config.num_hidden_layers)])
@@ -691,6 +701,7 @@ class TipsModel(TipsPreTrainedModel):
     learnable temperatures (`log_temperature[0]`: alt-text head, `[1]`: synthetic-caption head)."""
 
     def __init__(self, config: TipsConfig):
+        config.check_buildable()
         super().__init__(config)
         self.vision_model = TipsVisionModel._from_config(config.vision_config)
         self.text_model = TipsTextModel._from_config(config.text_config)
@@ -716,21 +727,28 @@ class TipsModel(TipsPreTrainedModel):
         """The two softmax temperatures (alt-text, synthetic), clamped to the configured range: (2,)."""
         return self.log_temperature.exp().clamp(self.config.temperature_min, self.config.temperature_max)
 
+    @can_return_tuple
     def get_text_features(
-        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
-    ) -> BaseModelOutputWithPooling:
-        """Text tower output; `pooler_output` (B, D) is the (un-normalised) text embedding."""
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling | tuple:
+        """Text tower output; `pooler_output` (B, D) is the (un-normalised) text embedding. With `return_dict=False`
+        (argument or `config.return_dict`) its `to_tuple()`, as for every transformers model."""
         return self.text_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs, return_dict=True)
 
+    @can_return_tuple
     def get_image_features(
         self,
         pixel_values: torch.Tensor,
         bool_masked_pos: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = True,
-        **kwargs: Any,
-    ) -> TipsVisionModelOutput:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> TipsVisionModelOutput | tuple:
         """Vision tower output; `pooler_output` (B, D) is the (un-normalised) alt-text CLS embedding,
-        `synthetic_embeds` the second CLS, `patch_embeds` (B, h, w, D) the patch grid."""
+        `synthetic_embeds` the second CLS, `patch_embeds` (B, h, w, D) the patch grid. With `return_dict=False`
+        (argument or `config.return_dict`) its `to_tuple()`."""
         return self.vision_model(
             pixel_values=pixel_values,
             bool_masked_pos=bool_masked_pos,
