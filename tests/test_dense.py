@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from types import SimpleNamespace
@@ -69,6 +70,9 @@ def test_encode_labels_is_renormalised_template_mean(converted):
 
 def test_zero_shot_classify_matches_model_forward(converted):
     _, model, processor = converted
+    model = copy.deepcopy(model)
+    with torch.no_grad():  # distinct per-head temperatures (the fixture's are equal): a head mix-up shows
+        model.log_temperature.copy_(torch.tensor([0.01, 0.02]).log())
     inputs = processor(images=[_image(1), _image(2)], text=LABELS, return_tensors="pt")
     label_embeds = encode_labels(model, processor, LABELS, templates=["{}"])
     with torch.no_grad():
@@ -76,8 +80,12 @@ def test_zero_shot_classify_matches_model_forward(converted):
     logits = zero_shot_classify(model, inputs["pixel_values"], label_embeds)
     synthetic = zero_shot_classify(model, inputs["pixel_values"], label_embeds, head="synthetic")
     assert logits.shape == (2, len(LABELS))
-    torch.testing.assert_close(logits, output.logits_per_image, atol=1e-3, rtol=1e-5)
-    torch.testing.assert_close(synthetic, output.synthetic_logits_per_image, atol=1e-3, rtol=1e-5)
+    # The same cosines ÷ temperature through two code paths (labels encoded apart vs in the forward): measured
+    # 1.9e-6 on logits up to ~15 (2 ulps). 1e-6 × the largest logit gives an ~8x margin; a temperature of the other
+    # head doubles or halves them, a missing normalisation moves them by > 1e-2 (the old 1e-3 was 500x the error).
+    tolerance = 1e-6 * float(output.logits_per_image.abs().max())
+    torch.testing.assert_close(logits, output.logits_per_image, atol=tolerance, rtol=0)
+    torch.testing.assert_close(synthetic, output.synthetic_logits_per_image, atol=tolerance, rtol=0)
     with pytest.raises(ValueError, match="head"):
         zero_shot_classify(model, inputs["pixel_values"], label_embeds, head="patch")
 
