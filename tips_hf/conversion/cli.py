@@ -5,6 +5,7 @@ tips-convert official --vision V.npz --text T.npz [--tokenizer tokenizer.model]
 tips-convert official --vision V.npz [--preset NAME | --vision-heads N] --output DIR     (TipsVisionModel folder)
 tips-convert dpt --vision V.npz [--preset NAME | --vision-heads N] --decoder D.npz|D.zip
                  --task segmentation|depth|normals [--layers I J K L] [--min-depth M --max-depth M] --output DIR
+tips-convert to-transformers --model DIR --output DIR      (TipsModel → Tipsv2Model; TipsFor* DPT → Tipsv2DptFor*)
 """
 
 from __future__ import annotations
@@ -62,8 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="processor image side (default: the preset's, else 448)")
     dpt.add_argument("--verify", metavar="EXPECTED.npz", help="re-run on the inputs of a dense expected file, print max|Δ|")
     _add_common(dpt)
-    native = sub.add_parser("to-transformers", help="TipsModel folder → transformers-native Tipsv2Model folder")
-    native.add_argument("--model", required=True, help="TipsModel folder (or any folder TipsModel reads)")
+    native = sub.add_parser(
+        "to-transformers",
+        help="TipsModel folder → transformers-native Tipsv2Model folder; DPT folder → Tipsv2DptFor* folder",
+    )
+    native.add_argument("--model", required=True, help="TipsModel folder (or any folder TipsModel reads), or a "
+                        "TipsForSemanticSegmentation / TipsForDepthEstimation / TipsForNormalEstimation folder")
     _add_common(native)
     return parser
 
@@ -84,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         out = export_to_transformers(
             args.model, args.output, args.max_shard_size, overwrite=args.overwrite, progress=not args.no_progress
         )
-        print(f"wrote {out} (loads with transformers.Tipsv2Model.from_pretrained, no remote code)")
+        architecture = json.loads((out / "config.json").read_text())["architectures"][0]
+        print(f"wrote {out} (loads with transformers.{architecture}.from_pretrained, no remote code)")
         not_carried = json.loads((out / "tips_hf_export.json").read_text())["not_carried"]
         for item in not_carried:
             print(f"  not carried: {item}")
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (LayoutError, FileExistsError, FileNotFoundError, ValueError) as error:
+    except (LayoutError, FileExistsError, FileNotFoundError, ValueError, ImportError) as error:
         print(f"tips-convert: error: {error}", file=sys.stderr)
         return 2
 

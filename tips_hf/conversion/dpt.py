@@ -46,7 +46,8 @@ HEAD_NAMES = {
     "depth": ("pixel_depth_classif", "pixel_depth_regress"),
     "normals": ("pixel_normals",),
 }
-_MODEL_CLASSES = {
+# Task -> (our model class, the Auto class that loads it; normals: AutoModel only).
+DPT_MODEL_CLASSES = {
     "segmentation": ("TipsForSemanticSegmentation", "AutoModelForSemanticSegmentation"),
     "depth": ("TipsForDepthEstimation", "AutoModelForDepthEstimation"),
     "normals": ("TipsForNormalEstimation", None),
@@ -275,7 +276,7 @@ def convert_dpt(
                 f"width {vision_config.hidden_size}; the decoder belongs to another model size."
             )
         config = _dpt_config(vision_config, decoder, task, layers, min_depth, max_depth, resolution)
-        class_name, auto_class = _MODEL_CLASSES[task]
+        class_name, auto_class = DPT_MODEL_CLASSES[task]
         model_class = getattr(modeling_dense_tips, class_name)
         auto_map = {"AutoConfig": "configuration_dense_tips.TipsDPTConfig", "AutoModel": f"modeling_dense_tips.{class_name}"}
         if auto_class:
@@ -342,7 +343,7 @@ def verify_dpt(model, expected_path: str | os.PathLike) -> dict[str, float]:
 
     if isinstance(model, (str, os.PathLike)):
         task = TipsDPTConfig.from_pretrained(model).task
-        model = getattr(modeling_dense_tips, _MODEL_CLASSES[task][0]).from_pretrained(model)
+        model = getattr(modeling_dense_tips, DPT_MODEL_CLASSES[task][0]).from_pretrained(model)
     model = model.eval().float()
     task = model.config.task
     report: dict[str, float] = {}
@@ -374,4 +375,12 @@ def verify_dpt(model, expected_path: str | os.PathLike) -> dict[str, float]:
     return report
 
 
-__all__ = ["ADE20K_CLASSES", "HEAD_NAMES", "convert_dpt", "convert_official_vision", "decoder_key_table", "verify_dpt"]
+__all__ = [
+    "ADE20K_CLASSES",
+    "DPT_MODEL_CLASSES",
+    "HEAD_NAMES",
+    "convert_dpt",
+    "convert_official_vision",
+    "decoder_key_table",
+    "verify_dpt",
+]

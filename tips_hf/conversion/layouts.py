@@ -309,6 +309,46 @@ def config_from_native(native: Mapping) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# DPT models (`TipsFor{SemanticSegmentation,DepthEstimation,NormalEstimation}`) in the Hub layout of
+# google/tipsv2-*-dpt, which transformers' native `Tipsv2Dpt*` classes read and `save_pretrained` writes
+# (transformers >= 5.14): the vision tower under `vision_encoder.` in the official names (as HUB), the decoder of one
+# task under `{task}_head.` in the official module names (`residual_unit` is our `skip_unit`), its per-pixel layer
+# as `{task}_head.{task}_head`.
+
+DPT_HEADS = {"segmentation": "segmentation_head", "depth": "depth_head", "normals": "normals_head"}
+
+
+def _dpt_decoder_rules(head: str) -> tuple[KeyRule, ...]:
+    pairs: list[tuple[str, ...]] = [("project.*",)]
+    for i in range(4):
+        pairs += [(f"reassemble.readout_projects.{i}.*",), (f"reassemble.out_projections.{i}.*",)]
+        pairs += [(f"convs.{i}.weight",), (f"fusion_blocks.{i}.out_conv.*",)]
+        pairs += [(f"fusion_blocks.{i}.main_unit.conv{c}.weight",) for c in (1, 2)]
+        if i > 0:  # the coarsest level has no skip input
+            pairs += [(f"fusion_blocks.{i}.skip_unit.conv{c}.weight", f"fusion_blocks.{i}.residual_unit.conv{c}.weight")
+                      for c in (1, 2)]
+        if i != 2:  # level 2 keeps its resolution (an Identity, no weights)
+            pairs += [(f"reassemble.resize_layers.{i}.*",)]
+    return _renames("decoder.", "", pairs, tower="decoder") + _renames("", "", [("head.*", f"{head}.*")],
+                                                                        tower="decoder")
+
+
+def hub_dpt_layout(task: str) -> Layout:
+    """The Hub / native DPT layout of one task's folder (`task` as `TipsDPTConfig.task`)."""
+    if task not in DPT_HEADS:
+        raise LayoutError(f"DPT task must be one of {tuple(DPT_HEADS)}, got {task!r}.")
+    head = DPT_HEADS[task]
+    return Layout(
+        f"hub-dpt-{task}",
+        f"Hub layout of google/tipsv2-*-dpt {task} weights (vision_encoder. + {head}.), as transformers' Tipsv2Dpt* "
+        "classes save them",
+        OFFICIAL_VISION_RULES + _dpt_decoder_rules(head),
+        prefixes={"vision": "vision_encoder.", "decoder": f"{head}."},
+        aliases=HUB.aliases,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Architecture inference: read a TipsConfig from tensor shapes (+ head counts where the weights cannot tell them)
 
 
@@ -611,16 +651,18 @@ def export_tensors(
 
 
 def arch_from_config(config) -> dict[str, object]:
-    """The `arch` mapping of `expand_rules` for a `TipsConfig`."""
+    """The `arch` mapping of `expand_rules` for a `TipsConfig` (or a `TipsDPTConfig`: a vision tower, no text)."""
+    text = getattr(config, "text_config", None)
     return {
         "vision_layers": config.vision_config.num_hidden_layers,
-        "text_layers": config.text_config.num_hidden_layers,
+        "text_layers": text.num_hidden_layers if text is not None else 0,
         "ffn_type": config.vision_config.ffn_type,
     }
 
 
 def context_from_config(config) -> LayoutContext:
-    v, t = config.vision_config, config.text_config
+    v = config.vision_config
+    t = getattr(config, "text_config", None) or v  # no text tower (DPT): its fields are never read
     return LayoutContext(
         v.hidden_size, v.num_attention_heads, t.hidden_size, t.num_attention_heads, v.position_grid_size
     )
@@ -635,6 +677,7 @@ def grid_side(num_positions: int, key: str) -> int:
 
 
 __all__ = [
+    "DPT_HEADS",
     "HUB",
     "NATIVE",
     "NATIVE_FUSED_SWIGLU",
@@ -652,6 +695,7 @@ __all__ = [
     "expand_rules",
     "export_tensors",
     "grid_side",
+    "hub_dpt_layout",
     "import_tensors",
     "infer_official_config",
     "temperature_overrides",

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers.dynamic_module_utils import custom_object_save
 
+from ..modeling.configuration_dense_tips import TipsDPTConfig
 from ..modeling.configuration_tips import TipsConfig
 from ..modeling.modeling_tips import meta_model, state_shapes
 from .foreign import SafetensorsReader, load_foreign_checkpoint, safetensors_files
@@ -150,7 +151,8 @@ def open_checkpoint(path: str | os.PathLike) -> tuple[TipsConfig, list[str], Cal
     """The config of any folder `TipsModel.from_pretrained` reads, its tensor names and a reader, under our keys.
 
     A TipsModel folder is read tensor by tensor from its safetensors files (memory stays near one tensor); the
-    foreign layouts (transformers-native, Hub) are imported in memory first.
+    foreign layouts (transformers-native, Hub) are imported in memory first. A DPT folder (model_type "tips_dpt") is
+    read the same way, with its `TipsDPTConfig`.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -167,7 +169,8 @@ def open_checkpoint(path: str | os.PathLike) -> tuple[TipsConfig, list[str], Cal
     def resolve(name: str) -> str | None:
         return str(folder / name) if (folder / name).is_file() else None
 
-    config = TipsConfig.from_pretrained(folder)
+    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    config = (TipsDPTConfig if model_type == TipsDPTConfig.model_type else TipsConfig).from_pretrained(folder)
     reader = SafetensorsReader(safetensors_files(str(folder), resolve), name=str(folder))
     return config, reader.keys(), reader.read
 
