@@ -51,7 +51,7 @@ from tips_hf.modeling.configuration_tips import TipsConfig  # noqa: E402
 from tips_hf.pretraining import load_config  # noqa: E402
 from tips_hf.pretraining.masking import MaskGenerator  # noqa: E402
 from tips_hf.pretraining.meta_arch import TipsPretrainingModel  # noqa: E402
-from tips_hf.pretraining.trainer import build_student, enable_checkpointing  # noqa: E402
+from tips_hf.pretraining.trainer import build_student  # noqa: E402
 
 aten = torch.ops.aten
 GEMMS = {aten.mm, aten.addmm, aten.bmm, aten.baddbmm, aten.convolution, aten.convolution_backward,
@@ -161,7 +161,12 @@ def count(config_path: str | None, batch: int, overrides: list[str]) -> dict:
     module = TipsPretrainingModel(build_student(config, vocab), config).train()
     module.freeze_unused()
     if training.gradient_checkpointing:
-        enable_checkpointing(module.student, training.checkpoint_every)
+        try:
+            from tips_hf.pretraining.trainer import enable_checkpointing
+        except ImportError:  # a package from before selective checkpointing (counting the old step): every block
+            def enable_checkpointing(student, every):
+                (getattr(student, "activation_checkpointing_enable", None) or student.gradient_checkpointing_enable)()
+        enable_checkpointing(module.student, getattr(training, "checkpoint_every", 1))
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
         fakeify(module, mode)
         # the trainer's optimizer: fused AdamW keeps its step counts on the device (the foreach one reads them with

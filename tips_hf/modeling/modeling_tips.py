@@ -672,7 +672,12 @@ class TipsTextModel(TipsPreTrainedModel):
         # A row with no token would make every attention score -inf (NaN); let it attend everywhere instead: its
         # pooled embedding is zero whatever its tokens hold.
         attend = keep | ~keep.any(dim=-1, keepdim=True)
-        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attend)
+        if self.config._attn_implementation in ("eager", "sdpa"):
+            # A (batch, 1, 1, length) boolean mask that both kernels broadcast, built without asking the device
+            # whether it is all ones: transformers' helper does (`padding_mask.all()`), a host sync in every step.
+            mask = attend[:, None, None, :]
+        else:
+            mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attend)
         hidden = self.final_layer_norm(self.encoder(hidden, mask, **kwargs))
         weights = keep.to(hidden.dtype).unsqueeze(-1)
         pooled = (hidden * weights).sum(dim=1) / (weights.sum(dim=1) + self.config.pooling_epsilon)
