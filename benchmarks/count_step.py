@@ -24,8 +24,8 @@ dtypes are those of a GPU run. Prints one JSON line:
   prototypes as the patch head); `chunks`: the iBOT loss's token chunks (the loss reports them);
   `prototype_gemms_per_chunk`: the iBOT part's GEMMs (all but the CLS head's four: teacher and student logits, two
   gradients) per chunk;
-- `weight_normalisations`: norms taken over a (prototypes × bottleneck) weight: one per weight and step is the
-  least (student and teacher, CLS and patch heads: 4);
+- `weight_normalisations`: norms taken over a (prototypes × bottleneck) weight (student and teacher, CLS and patch
+  heads: 4 weights); `weight_normalisations_per_weight`: the most any one of them gets (1: once per step);
 - `host_syncs`: ops that make the host wait for the device (`.item()`, `bool(tensor)`, `nonzero`, data-dependent
   shapes). A real GPU step adds any blocking host→device copy; the trainer's are all `non_blocking`.
 """
@@ -79,7 +79,7 @@ class StepCounter(TorchDispatchMode):
         self.flops = self.flops_fp32 = 0
         self.bytes = 0
         self.prototype_gemms = 0
-        self.normalisations = 0
+        self.normalisations: Counter = Counter()
 
     def _prototype_gemm(self, a: torch.Tensor, b: torch.Tensor) -> bool:
         """(m, k) @ (k, n) is a prototype GEMM when it makes logits (k = d, n = K), the features' gradient
@@ -118,7 +118,8 @@ class StepCounter(TorchDispatchMode):
             self.prototype_gemms += 1
         if packet is aten.linalg_vector_norm and tensors[0].ndim == 2 and tensors[0].shape[1] == self.bottleneck \
                 and tensors[0].shape[0] in (self.prototypes, self.head_prototypes):
-            self.normalisations += 1
+            # keyed by the tensor normalised: a weight's norm is taken on the parameter itself (float32)
+            self.normalisations[id(tensors[0])] += 1
         return out
 
 
@@ -218,7 +219,8 @@ def count(config_path: str | None, batch: int, overrides: list[str]) -> dict:
         "prototype_gemms": counter.prototype_gemms,
         "chunks": chunks,
         "prototype_gemms_per_chunk": round((counter.prototype_gemms - cls_gemms) / chunks, 2) if chunks else None,
-        "weight_normalisations": counter.normalisations,
+        "weight_normalisations": sum(counter.normalisations.values()),
+        "weight_normalisations_per_weight": max(counter.normalisations.values(), default=0),
         "host_syncs": sum(counter.syncs.values()),
         "host_syncs_by_phase": dict(counter.syncs),
         "top_ops": dict(counter.ops.most_common(12)),

@@ -69,7 +69,7 @@ def test_count_step_reports_the_fused_head_path():
                                         "objective.head_prototypes=40"])
     assert record["chunks"] == 7
     assert record["prototype_gemms_per_chunk"] == 4
-    assert record["weight_normalisations"] == 4
+    assert record["weight_normalisations"] == 4 and record["weight_normalisations_per_weight"] == 1
     # The one float32 GEMM left is deliberate: the contrastive logits (image × caption cosines divided by
     # temperatures near 0.005), 2 streams × (1 forward + 2 backward GEMMs) × 2 directions of a 3 × 3 × 32 product.
     contrastive = 2 * 3 * 2 * (2 * 3 * 3 * 32)
