@@ -158,8 +158,11 @@ class IBOTPatchLoss(nn.Module):
                 sums.add_(logits.sum(0) if stats is None else stats[i:j] @ logits)
                 return torch.softmax(logits.sub_(center).div_(temperature), dim=-1)
 
+        # the gradients are formed only when a backward can follow (not under no_grad / inference_mode)
+        need_grad = torch.is_grad_enabled() and (student.requires_grad or student_prototypes.requires_grad)
         loss = _SoftTargetCrossEntropy.apply(
-            student, student_prototypes, weights.detach(), targets, bounds, self.student_temperature, matmul_dtype
+            student, student_prototypes, weights.detach(), targets, bounds, self.student_temperature, matmul_dtype,
+            need_grad,
         )
         if self.centering == "softmax":
             self.center.accumulate(sums, float(total_tokens) if stats is None else stats.sum())
@@ -188,8 +191,7 @@ class _SoftTargetCrossEntropy(torch.autograd.Function):
     that are weighted out sum to 0, not 1), so `∂L/∂f = (w/τ)·(p Σq − q) W` and `∂L/∂W = ((w/τ)·(p Σq − q))ᵀ f`."""
 
     @staticmethod
-    def forward(ctx, features, prototypes, weights, targets, bounds, temperature, dtype):
-        need = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+    def forward(ctx, features, prototypes, weights, targets, bounds, temperature, dtype, need):
         loss = features.new_zeros((), dtype=torch.float32)
         grad_features = torch.empty(features.shape, dtype=torch.float32, device=features.device) if need else None
         grad_prototypes = torch.zeros(prototypes.shape, dtype=torch.float32, device=features.device) if need else None
@@ -212,4 +214,4 @@ class _SoftTargetCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         grad_features, grad_prototypes = ctx.saved_tensors
-        return grad_features * grad_loss, grad_prototypes * grad_loss, None, None, None, None, None
+        return grad_features * grad_loss, grad_prototypes * grad_loss, None, None, None, None, None, None
