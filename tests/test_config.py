@@ -14,9 +14,9 @@ from conftest import ROOT
 from tips_hf.finetuning.trainer import DenseFinetuneConfig, finetune_schema, load_dense_config
 from tips_hf.lora import target_regex
 from tips_hf.pretraining import PretrainConfig, load_config, save_config
-from tips_hf.pretraining.config import add_config_arguments, config_overrides, parse_overrides
+from tips_hf.pretraining.config import add_config_arguments, config_documents, config_overrides, parse_overrides
 
-COMMITTED = sorted((ROOT / "training" / "configs").glob("*.yaml")) + [ROOT / "docs" / "ablation" / "base-config.yaml"]
+COMMITTED = sorted((ROOT / "training" / "configs").rglob("*.yaml")) + [ROOT / "docs" / "ablation" / "base-config.yaml"]
 
 
 def test_file_then_overrides(tmp_path):
@@ -103,11 +103,13 @@ def test_every_committed_config_loads():
     for path in COMMITTED:
         schema = finetune_schema(path)
         config = schema.load(path)
-        document = yaml.safe_load(path.read_text())
-        for section, values in document.items():  # every value in the file reached the config
-            for key, value in values.items():
-                loaded = config.to_dict()[section][key]
-                assert (list(loaded) if isinstance(loaded, tuple) else loaded) == value, (path, section, key)
+        for file, document in config_documents(path):  # every value of the file and its bases reached the config
+            for section, values in document.items():
+                for key, value in values.items():
+                    if config.sources[f"{section}.{key}"] != file:
+                        continue  # a later file sets it again
+                    loaded = config.to_dict()[section][key]
+                    assert (list(loaded) if isinstance(loaded, tuple) else loaded) == value, (file, section, key)
         schemas[path.name] = schema.__name__
     dense = {name for name, schema in schemas.items() if schema == "DenseFinetuneConfig"}
     assert dense == {"finetune_ade20k_dpt.yaml", "finetune_depth_dpt_tiny.yaml", "finetune_depth_tiny.yaml",

@@ -18,7 +18,7 @@ import sys
 
 from tips_hf.finetuning.trainer import DenseFinetuneConfig, finetune_dense, finetune_schema
 from tips_hf.pretraining import train
-from tips_hf.pretraining.config import add_config_arguments, config_overrides
+from tips_hf.pretraining.config import add_config_arguments, config_overrides, format_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"finetune.py: error: {error}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print(format_config(config), end="")
+        return 0
     if isinstance(config, DenseFinetuneConfig):
         result = finetune_dense(config)
         print(json.dumps(result, indent=2))

@@ -16,7 +16,7 @@ import logging
 import sys
 
 from tips_hf.pretraining import PretrainConfig, train
-from tips_hf.pretraining.config import add_config_arguments, config_overrides
+from tips_hf.pretraining.config import add_config_arguments, config_overrides, format_config
 
 SHORTCUTS = ("output_dir", "max_steps", "save_steps", "logging_steps", "eval_steps", "resume_from_checkpoint", "seed")
 
@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"pretrain.py: error: {error}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print(format_config(config), end="")
+        return 0
     result = train(config)
     if result.stopped_by_signal:  # the trainer has said where the checkpoint is and how to resume
         return 128 + result.stopped_by_signal

@@ -266,23 +266,44 @@ def is_file_layout(data: Any) -> bool:
     return is_local(data) and not is_saved_dataset(data)
 
 
-def load_hf(data: Any, split: str, options: EvalOptions) -> Any:
-    """A `datasets` dataset: `data` itself when it is one, a folder written by `save_to_disk`, or a Hub id
-    (`load_dataset(id, split=split, streaming=options.streaming)`), filtered by `--where` and cut by `--limit`."""
+# local data files that `datasets` reads with a builder named by their extension
+_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".jsonl": "json", ".json": "json"}
+
+
+def load_local(data: str | os.PathLike) -> Any:
+    """Every split of a local dataset: a `save_to_disk` folder (`load_from_disk`), a data file (parquet, arrow, csv,
+    json lines), or a folder that `datasets.load_dataset` reads (an `imagefolder` with `metadata.jsonl`/`.csv`, whose
+    columns may hold lists such as several captions an image; split sub-folders; parquet/csv/json files)."""
+    import datasets
+
+    path = Path(data)
+    try:
+        if is_saved_dataset(path):
+            return datasets.load_from_disk(str(path))
+        builder = _FILE_BUILDERS.get(path.suffix.lower()) if path.is_file() else None
+        return datasets.load_dataset(builder, data_files=str(path)) if builder else datasets.load_dataset(str(path))
+    except (FileNotFoundError, ValueError, OSError) as error:
+        raise EvalError(f"{data}: not a dataset layout `datasets` loads (an imagefolder with metadata.jsonl, data "
+                        f"files, a save_to_disk folder): {_first_line(error)}") from None
+
+
+def load_hf(data: Any, split: str, options: EvalOptions, any_single_split: bool = False) -> Any:
+    """A `datasets` dataset: `data` itself when it is one, a local dataset (`load_local`), or a Hub id
+    (`load_dataset(id, split=split, streaming=options.streaming)`), filtered by `--where` and cut by `--limit`. With
+    `any_single_split`, a dataset of one split (an imagefolder without split folders: `train`) is read whatever its
+    name when `--split` was not given."""
     import datasets
 
     if isinstance(data, datasets.DatasetDict):
+        if split not in data and any_single_split and options.split is None and len(data) == 1:
+            split = next(iter(data))
         if split not in data:
-            raise EvalError(f"dataset has no split {split!r}; available: {', '.join(data)}")
+            raise EvalError(f"dataset has no split {split!r}; available: {', '.join(data)} (pass --split)")
         dataset = data[split]
     elif isinstance(data, (datasets.Dataset, datasets.IterableDataset)):
         dataset = data
     elif is_local(data):
-        try:
-            loaded = datasets.load_from_disk(str(data))
-        except (FileNotFoundError, ValueError) as error:
-            raise EvalError(f"{data}: not a dataset layout this task reads: {_first_line(error)}") from None
-        return load_hf(loaded, split, options)
+        return load_hf(load_local(data), split, options, any_single_split)
     else:
         try:
             dataset = datasets.load_dataset(str(data), split=split, streaming=options.streaming)
@@ -302,15 +323,18 @@ def load_hf(data: Any, split: str, options: EvalOptions) -> Any:
 
 
 def pick_column(names: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str) -> str:
+    """`wanted` (the `--image-column` / `--text-column` / `--label-column` value) or the first of `candidates` among
+    the dataset's column `names`; an EvalError listing the columns found otherwise."""
+    flag = {"image": "--image-column", "caption": "--text-column"}.get(what, "--label-column")
     if wanted is not None:
         if wanted not in names:
-            raise EvalError(f"no {what} column {wanted!r}; columns: {', '.join(names)}")
+            raise EvalError(f"{flag} {wanted}: no such {what} column; columns found: {', '.join(names)}")
         return wanted
     for name in candidates:
         if name in names:
             return name
     raise EvalError(
-        f"no {what} column (looked for {', '.join(candidates)}); columns: {', '.join(names)} — pass the column name"
+        f"no {what} column (looked for {', '.join(candidates)}); columns found: {', '.join(names)} — pass {flag} NAME"
     )
 
 
@@ -576,6 +600,7 @@ __all__ = [
     "is_saved_dataset",
     "labelled_images",
     "load_hf",
+    "load_local",
     "load_model",
     "markdown_table",
     "model_image_size",

@@ -22,8 +22,14 @@ Layouts
   "sentences": [{"raw"}], "filepath" (COCO)}]}`. `--data` is the JSON file or a folder holding it; images are looked
   up as `<root>/<filepath>/<filename>`, `<root>/flickr30k-images/<filename>`, `<root>/images/<filename>`,
   `<root>/<filename>` (root = the JSON's folder, or `--image-root`). `--split` picks the Karpathy split (`test`).
-- A `datasets` dataset (Hub id or `save_to_disk` folder) with an image column and a caption column holding a list
-  of strings (or one string per row); `--where split=test` filters a column (e.g. `nlphuji/flickr30k`).
+- A `datasets` dataset with an image column and a caption column holding a list of strings (or one string per row):
+  a Hub id (`--where split=test` filters a column, e.g. `nlphuji/flickr30k`), a `save_to_disk` folder, data files
+  (parquet, arrow, csv, json lines), or a folder that `datasets.load_dataset` reads, such as an `imagefolder` whose
+  `metadata.jsonl` lists the captions of each image (`{"file_name": "1.jpg", "captions": ["...", "..."]}`; the
+  Hub's Flickr30k / COCO caption datasets look like this). `--image-column` / `--text-column` name the columns
+  (default: the first of `image, img, jpg, png` and of `caption, captions, sentences, text, raw`); a missing one
+  is an error listing the columns found. `--split` picks the split (`test`; a dataset of one split, such as an
+  imagefolder without split folders, is read whatever its name).
 """
 
 from __future__ import annotations
@@ -61,16 +67,17 @@ KARPATHY_FILES = ("dataset_flickr30k.json", "dataset_coco.json", "dataset_flickr
 CAPTION_COLUMNS = ("caption", "captions", "sentences", "text", "raw")
 
 
-def _find_karpathy(data: Path) -> Path:
+def _find_karpathy(data: Path) -> Path | None:
+    """The Karpathy JSON `data` names (a `.json` file, or a folder holding one); None for any other layout."""
     if data.is_file():
-        return data
+        return data if data.suffix.lower() == ".json" else None
     for name in KARPATHY_FILES:
         if (data / name).is_file():
             return data / name
     found = sorted(data.glob("dataset_*.json"))
-    if len(found) == 1:
-        return found[0]
-    raise EvalError(f"{data}: no Karpathy caption file ({', '.join(KARPATHY_FILES)}) in this folder")
+    if len(found) > 1:
+        raise EvalError(f"{data}: several Karpathy caption files ({', '.join(p.name for p in found)}); pass one")
+    return found[0] if found else None
 
 
 def _caption_text(sentence: Any, where: str) -> str:
@@ -134,7 +141,12 @@ def _image_path(root: Path, entry: dict[str, Any], where: str) -> Path:
 
 
 def _hf_rows(data: Any, options: EvalOptions) -> tuple[Any, str, list[str], list[int]]:
-    dataset = load_hf(data, options.split or "test", options)
+    try:
+        dataset = load_hf(data, options.split or "test", options, any_single_split=True)
+    except EvalError as error:
+        if not is_file_layout(data):
+            raise
+        raise EvalError(f"{error}; nor is it a Karpathy caption file ({', '.join(KARPATHY_FILES)})") from None
     names = list(dataset.column_names or [])
     image_column = pick_column(names, options.image_column, IMAGE_COLUMNS, "image")
     text_column = pick_column(names, options.text_column, CAPTION_COLUMNS, "caption")
@@ -159,8 +171,8 @@ def evaluate_retrieval(model: Any, processor: Any, data: Any, options: EvalOptio
     size = model_image_size(model, processor, options.image_size)
     split = options.split or "test"
     resize = options.extra.get("resize") or "square"
-    if is_file_layout(data):
-        json_path = _find_karpathy(Path(data))
+    json_path = _find_karpathy(Path(data)) if is_file_layout(data) else None
+    if json_path is not None:
         image_root = options.extra.get("image_root")
         records, captions, owner = read_karpathy(
             json_path, split, Path(image_root) if image_root else None, options.limit
@@ -171,6 +183,7 @@ def evaluate_retrieval(model: Any, processor: Any, data: Any, options: EvalOptio
 
     else:
         records, image_column, captions, owner = _hf_rows(data, options)
+        split = str(getattr(records, "split", None) or split)  # the one split of a single-split dataset
 
         def load(row: dict[str, Any]) -> dict[str, Any]:
             return {"pixel_values": pixels_for(processor, open_image(row[image_column], image_column), size, resize)}

@@ -36,9 +36,9 @@ from ..pretraining.config import (
     PretrainConfig,
     Schema,
     Section,
+    config_documents,
     launcher_precision_conflict,
     prepare_launch_environment,
-    read_yaml,
     setting,
 )
 from ..pretraining.data import (
@@ -49,6 +49,7 @@ from ..pretraining.data import (
     square_image_processor,
 )
 from ..pretraining.schedules import cosine
+from ..pretraining.tracking import REPORT_TO_HELP, flat_hyperparameters, log_with, tracker_names
 from .dense import TipsForDenseTasks
 
 
@@ -120,6 +121,7 @@ class DenseTrainingSection(Section):
     resume_from_checkpoint: str | None = setting(None, "latest | a checkpoint folder")
     save_on_signal: bool = setting(
         True, "on SIGTERM / SIGUSR1 save a checkpoint after the step in progress and stop (exit 128 + the signal)")
+    report_to: str | list[str] = setting("tensorboard", REPORT_TO_HELP)
 
 
 @dataclass
@@ -131,6 +133,7 @@ class DenseFinetuneConfig(Schema):
     training: DenseTrainingSection = field(default_factory=DenseTrainingSection)
 
     def validate(self) -> DenseFinetuneConfig:
+        tracker_names(self.training.report_to)
         if self.data.image_size % 14:
             raise ValueError(f"data.image_size must be a multiple of 14, got {self.data.image_size}.")
         self.lora.check()
@@ -146,7 +149,7 @@ def load_dense_config(path: str | os.PathLike | None, overrides: list[str] | Non
 def finetune_schema(path: str | os.PathLike | None) -> type[Schema]:
     """The schema of a fine-tuning config: `DenseFinetuneConfig` for `training.task: segmentation | depth` (and
     without a file), else `PretrainConfig` (contrastive LoRA through the pretraining loop)."""
-    if path is None or "task" in read_yaml(path).get("training", {}):
+    if path is None or any("task" in document.get("training", {}) for _, document in config_documents(path)):
         return DenseFinetuneConfig
     return PretrainConfig
 
@@ -332,10 +335,13 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
     if conflict := launcher_precision_conflict(training.mixed_precision):
         print(f"warning: {conflict}", file=sys.stderr)
     prepare_launch_environment()
-    accelerator = Accelerator(mixed_precision=training.mixed_precision)
-    set_seed(training.seed)
     out = Path(training.output_dir)
+    trackers = log_with(training.report_to)
+    accelerator = Accelerator(mixed_precision=training.mixed_precision, log_with=trackers, project_dir=str(out))
+    set_seed(training.seed)
     out.mkdir(parents=True, exist_ok=True)
+    if trackers:
+        accelerator.init_trackers("tips_finetune", config=flat_hyperparameters(config.to_dict()))
     num_classes = config.data.num_classes
     if num_classes is None:
         from ..data import CLASS_NAMES
@@ -395,6 +401,8 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
                 if accelerator.is_main_process:
                     with open(metrics_path, "a") as handle:
                         handle.write(json.dumps({"step": state.step, "loss": loss, "lr": lr}) + "\n")
+                if trackers:
+                    accelerator.log({"loss": loss, "lr": lr}, step=state.step)
                 progress.set_postfix(loss=f"{loss:.3f}")
             saved = bool(training.save_steps) and state.step % training.save_steps == 0
             if saved:
@@ -409,6 +417,7 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
                 if accelerator.is_main_process:
                     with open(metrics_path, "a") as handle:
                         handle.write(json.dumps(record) + "\n")
+                accelerator.end_training()
                 return {"task": training.task, "steps": state.step, "stopped_by_signal": number}
     finally:
         stop.close()
@@ -422,6 +431,9 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
         save_dense(unwrapped, config, num_classes, out, result, normalisation)
         with open(metrics_path, "a") as handle:
             handle.write(json.dumps({"event": "eval", "step": state.step, **scores}) + "\n")
+    if trackers:
+        accelerator.log({f"eval/{key}": value for key, value in scores.items()}, step=state.step)
+    accelerator.end_training()
     return result
 
 

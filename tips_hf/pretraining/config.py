@@ -1,8 +1,8 @@
 """Typed training configuration: one loader for the pretraining and the fine-tuning schemas.
 
 A schema (`Schema`) is a dataclass of sections (`Section`), each a dataclass of settings declared with `setting(default,
-help)`. Values come from a YAML file, then `--section.key VALUE` flags and `section.key=value` overrides (values parsed
-as YAML). They are checked against the type hints (`Literal[...]` choices, integers, numbers, lists, ...); an error
+help)`. Values come from a YAML file (after the files its `base:` names, in order), then `--section.key VALUE` flags and
+`section.key=value` overrides (values parsed as YAML). They are checked against the type hints (`Literal[...]` choices, integers, numbers, lists, ...); an error
 names the file (or the command line), the section and the key, suggests a close match for an unknown key and repeats
 the setting's help, which `training/pretrain.py --help` and `training/finetune.py --help` also print.
 """
@@ -28,6 +28,7 @@ import yaml
 
 from ..lora import PRESETS, lora_config
 from ..modeling.configuration_tips import TipsConfig
+from .tracking import REPORT_TO_HELP, tracker_names
 
 
 # --------------------------------------------------------------------------------------------------------- loader
@@ -168,9 +169,12 @@ class Section:
 S = TypeVar("S", bound="Schema")
 
 
+BASE_KEY = "base"  # a config file's list of files it builds on
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """A config file's mapping of sections; a ValueError naming the file if it is missing, not YAML or not a mapping
-    of mappings."""
+    """A config file's mapping of sections (and its `base:` file or list of files); a ValueError naming the file if it
+    is missing, not YAML or not a mapping of mappings."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"cannot read config {path}: the file does not exist.")
@@ -181,9 +185,37 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ValueError(f"{path}: the top level must be a mapping of sections, got {document!r}.")
     for section, values in document.items():
-        if not isinstance(values, dict):
+        if section == BASE_KEY:
+            files = [values] if isinstance(values, str) else values
+            if not isinstance(files, list) or not files or not all(isinstance(file, str) for file in files):
+                raise ValueError(f"{path}: base must be a file or a list of files (relative to the config), "
+                                 f"got {values!r}.")
+        elif not isinstance(values, dict):
             raise ValueError(f"{path}: section {section!r} must be a mapping of settings, got {values!r}.")
     return document
+
+
+def config_documents(path: str | os.PathLike, chain: tuple[Path, ...] = ()) -> list[tuple[str, dict[str, Any]]]:
+    """(file, sections) of a config and of the files it builds on, in the order they apply: the files its `base:`
+    names (a file or a list, relative to the config; each after its own bases), in order, then the file itself. A
+    file reached twice applies once, at its first place; a cycle is an error naming the files."""
+    path = Path(os.path.normpath(path))
+    if path.resolve() in chain:
+        raise ValueError(f"{path}: base files form a cycle: {' -> '.join(map(str, (*chain, path.resolve())))}.")
+    document = read_yaml(path)
+    bases = document.pop(BASE_KEY, [])
+    documents = []
+    for base in [bases] if isinstance(bases, str) else bases:
+        if not (path.parent / base).is_file():
+            raise ValueError(f"{path}: base {base!r} does not exist ({os.path.normpath(path.parent / base)}).")
+        documents += config_documents(path.parent / base, (*chain, path.resolve()))
+    documents.append((str(path), document))
+    applied, ordered = set(), []
+    for file, sections in documents:
+        if Path(file).resolve() not in applied:
+            applied.add(Path(file).resolve())
+            ordered.append((file, sections))
+    return ordered
 
 
 def parse_overrides(overrides: Iterable[str] | None) -> list[tuple[str, str, Any]]:
@@ -208,28 +240,55 @@ class Schema:
 
     @classmethod
     def load(cls: type[S], path: str | os.PathLike | None = None, overrides: Iterable[str] | None = None) -> S:
-        """Defaults, then the YAML file's sections, then the `section.key=value` overrides; then `validate()`."""
+        """Defaults, then the YAML file's base files and sections (`config_documents`), then the `section.key=value`
+        overrides; then `validate()`. `config.sources` maps each `section.key` set to the file (or "command line")
+        that set it last; a validation error names it."""
         config = cls()
         items = []
         if path is not None:
-            items = [(section, key, value, str(path)) for section, values in read_yaml(path).items()
-                     for key, value in values.items()]
+            items = [(section, key, value, file) for file, document in config_documents(path)
+                     for section, values in document.items() for key, value in values.items()]
         items += [(section, key, value, "command line") for section, key, value in parse_overrides(overrides)]
         names = [f.name for f in dataclasses.fields(cls)]
+        config.sources = {}
         for section, key, value, source in items:
             if section not in names:
                 raise ValueError(_unknown(source, f"section {section!r}", section, names))
             getattr(config, section).set(section, key, value, source)
-        return config.validate()
+            config.sources[f"{section}.{key}"] = source
+        try:
+            return config.validate()
+        except ValueError as error:
+            named = [f"{key} from {source}" for key, source in config.sources.items() if key in str(error)]
+            raise ValueError(f"{error}" + (f"\n  ({'; '.join(named)})" if named else "")) from None
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {f.name: getattr(self, f.name).to_dict() for f in dataclasses.fields(self)}
 
 
+def _plain(config: Schema) -> dict[str, dict[str, Any]]:
+    """`config.to_dict()` with YAML's types (tuples as lists)."""
+    return {name: {key: list(value) if isinstance(value, tuple) else value for key, value in section.items()}
+            for name, section in config.to_dict().items()}
+
+
+def format_config(config: Schema) -> str:
+    """`config` as YAML that `load` reads back, one setting a line; a setting that a file or the command line set
+    ends with a comment naming it (`config.sources`). What `--print-config` prints."""
+    sources = getattr(config, "sources", {})
+    lines = []
+    for name, section in _plain(config).items():
+        lines.append(f"{name}:")
+        for key, value in section.items():
+            text = yaml.safe_dump([value], default_flow_style=True, width=float("inf")).strip()[1:-1]
+            source = sources.get(f"{name}.{key}")
+            lines.append(f"  {key}: {text}" + (f"  # {source}" if source else ""))
+    return "\n".join(lines) + "\n"
+
+
 def save_config(config: Schema, path: str | os.PathLike) -> None:
     """`config` as YAML that `load` reads back (written to a temporary file, then renamed)."""
-    data = {name: {key: list(value) if isinstance(value, tuple) else value for key, value in section.items()}
-            for name, section in config.to_dict().items()}
+    data = _plain(config)
     path = Path(path)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -257,7 +316,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, schema: type[Schema],
     overrides. `config_overrides(args)` turns the parsed flags into overrides for `Schema.load`."""
     aliases = aliases or {}
     parser.usage = "%(prog)s --config FILE [--section.key VALUE ...] [section.key=value ...]"
-    parser.add_argument("--config", metavar="FILE", help="YAML configuration file (sections of settings, as below)")
+    parser.add_argument("--config", metavar="FILE", help="YAML configuration file (sections of settings, as below; "
+                        "`base: [FILE, ...]` builds on other files, relative to it, merged in order before it)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved configuration (base files, the file, the command line; each value's "
+                        "source as a comment) and exit")
     defaults = schema()
     for section in dataclasses.fields(schema):
         values = getattr(defaults, section.name)
@@ -538,7 +601,7 @@ class TrainingConfig(Section):
     save_on_signal: bool = setting(
         True, "on SIGTERM / SIGUSR1 (preemption, a time limit, torchrun's shutdown) save a checkpoint after the step "
         "in progress and exit with 128 + the signal's number; resume with --resume_from_checkpoint latest")
-    report_to: Literal["tensorboard", "trackio", "none"] = setting("tensorboard", "experiment tracker")
+    report_to: str | list[str] = setting("tensorboard", REPORT_TO_HELP)
     resume_from_checkpoint: str | None = setting(None, "latest | a checkpoint folder")
     progress_bar: bool = setting(True, "show a progress bar")
     distributed: Literal["ddp", "fsdp"] = setting(
@@ -559,6 +622,7 @@ class PretrainConfig(Schema):
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def validate(self) -> PretrainConfig:
+        tracker_names(self.training.report_to)
         if not 0.0 < self.objective.mask_ratio < 1.0:
             raise ValueError(f"objective.mask_ratio must be in (0, 1), got {self.objective.mask_ratio}.")
         if not (self.objective.use_alt_text or self.objective.use_synthetic) and self.objective.clip_weight > 0:

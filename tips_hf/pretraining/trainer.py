@@ -43,6 +43,7 @@ from .data import (
 )
 from .meta_arch import TipsPretrainingModel
 from .schedules import step_values
+from .tracking import flat_hyperparameters, log_with
 
 logger = logging.getLogger("tips_hf.pretraining")
 
@@ -121,8 +122,8 @@ def build_student(config: PretrainConfig, vocab_size: int) -> TipsModel:
     return model
 
 
-def _tracker(config: PretrainConfig):
-    return None if config.training.report_to == "none" else config.training.report_to
+def _tracker(config: PretrainConfig) -> list[str] | None:
+    return log_with(config.training.report_to)
 
 
 class MetricsWriter:
@@ -346,7 +347,7 @@ class Pretrainer:
             )
         self.metrics_file = MetricsWriter(self.output_dir / "metrics.jsonl", accelerator.is_main_process)
         if accelerator.is_main_process and _tracker(config):
-            accelerator.init_trackers("tips_pretrain", config={k: str(v) for k, v in config.to_dict().items()})
+            accelerator.init_trackers("tips_pretrain", config=flat_hyperparameters(config.to_dict()))
         self.global_batch = training.batch_size * accelerator.num_processes * training.gradient_accumulation_steps
         self._reset_window()
 
