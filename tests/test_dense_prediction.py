@@ -188,6 +188,10 @@ def test_silog_loss_closed_form():
     invalid[1, :4] = float("nan")
     assert abs(silog_loss(depth, invalid, 0.85).item() - math.sqrt(0.15) * math.log(2)) < 1e-5
     assert silog_loss(scaled, torch.zeros(2, 8, 8)).item() == 0.0
+    # g not constant: log 2 on half the pixels, log 4 on the other half. mean(g²) = 2.5 log² 2, mean(g)² = 2.25 log² 2:
+    # sqrt(2.5 − 0.85 · 2.25) log 2 (a constant g cannot tell mean(g)² from mean(g²))
+    mixed = torch.cat([2.0 * target[:1], 4.0 * target[1:]])
+    assert abs(silog_loss(mixed, target, 0.85).item() - math.sqrt(2.5 - 0.85 * 2.25) * math.log(2)) < 1e-5
 
 
 def test_normals_loss_closed_form():
