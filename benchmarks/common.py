@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
-import torch
+# Benchmark another copy of the package (gpu_check.sh measures the step before a change this way):
+# TIPS_HF_ROOT=<a folder holding tips_hf/> puts it first, ahead of an editable install's import hook.
+if os.environ.get("TIPS_HF_ROOT"):
+    sys.path.insert(0, os.environ["TIPS_HF_ROOT"])
+    sys.meta_path[:] = [finder for finder in sys.meta_path if "editable" not in repr(finder).lower()]
+
+import torch  # noqa: E402
 import transformers
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -98,6 +106,7 @@ def environment(device: str) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "tips_hf": tips_hf.__version__,
+        "tips_hf_from": os.path.relpath(os.path.dirname(tips_hf.__file__)),
         "python": platform.python_version(),
         "device": device,
         "threads": torch.get_num_threads(),

@@ -61,8 +61,8 @@ cat "$OUT/gpu.txt"
 P448=(--configs tips-v2-b14 --global-size 448 --local-size 140 --local-crops 6 --batch-size 32 --iters 5 --rounds 2)
 P224=(--configs tips-v2-b14 --global-size 224 --local-size 98 --local-crops 6 --batch-size 128 --iters 3 --rounds 2)
 if [ -d .gpu-before/tips_hf ]; then
-    step step_before 60 env PYTHONPATH=.gpu-before python benchmarks/bench_pretrain.py "${P448[@]}"
-    step step_before 60 env PYTHONPATH=.gpu-before python benchmarks/bench_pretrain.py "${P224[@]}"
+    step step_before 60 env TIPS_HF_ROOT=.gpu-before python benchmarks/bench_pretrain.py "${P448[@]}"
+    step step_before 60 env TIPS_HF_ROOT=.gpu-before python benchmarks/bench_pretrain.py "${P224[@]}"
 else
     echo "== step_before skipped: no .gpu-before/tips_hf (see the header)"
 fi
