@@ -1,11 +1,12 @@
 # Copyright 2026 The tips-hf authors. Licensed under the Apache License, Version 2.0.
 """Fine-tune a TIPS model with `transformers.Trainer` + LoRA (`peft`) on the embedded spatial scenes.
 
-Contrastive adaptation of both heads (CLS-1 ↔ alt-text, CLS-2 ↔ synthetic caption) with `TipsModel(...,
-return_loss=True)`, image↔text retrieval Recall@K of both heads through `compute_metrics` (the shipped
-`retrieval_recall` `evaluate` module) before and after training, then: the adapter is saved with
-`Trainer.save_model`, reloaded with `PeftModel.from_pretrained`, checked to reproduce the trained model's outputs,
-merged with `merge_and_unload()` and saved as a plain TipsModel folder.
+Contrastive adaptation of both heads (CLS-1 ↔ alt-text, CLS-2 ↔ synthetic caption) with `TipsContrastiveTrainer`
+(`Trainer` with the loss of `TipsModel(..., return_loss=True)` over the negatives of every process), image↔text
+retrieval Recall@K of both heads through `compute_metrics` (the shipped `retrieval_recall` `evaluate` module) before
+and after training, then: the adapter is saved with `Trainer.save_model`, reloaded with `PeftModel.from_pretrained`,
+checked to reproduce the trained model's outputs, merged with `merge_and_unload()` and saved as a plain TipsModel
+folder.
 
     python examples/finetune_with_trainer.py --output_dir outputs/finetune-trainer
 
@@ -83,12 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from peft import PeftModel, get_peft_model
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
 
     from tips_hf import TipsModel
     from tips_hf.data import load_scenes_dataset
     from tips_hf.finetuning import lora_config
-    from tips_hf.training_utils import ContrastiveRetrievalMetrics, TipsDataCollator
+    from tips_hf.training_utils import ContrastiveRetrievalMetrics, TipsContrastiveTrainer, TipsDataCollator
 
     args = parse_args(argv)
     start = time.time()
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True,
     )
-    trainer = Trainer(
+    trainer = TipsContrastiveTrainer(  # Trainer, with the negatives of every process (as pretraining)
         model=model,
         args=training_args,
         train_dataset=train_set,

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._extras import missing_package_message
+
 
 def run_main(
     parser: argparse.ArgumentParser,
@@ -16,11 +18,17 @@ def run_main(
     argv: Sequence[str] | None = None,
 ) -> int:
     """Parse `argv` with `parser` and call `run(args)`; returns the exit code: 0, or 2 after printing
-    `<prog>: error: <message>` (no traceback) when `run` raises one of `input_errors`."""
+    `<prog>: error: <message>` (no traceback) when `run` raises one of `input_errors`, or needs an optional package
+    that is not installed (the message names the extra that brings it)."""
     args = parser.parse_args(argv)
     try:
         run(args)
     except input_errors as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    except ImportError as error:
+        if (message := missing_package_message(error)) is None:
+            raise
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
         return 2
     return 0

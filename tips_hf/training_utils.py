@@ -4,6 +4,8 @@
 - [`TipsDataCollator`]: image–caption rows of a `datasets.Dataset` → `pixel_values`, the alt-text captions
   (`input_ids`, `attention_mask`) and the synthetic captions (`synthetic_input_ids`, `synthetic_attention_mask`)
   for `TipsModel(..., return_loss=True)`: each head trains on its own caption stream.
+- [`TipsContrastiveTrainer`]: `transformers.Trainer` whose contrastive loss takes its negatives from every process
+  (features all-gathered with their gradients, as pretraining does), not from each process's batch alone.
 - [`TipsDenseDataCollator`]: image + label-map rows (segmentation masks, depth maps) → `pixel_values`, `labels`;
   the label maps follow the image processor's geometry (nearest resize, padding with the ignore value).
 - [`ContrastiveRetrievalMetrics`]: `preprocess_logits_for_metrics` + `compute_metrics` giving image↔text Recall@K of
@@ -15,6 +17,7 @@ The collators read raw columns, so the `Trainer` needs `TrainingArguments(remove
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,7 +25,59 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ContrastiveRetrievalMetrics", "DepthMetrics", "SegmentationMetrics", "TipsDataCollator", "TipsDenseDataCollator"]
+__all__ = ["ContrastiveRetrievalMetrics", "DepthMetrics", "SegmentationMetrics", "TipsContrastiveTrainer",  # noqa: F822
+           "TipsDataCollator", "TipsDenseDataCollator", "global_contrastive_loss"]
+
+
+def global_contrastive_loss(outputs: Any, temperature: torch.Tensor) -> torch.Tensor:
+    r"""The contrastive loss of a [`TipsModel`] output with negatives from the global batch.
+
+    The mean of both heads' symmetric InfoNCE (CLS-1 against `text_embeds`, CLS-2 against `synthetic_text_embeds`, or
+    `text_embeds` without them), as `TipsModel(..., return_loss=True)` computes it, but with every process's image
+    and text embeddings all-gathered *with* their gradients (pretraining's `DualCaptionContrastiveLoss`): each
+    process scores its own rows against all texts / images, and the mean over processes (DDP's gradient average) is
+    the loss of the whole batch. Equal to the model's own loss in one process. Every process must call it with the
+    same batch size (accelerate's default `even_batches` gives them that).
+
+    Args:
+        outputs ([`TipsOutput`]): with `image_embeds`, `synthetic_image_embeds` and the text embeddings (L2-normalised).
+        temperature (`torch.Tensor` of shape `(2,)`): the model's `temperature` (alt-text, synthetic).
+    """
+    from .losses.contrastive import DualCaptionContrastiveLoss
+
+    if outputs.image_embeds is None or (outputs.text_embeds is None and outputs.synthetic_text_embeds is None):
+        raise ValueError("the contrastive loss needs the outputs of TipsModel called with pixel_values and input_ids "
+                         "(or synthetic_input_ids).")
+    synthetic = outputs.synthetic_text_embeds if outputs.synthetic_text_embeds is not None else outputs.text_embeds
+    return DualCaptionContrastiveLoss("softmax")(outputs.image_embeds, outputs.synthetic_image_embeds,
+                                                 outputs.text_embeds, synthetic, temperature)["loss"]
+
+
+@functools.cache
+def _contrastive_trainer() -> type:
+    from transformers import Trainer
+
+    class TipsContrastiveTrainer(Trainer):
+        r"""`transformers.Trainer` for contrastive fine-tuning of [`TipsModel`] (bare or wrapped by peft) with
+        global negatives: [`global_contrastive_loss`] instead of the model's in-batch `return_loss`. Use it as
+        `Trainer`, with [`TipsDataCollator`] (its `return_loss` flag still makes evaluation report `eval_loss`)."""
+
+        loss_is_scaled_for_ga = False  # a batch mean: Trainer divides it by the accumulation steps
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            outputs = model(**{key: value for key, value in inputs.items() if key != "return_loss"})
+            loss = global_contrastive_loss(outputs, self.accelerator.unwrap_model(model).temperature)
+            return (loss, outputs) if return_outputs else loss
+
+    TipsContrastiveTrainer.__module__ = __name__
+    return TipsContrastiveTrainer
+
+
+def __getattr__(name: str) -> Any:
+    # Built on first use: importing this module needs no accelerate (which transformers' Trainer requires).
+    if name == "TipsContrastiveTrainer":
+        return _contrastive_trainer()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _column(rows: Sequence[Mapping[str, Any]], column: str, role: str) -> list[Any]:

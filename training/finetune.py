@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 
+from tips_hf._paths import MissingModelError
 from tips_hf.finetuning.trainer import DenseFinetuneConfig, finetune_dense, finetune_schema
 from tips_hf.pretraining import train
 from tips_hf.pretraining.config import add_config_arguments, config_overrides, format_config
@@ -44,11 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(format_config(config), end="")
         return 0
-    if isinstance(config, DenseFinetuneConfig):
-        result = finetune_dense(config)
-        print(json.dumps(result, indent=2))
-        return 128 + result["stopped_by_signal"] if result.get("stopped_by_signal") else 0
-    result = train(config)
+    try:
+        if isinstance(config, DenseFinetuneConfig):
+            result = finetune_dense(config)
+            print(json.dumps(result, indent=2))
+            return 128 + result["stopped_by_signal"] if result.get("stopped_by_signal") else 0
+        result = train(config)
+    except MissingModelError as error:  # a model folder that an earlier run has not written yet
+        print(f"finetune.py: error: {error}", file=sys.stderr)
+        return 2
     if result.stopped_by_signal:
         return 128 + result.stopped_by_signal
     print(json.dumps({"final_model": str(result.final_model_dir), **result.metrics}, indent=2))

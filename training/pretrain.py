@@ -6,7 +6,8 @@
         [--section.key VALUE ...] [section.key=value ...]
 
 Any configuration key can be overridden as `--section.key VALUE` or `section.key=value` (e.g. `objective.recipe=v1`,
-`--data.num_workers 4`); `--help` lists every key with its type, default and meaning.
+`--data.num_workers 4`); `--help` lists every key with its type, default and meaning. A config may build on others
+(`base: [FILE, ...]`); `--print-config` prints the resolved settings, each with the file that set it, and exits.
 Writes OUTPUT_DIR/metrics.jsonl, checkpoints OUTPUT_DIR/checkpoint-<step>, TensorBoard logs, and the final
 TipsModel + processor to OUTPUT_DIR/final.
 """
@@ -15,6 +16,7 @@ import argparse
 import logging
 import sys
 
+from tips_hf._paths import MissingModelError
 from tips_hf.pretraining import PretrainConfig, train
 from tips_hf.pretraining.config import add_config_arguments, config_overrides, format_config
 
@@ -35,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(format_config(config), end="")
         return 0
-    result = train(config)
+    try:
+        result = train(config)
+    except MissingModelError as error:  # a model folder that an earlier run has not written yet
+        print(f"pretrain.py: error: {error}", file=sys.stderr)
+        return 2
     if result.stopped_by_signal:  # the trainer has said where the checkpoint is and how to resume
         return 128 + result.stopped_by_signal
     if result.metrics:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
+from .._paths import check_model_path
+
 logger = logging.getLogger(__name__)
 
 PROMPT_FREE = ("blip", "git", "vision-encoder-decoder")
@@ -66,14 +68,25 @@ def model_family(model_type: str, has_chat_template: bool) -> str:
     return "chat" if has_chat_template else "text"
 
 
-def preset_task(family: str, preset: str, column: str, max_new_tokens: int | None = None) -> CaptionTask:
-    """The `short` or `detailed` caption task of a model family."""
+def preset_task(family: str, preset: str, column: str, max_new_tokens: int | None = None,
+                min_new_tokens: int | None = None) -> CaptionTask:
+    """The `short` or `detailed` caption task of a model family; `min_new_tokens` (`--min-new-tokens`) replaces the
+    preset's minimum (a captioner that ends at once writes empty captions)."""
     if preset not in PRESET_NAMES:
         raise ValueError(f"unknown caption preset {preset!r} (presets: {', '.join(PRESET_NAMES)}).")
     prompt, default_tokens, extra = PRESETS[family][preset]
-    max_new_tokens = max_new_tokens or default_tokens
-    extra = dict(extra)
-    if "min_new_tokens" in extra:  # a --max-new-tokens below the preset's minimum wins
+    return custom_task(column, prompt, max_new_tokens or default_tokens, min_new_tokens, extra)
+
+
+def custom_task(column: str, prompt: str | None, max_new_tokens: int, min_new_tokens: int | None = None,
+                generate_kwargs: dict | None = None) -> CaptionTask:
+    """A caption task; `min_new_tokens` (else `generate_kwargs`' own) is clamped to `max_new_tokens`, which wins."""
+    extra = dict(generate_kwargs or {})
+    if min_new_tokens is not None:
+        if min_new_tokens < 0:
+            raise ValueError(f"--min-new-tokens must be >= 0, got {min_new_tokens}.")
+        extra["min_new_tokens"] = min_new_tokens
+    if "min_new_tokens" in extra:  # a --max-new-tokens below the minimum wins
         extra["min_new_tokens"] = min(extra["min_new_tokens"], max_new_tokens)
     return CaptionTask(column, prompt, max_new_tokens, extra)
 
@@ -92,6 +105,8 @@ class Captioner:
                  num_beams: int = 1):
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+        check_model_path(model, "--model", "pass a captioner folder (save_pretrained) or a Hub model id",
+                         error=ValueError)
         self.device = torch.device(device)
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32

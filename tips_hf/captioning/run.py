@@ -32,7 +32,7 @@ import torch
 
 from ..pretraining.checkpointing import maybe_fault
 from ..pretraining.data import UNREADABLE_IMAGE_ERRORS, decode_image
-from .captioner import Captioner, CaptionTask, preset_task
+from .captioner import Captioner, CaptionTask, custom_task, preset_task
 
 logger = logging.getLogger(__name__)
 
@@ -54,21 +54,24 @@ class CaptionResult:
     shards: int  # parquet files of the split
     wall_time_s: float  # this call
     images_per_s: float  # captioned in this call ÷ wall time, all processes
+    empty_captions: int = 0  # captions written empty (the captioner emitted only special tokens), all columns
 
 
 def build_tasks(family: str, presets: Sequence[str] = (), prompt: str | None = None,
-                column: str = "synthetic_caption", max_new_tokens: int | None = None) -> list[CaptionTask]:
-    """The caption columns to write: one per preset (`<column>_<preset>` when several), or one custom prompt."""
+                column: str = "synthetic_caption", max_new_tokens: int | None = None,
+                min_new_tokens: int | None = None) -> list[CaptionTask]:
+    """The caption columns to write: one per preset (`<column>_<preset>` when several), or one custom prompt;
+    `min_new_tokens` holds every caption to at least that many new tokens."""
     if prompt is not None and presets:
         raise ValueError("give either --prompt or --preset, not both.")
     if prompt is not None:
-        return [CaptionTask(column, prompt, max_new_tokens or 40)]
+        return [custom_task(column, prompt, max_new_tokens or 40, min_new_tokens)]
     presets = list(presets) or ["short"]
     if len(set(presets)) != len(presets):
         raise ValueError(f"--preset lists a preset twice: {presets}.")
     if len(presets) == 1:
-        return [preset_task(family, presets[0], column, max_new_tokens)]
-    return [preset_task(family, name, f"{column}_{name}", max_new_tokens) for name in presets]
+        return [preset_task(family, presets[0], column, max_new_tokens, min_new_tokens)]
+    return [preset_task(family, name, f"{column}_{name}", max_new_tokens, min_new_tokens) for name in presets]
 
 
 def open_dataset(data: str, split: str, streaming: bool = False, data_format: str = "auto"):
@@ -165,6 +168,7 @@ def caption_dataset(
     prompt: str | None = None,
     column: str = "synthetic_caption",
     max_new_tokens: int | None = None,
+    min_new_tokens: int | None = None,
     batch_size: int = 16,
     split: str = "train",
     shard_size: int = 1000,
@@ -190,7 +194,7 @@ def caption_dataset(
     state = PartialState(cpu=not torch.cuda.is_available())
     start = time.time()
     captioner = model if isinstance(model, Captioner) else Captioner(model, state.device, dtype, num_beams)
-    tasks = build_tasks(captioner.family, presets, prompt, column, max_new_tokens)
+    tasks = build_tasks(captioner.family, presets, prompt, column, max_new_tokens, min_new_tokens)
     columns = [task.column for task in tasks]
 
     with state.main_process_first():  # the main process prepares the datasets cache, the others reuse it
@@ -254,11 +258,12 @@ def caption_dataset(
             if (data_dir / f"{name}.parquet").is_file():
                 bar.update(sum(1 for _ in items))  # finished before a restart: not decoded again
                 continue
-            counts = {"rows_read": 0, "skipped_images": 0}
+            counts = {"rows_read": 0, "skipped_images": 0, "empty_captions": 0}
             rows_out = []
             for batch in _batches(items, image_column, batch_size, counts, unit):
                 images = [image for _, image in batch]
                 captions = {task.column: captioner.caption(images, task) for task in tasks}
+                counts["empty_captions"] += sum(not text for texts in captions.values() for text in texts)
                 for i, (row, _) in enumerate(batch):
                     out = {k: v for k, v in row.items() if k in features}
                     out[image_column] = _encoded_image(row[image_column])
@@ -284,6 +289,11 @@ def caption_dataset(
         shutil.rmtree(root / META / "tmp", ignore_errors=True)  # leftovers of killed runs
         logger.info("captioned %d rows (%d unreadable images left out) in %.0f s, %.2f images/s", result.captioned,
                     result.skipped_images, elapsed, result.images_per_s)
+        if result.empty_captions:
+            logger.warning(
+                "%d of %d captions are empty: the captioner emitted only special tokens (it ended at once); raise "
+                "--min-new-tokens, check --prompt / --preset for this model, or try another captioner",
+                result.empty_captions, result.captioned * len(columns))
     state.wait_for_everyone()
     return result
 
@@ -316,12 +326,13 @@ def _summarise(root: Path, split: str, columns: list[str], num_units: int, elaps
     if missing:
         raise RuntimeError(f"{root}: input shard(s) {missing[:5]} of split {split!r} were not captioned.")
     shards = sorted((root / "data").glob(_shard_glob(split)))
-    totals = {"rows_read": 0, "skipped_images": 0, "captioned": 0}
+    totals = {"rows_read": 0, "skipped_images": 0, "captioned": 0, "empty_captions": 0}
     for shard in shards:
         for key, value in json.loads((meta / "shards" / f"{shard.stem}.json").read_text()).items():
             totals[key] += value
     return CaptionResult(root, split, columns, totals["rows_read"], totals["captioned"], totals["skipped_images"],
-                         len(shards), elapsed, captioned_now / elapsed if elapsed > 0 else 0.0)
+                         len(shards), elapsed, captioned_now / elapsed if elapsed > 0 else 0.0,
+                         empty_captions=totals["empty_captions"])
 
 
 def _shard_glob(split: str) -> str:
@@ -337,13 +348,14 @@ def _write_card(root: Path) -> None:
         if not units:
             continue
         settings = json.loads(run_file.read_text())
-        totals = {"rows_read": 0, "skipped_images": 0, "captioned": 0}
+        totals = {"rows_read": 0, "skipped_images": 0, "captioned": 0, "empty_captions": 0}
         for shard in (root / "data").glob(_shard_glob(split)):
             for key, value in json.loads((run_file.parent / "shards" / f"{shard.stem}.json").read_text()).items():
                 totals[key] += value
         stats[split] = {**totals, **settings}
     lines = [f"- `{s}`: {v['captioned']} rows captioned by `{v['model']}` into "
-             f"{', '.join(t['column'] for t in v['tasks'])}; {v['skipped_images']} unreadable images left out."
+             f"{', '.join(t['column'] for t in v['tasks'])}; {v['skipped_images']} unreadable images left out"
+             + (f"; {v['empty_captions']} captions empty." if v["empty_captions"] else ".")
              for s, v in stats.items()]
     card = (
         "---\ntags:\n- tips-caption\n- synthetic-captions\n---\n\n# Captioned dataset\n\n"

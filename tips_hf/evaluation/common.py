@@ -21,11 +21,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._paths import check_model_path
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # What every task looks for in a `datasets` dataset when the column is not named, and the two CLS heads it scores.
 IMAGE_COLUMNS = ("image", "img", "jpg", "png")
 LABEL_COLUMNS = ("label", "labels", "class", "cls")
 HEADS = ("alt_text", "synthetic")
+
+
+# what a missing --model should be
+MODEL_HINT = "pass a folder written by save_pretrained (tips-convert, the training scripts) or a Hub model id"
 
 
 class EvalError(Exception):
@@ -73,9 +79,7 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None, dtype: s
 
     if dtype not in ("float32", "bfloat16", "float16"):
         raise EvalError(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}")
-    local = Path(model_dir)
-    if not local.exists() and (str(model_dir).startswith((".", "/")) or str(model_dir).count("/") != 1):
-        raise EvalError(f"model directory not found: {model_dir}")
+    check_model_path(model_dir, "--model", MODEL_HINT, error=EvalError)
     try:
         processor = TipsProcessor.from_pretrained(str(model_dir))
     except (OSError, ValueError, TypeError, KeyError) as error:

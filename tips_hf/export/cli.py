@@ -19,6 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._extras import is_missing
+
 PROG = "tips-export"
 
 
@@ -42,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: model directory not found: {model_dir}", file=sys.stderr)
         return 2
     if args.format == "onnx":
-        missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if _missing(name)]
+        missing = [name for name in ("onnx", "onnxscript", "onnxruntime", "onnx_ir") if is_missing(name)]
         if missing:
             print(
                 f"{PROG}: error: ONNX export needs {', '.join(missing)}: pip install 'tips-hf[export]'", file=sys.stderr
@@ -93,12 +95,6 @@ def _model_class(model_dir: Path):
 
         return getattr(modeling_dense_tips, dense[0])
     return TipsModel
-
-
-def _missing(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is None
 
 
 if __name__ == "__main__":

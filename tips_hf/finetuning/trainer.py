@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .._paths import check_model_path, check_model_paths
 from ..pretraining.checkpointing import (
     StopSignals,
     TrainerState,
@@ -331,6 +332,7 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     start = time.time()
+    check_model_paths(config)  # a missing model.base: named here, not as a Hub error from transformers
     training = config.training
     if conflict := launcher_precision_conflict(training.mixed_precision):
         print(f"warning: {conflict}", file=sys.stderr)
@@ -478,6 +480,8 @@ def load_dense(folder: str | os.PathLike, merge: bool = False):
 
     folder = Path(folder)
     description = json.loads((folder / "dense_config.json").read_text())
+    if description["head"] != "dpt":  # the backbone is read from the base model the head was trained on
+        check_model_path(description["base"], f"{folder / 'dense_config.json'}: base")
     if description["head"] == "dpt":
         from transformers import AutoModelForDepthEstimation, AutoModelForSemanticSegmentation
 

@@ -24,6 +24,11 @@ from .card import GOOGLE_HUB_IDS, PublishError, _load_parity, build_model_card, 
 logger = logging.getLogger("tips_hf.hub")
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")
+# Remote files a push replaces as a whole: the model's weights in any shard count (transformers' file names) and their
+# indexes. `upload_folder` deletes those the new folder does not hold (a re-publish with another shard count leaves no
+# stale shard or index behind) and never deletes what it uploads; other files of the repository stay.
+STALE_PATTERNS = [f"{stem}{form}" for stem, suffix in (("model", ".safetensors"), ("pytorch_model", ".bin"))
+                  for form in (suffix, f"-*-of-*{suffix}", f"{suffix}.index.json")]
 # Processor files the re-save may write under another name (e.g. preprocessor_config.json -> processor_config.json).
 _PROCESSOR_FILES = {
     "processor_config.json",
@@ -322,6 +327,7 @@ def publish(
             token=token,
             repo_type="model",
             revision=revision,
+            delete_patterns=STALE_PATTERNS,
         )
     return PublishResult(repo_id, files, card, False, None, commit, not_included, warnings)
 

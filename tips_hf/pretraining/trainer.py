@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from .._paths import check_model_paths
 from ..modeling.modeling_tips import TipsModel
 from .checkpointing import (
     StopSignals,
@@ -606,6 +607,7 @@ def apply_fsdp(module: TipsPretrainingModel, device: torch.device, world_size: i
 
 def train(config: PretrainConfig) -> TrainResult:
     """Run (or resume) a pretraining job; returns where the final TipsModel + processor were written."""
+    check_model_paths(config)  # a missing init_from / teacher folder: named here, not as a Hub error deep inside
     return Pretrainer(config).fit()
 
 
