@@ -2,15 +2,22 @@
 
 A checkpoint is a folder `checkpoint-<step>` holding the whole pretraining module (student, teacher, heads, loss
 centres) as safetensors and the optimizer state (DDP), or both sharded with `torch.distributed.checkpoint` in `dcp/`
-(FSDP: every process writes its shards), every process's RNG states, and `trainer_state.json` (step, data
-position, counters). It is written into a temporary sibling folder and renamed when complete, so a crash while saving
-never damages an existing checkpoint, and a half-written folder is never mistaken for one. Nothing is unpickled on
-load (`torch.load(weights_only=True)`, safetensors).
+(FSDP/HSDP: every process writes its shards), every process's RNG states, the fp16 loss scaler's state (`scaler.pt`)
+and `trainer_state.json` (step, data position, counters, the process layout that wrote it). It is written into a
+temporary sibling folder and renamed when complete, so a crash while saving never damages an existing checkpoint, and
+a half-written folder is never mistaken for one. Nothing is unpickled on load (`torch.load(weights_only=True)`,
+safetensors).
+
+A checkpoint resumes on another number of processes when the global micro-batch (`batch_size` × processes) and the
+gradient accumulation stay the same: the weights and optimizer state are whole (DDP) or resharded by
+`torch.distributed.checkpoint` (FSDP/HSDP), the sampler's position is global, and each process's RNG (drop-path,
+dropout) is reseeded from (seed, step, rank) instead of restored, the one thing that cannot carry over.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -30,12 +37,51 @@ from safetensors.torch import load_file, save_file
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 # Fault injection for the crash tests: "checkpoint:<step>" SIGKILLs the process halfway through writing that
 # checkpoint, "step:<step>" right after that optimizer step; "sigterm:<step>" sends SIGTERM there to the process of
-# rank 0 alone (a preemption notice that reached one process first). Never set in normal use.
+# rank 0 alone (a preemption notice that reached one process first); a "@rank<R>" suffix ("step:3@rank1") limits a
+# SIGKILL to the process of rank R. Faults fire in the first attempt only, not in a worker group that torchrun
+# restarted (it would fail again at the same point). Never set in normal use.
 FAULT_ENV = "TIPS_HF_FAULT"
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint that this run cannot resume exactly (another batch layout, sharding mode or stream split); the
+    message says which setting to change."""
+
+
+def restart_count() -> int:
+    """How often torchrun (`--max-restarts`, also under `accelerate launch --max_restarts`) has restarted this worker
+    group; 0 in a first attempt or outside torchrun."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0)
+
+
+def init_restarted_process_group() -> None:
+    """In a worker group that torchrun restarted, create the default process group on a store namespace of its own.
+
+    torchrun's agent keeps one TCPStore for the whole job (shared with the workers since PyTorch 2.5, and always
+    under the static rendezvous of `accelerate launch`), so a restarted group's rendezvous can read the addresses
+    its predecessors left there and wait forever on a dead process (pytorch/pytorch#135712; seen here with gloo).
+    Keys under `restart_<n>/` cannot be stale. accelerate then adopts the initialised group. Does nothing in a first
+    attempt, outside torchrun, or when the workers host their own store (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1)."""
+    import torch.distributed as dist
+
+    if restart_count() == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or dist.is_initialized():
+        return
+    from torch.distributed.constants import default_pg_timeout
+
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                          timeout=default_pg_timeout)
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo",
+                            store=dist.PrefixStore(f"tips_hf/restart_{restart_count()}", store),
+                            rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
 
 
 def maybe_fault(point: str) -> None:
     fault = os.environ.get(FAULT_ENV)
+    if not fault or restart_count() > 0:
+        return
+    fault, _, rank = fault.partition("@rank")
+    if rank and os.environ.get("RANK", "0") != rank:
+        return
     if fault == point:
         os.kill(os.getpid(), signal.SIGKILL)
     elif fault == "sigterm:" + point.removeprefix("step:") and os.environ.get("RANK", "0") == "0":
@@ -53,6 +99,9 @@ class TrainerState:
     micro_batches: int = 0  # micro-batches consumed per process (the data position)
     samples_seen: int = 0  # global samples consumed
     skipped_images: int = 0  # unreadable images replaced, summed over processes
+    processes: int = 0  # the process layout that wrote the checkpoint (0: an older checkpoint, not recorded)
+    batch_size: int = 0  # per process, per micro-batch
+    gradient_accumulation_steps: int = 0
     # streaming: per process, per DataLoader worker, [pass, rows read in it, samples yielded]
     stream_positions: list[list[list[int]]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
@@ -125,8 +174,12 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
-def resolve_checkpoint(output_dir: str | os.PathLike, spec: str | None) -> Path | None:
-    """`latest` → the newest complete checkpoint (None when there is none yet); a path → that checkpoint."""
+def resolve_checkpoint(output_dir: str | os.PathLike, spec: str | None, restarted: bool = False) -> Path | None:
+    """`latest` → the newest complete checkpoint (None when there is none yet); a path → that checkpoint. A worker
+    group that torchrun restarted (`restarted`) resumes from the newest complete checkpoint of `output_dir` whatever
+    `spec` says, and from `spec` only while the run has written none."""
+    if restarted and (checkpoints := list_checkpoints(output_dir)):
+        return checkpoints[-1]
     if spec is None:
         return None
     if spec == "latest":
@@ -147,8 +200,10 @@ def save_checkpoint(
     keep_last: int,
     extra: dict | None = None,
     fsdp: bool = False,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
-    """Write `checkpoint-<step>` atomically (all processes must call it)."""
+    """Write `checkpoint-<step>` atomically (all processes must call it). `scaler`: the fp16 loss scaler, whose scale
+    and growth tracker an exact fp16 resume needs (the same in every process: overflow is agreed over all of them)."""
     root = Path(output_dir)
     final = root / f"checkpoint-{state.step}"
     staging = root / f".checkpoint-{state.step}.tmp"
@@ -171,6 +226,8 @@ def save_checkpoint(
         maybe_fault(f"checkpoint:{state.step}")
         if not fsdp:
             torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        if scaler is not None:
+            torch.save(scaler.state_dict(), staging / "scaler.pt")
         (staging / "trainer_state.json").write_text(state.to_json())
         if extra:
             (staging / "run.json").write_text(json.dumps(extra, indent=2, default=str))
@@ -194,14 +251,17 @@ def _fsync_dir(path: Path) -> None:
 
 def load_checkpoint(
     accelerator, module: torch.nn.Module, optimizer: torch.optim.Optimizer, path: str | os.PathLike,
-    fsdp: bool = False,
+    fsdp: bool = False, scaler: torch.amp.GradScaler | None = None, seed: int | None = None,
 ) -> TrainerState:
-    """Restore module, optimizer, this process's RNG states and the counters from a complete checkpoint."""
+    """Restore module, optimizer, the fp16 loss scaler, this process's RNG states and the counters from a complete
+    checkpoint. On another number of processes than the run that wrote it, each process's RNG is reseeded from
+    (`seed`, step, rank) instead (`resume_seed`); without a `seed` a process whose RNG file is missing is refused."""
     path = Path(path)
     if fsdp != (path / "dcp").is_dir():
-        written, wanted = ("fsdp", "ddp") if (path / "dcp").is_dir() else ("ddp", "fsdp")
-        raise ValueError(f"{path} was written with training.distributed={written}; resume it with that setting, "
-                         f"not {wanted}.")
+        written, wanted = ("fsdp/hsdp", "ddp") if (path / "dcp").is_dir() else ("ddp", "fsdp/hsdp")
+        raise CheckpointMismatch(f"{path} was written with training.distributed={written}; resume it with that "
+                                 f"setting, not {wanted}.")
+    _load_scaler(path, scaler)
     if fsdp:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
@@ -210,7 +270,7 @@ def load_checkpoint(
         state = {"model": model_state, "optimizer": optimizer_state}
         dcp.load(state, checkpoint_id=str(path / "dcp"))
         set_state_dict(module, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-        return _load_rng_and_state(accelerator, path)
+        return _load_rng_and_state(accelerator, path, seed)
     unwrapped = accelerator.unwrap_model(module)
     tensors = load_file(str(path / "model.safetensors"))
     missing, unexpected = unwrapped.load_state_dict(tensors, strict=False)
@@ -221,18 +281,51 @@ def load_checkpoint(
             f"unexpected {sorted(unexpected)[:5]}); was it written with another configuration?"
         )
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
-    return _load_rng_and_state(accelerator, path)
+    return _load_rng_and_state(accelerator, path, seed)
 
 
-def _load_rng_and_state(accelerator, path: Path) -> TrainerState:
-    rng_file = path / f"rng_state_{accelerator.process_index}.pt"
-    if not rng_file.is_file():
-        raise ValueError(
-            f"{path}: no RNG state for process {accelerator.process_index}; resume with as many "
-            "processes as the run that wrote it."
-        )
-    set_rng_state(torch.load(rng_file, weights_only=True))
-    return TrainerState(**json.loads((path / "trainer_state.json").read_text()))
+def _load_scaler(path: Path, scaler: torch.amp.GradScaler | None) -> None:
+    """The fp16 loss scale and growth tracker; a checkpoint of a bf16/float32 run (no `scaler.pt`) starts the scaler
+    afresh, a non-fp16 run ignores a saved one."""
+    if scaler is None:
+        return
+    file = path / "scaler.pt"
+    if file.is_file():
+        scaler.load_state_dict(torch.load(file, weights_only=True))
+    else:
+        logging.getLogger("tips_hf.pretraining").warning(
+            "%s holds no fp16 loss-scaler state (written without fp16): the scale starts at %g.", path,
+            scaler.get_scale())
+
+
+def resume_seed(seed: int, step: int, rank: int) -> int:
+    """The RNG seed of process `rank` resuming at `step` on another number of processes than the run that wrote the
+    checkpoint: a function of the run, not of the layout that wrote it (the same for any N → M resize)."""
+    return (seed * 1_000_003 + step) * 1_009 + rank
+
+
+def _load_rng_and_state(accelerator, path: Path, seed: int | None = None) -> TrainerState:
+    state = TrainerState(**json.loads((path / "trainer_state.json").read_text()))
+    written = state.processes or len(list(path.glob("rng_state_*.pt")))
+    rank = accelerator.process_index
+    if written == accelerator.num_processes or seed is None:
+        rng_file = path / f"rng_state_{rank}.pt"
+        if not rng_file.is_file():
+            raise CheckpointMismatch(f"{path}: no RNG state for process {rank}; resume with as many processes as the "
+                                     "run that wrote it.")
+        set_rng_state(torch.load(rng_file, weights_only=True))
+    else:
+        # N → M processes: process r's drop-path/dropout stream cannot continue any saved one (each saved stream
+        # drew for other samples); reseed from (seed, step, rank). Data order, views and masks do not use it.
+        from accelerate.utils import set_seed
+
+        set_seed(resume_seed(seed, state.step, rank))
+        if rank == 0:
+            logging.getLogger("tips_hf.pretraining").warning(
+                "%s was written by %d process(es), resumed on %d: same weights, optimizer state, data order, views "
+                "and masks; each process's drop-path/dropout RNG is reseeded from (seed, step, rank).", path, written,
+                accelerator.num_processes)
+    return state
 
 
 def _is_shared(module: torch.nn.Module, key: str, saved: dict[str, torch.Tensor]) -> bool:

@@ -567,6 +567,8 @@ class EvalConfig(Section):
     retrieval_ks: tuple[int, ...] = setting((1, 5), "K of the Recall@K retrieval metrics")
 
 
+# training.loss_scaling keys: torch.amp.GradScaler's arguments
+LOSS_SCALING_KEYS = ("init_scale", "growth_factor", "backoff_factor", "growth_interval")
 # training.sdpa_backends names → torch.nn.attention.SDPBackend members
 SDPA_BACKENDS = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
                  "math": "MATH"}
@@ -604,8 +606,15 @@ class TrainingConfig(Section):
     report_to: str | list[str] = setting("tensorboard", REPORT_TO_HELP)
     resume_from_checkpoint: str | None = setting(None, "latest | a checkpoint folder")
     progress_bar: bool = setting(True, "show a progress bar")
-    distributed: Literal["ddp", "fsdp"] = setting(
-        "ddp", "ddp | fsdp (torch FSDP2: per block, then the root; sharded checkpoints)")
+    distributed: Literal["ddp", "fsdp", "hsdp"] = setting(
+        "ddp", "ddp | fsdp (torch FSDP2: per block, then the root; sharded checkpoints) | hsdp (FSDP2 on a 2-D mesh: "
+        "sharded within a node, replicated across nodes)")
+    hsdp_shard_size: int | None = setting(
+        None, "hsdp: processes in a shard group (replicas = processes ÷ this); null: the launcher's processes per node "
+        "(LOCAL_WORLD_SIZE)")
+    loss_scaling: dict = setting(
+        {}, "fp16: torch.amp.GradScaler arguments (init_scale 65536, growth_factor 2, backoff_factor 0.5, "
+        "growth_interval 2000); the scaler's state is checkpointed")
     cpu_threads: int | None = setting(
         None, "torch threads per process on CPU; null: cores ÷ processes (accelerate sets 1)")
 
@@ -641,6 +650,8 @@ class PretrainConfig(Schema):
         for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "logging_steps", "checkpoint_every"):
             if getattr(self.training, key) < 1:
                 raise ValueError(f"training.{key} must be >= 1, got {getattr(self.training, key)}.")
+        if unknown := set(self.training.loss_scaling) - set(LOSS_SCALING_KEYS):
+            raise ValueError(f"training.loss_scaling: unknown {sorted(unknown)}; choose from {list(LOSS_SCALING_KEYS)}.")
         self.lora.check()
         return self
 

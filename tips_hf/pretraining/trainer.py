@@ -22,12 +22,15 @@ import torch
 from .._paths import check_model_paths
 from ..modeling.modeling_tips import TipsModel
 from .checkpointing import (
+    CheckpointMismatch,
     StopSignals,
     TrainerState,
+    init_restarted_process_group,
     load_checkpoint,
     load_module_state,
     maybe_fault,
     resolve_checkpoint,
+    restart_count,
     save_checkpoint,
     stop_notice,
     truncate_metrics,
@@ -270,6 +273,7 @@ class Pretrainer:
         self.config = config
         self.start_time = time.time()
         prepare_launch_environment()
+        init_restarted_process_group()  # before accelerate's own rendezvous: a restarted group must not read stale keys
         training = config.training
         self.output_dir = Path(training.output_dir)
         if conflict := launcher_precision_conflict(training.mixed_precision):
@@ -285,9 +289,11 @@ class Pretrainer:
                 "accelerate's FSDP plugin is not used by the tips-hf trainer: launch with a DDP/multi-GPU accelerate "
                 "config and set training.distributed=fsdp (torch FSDP2, applied by the trainer)."
             )
-        self.fsdp = training.distributed == "fsdp"
+        self.fsdp = training.distributed in ("fsdp", "hsdp")  # torch FSDP2, sharded checkpoints
         if self.fsdp and config.lora.enabled:
-            raise ValueError("training.distributed=fsdp does not support lora.enabled; use training.distributed=ddp.")
+            raise ValueError(f"training.distributed={training.distributed} does not support lora.enabled; use "
+                             "training.distributed=ddp.")
+        self.scaler = loss_scaler(training, accelerator.device)
         if accelerator.device.type == "cpu":
             # `accelerate launch` exports OMP_NUM_THREADS=1 for every process, which halves a 2-core CPU run
             torch.set_num_threads(training.cpu_threads or max(1, (os.cpu_count() or 1) // accelerator.num_processes))
@@ -305,9 +311,17 @@ class Pretrainer:
             precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(training.mixed_precision, torch.float32)
             logger.info(attention_report(student_model(module), training.sdpa_backends, accelerator.device, precision))
         self.attention = lambda: attention_kernels(training.sdpa_backends, accelerator.device)
+        # fp16 autocasts on every device: accelerate's fp16 on a CPU would silently train in float32
+        self.autocast = accelerator.autocast if self.scaler is None else \
+            lambda: torch.autocast(accelerator.device.type, dtype=torch.float16)
         if self.fsdp:
             module.to(accelerator.device)
-            apply_fsdp(module, accelerator.device, accelerator.num_processes, training.mixed_precision)
+            mesh = hsdp_mesh_shape(accelerator.num_processes, training.hsdp_shard_size) \
+                if training.distributed == "hsdp" else (accelerator.num_processes,)
+            apply_fsdp(module, accelerator.device, mesh, training.mixed_precision)
+            if accelerator.is_main_process:
+                logger.info("training.distributed=%s: FSDP2 mesh %s", training.distributed,
+                            "{} replicas × {} shards".format(*mesh) if len(mesh) == 2 else f"{mesh[0]} shards")
         optim = config.optim
         optimizer = torch.optim.AdamW(
             module.parameter_groups(optim.weight_decay, optim.layer_decay, optim.patch_embed_lr_mult),
@@ -316,23 +330,28 @@ class Pretrainer:
             eps=optim.eps,
             fused=optim.fused or None,
         )
-        if self.fsdp:
-            self.module, self.optimizer = module, optimizer
-        else:
-            self.module, self.optimizer = accelerator.prepare(module, optimizer)
+        # the optimizer stays a plain torch one in both modes: the trainer steps it (through the fp16 loss scaler)
+        self.module = module if self.fsdp else accelerator.prepare(module)
+        self.optimizer = optimizer
         self.unwrapped: TipsPretrainingModel = module
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.last_layer = self.unwrapped.last_layer_parameters()
 
         self.state = TrainerState()
-        resume = resolve_checkpoint(self.output_dir, training.resume_from_checkpoint)
+        # a worker group that torchrun restarted (--max-restarts) resumes from the run's newest checkpoint by itself
+        resume = resolve_checkpoint(self.output_dir, training.resume_from_checkpoint, restarted=restart_count() > 0)
         if resume is not None:
-            self.state = load_checkpoint(accelerator, self.module, self.optimizer, resume, fsdp=self.fsdp)
-            logger.info("resumed from %s at step %d", resume, self.state.step)
+            self.state = load_checkpoint(accelerator, self.module, self.optimizer, resume, fsdp=self.fsdp,
+                                         scaler=self.scaler, seed=training.seed)
+            check_resume_layout(self.state, resume, training, accelerator.num_processes)
+            logger.info("resumed from %s at step %d%s", resume, self.state.step,
+                        f" (torchrun restart {restart_count()})" if restart_count() else "")
         else:
             # Drop-path and dropout masks differ per process (one seed would drop the same samples' blocks on every
             # GPU); a resumed run restores each process's own RNG states instead.
             set_seed(training.seed + accelerator.process_index)
+        self.state.processes, self.state.batch_size = accelerator.num_processes, training.batch_size
+        self.state.gradient_accumulation_steps = training.gradient_accumulation_steps
         if accelerator.is_main_process:
             truncate_metrics(self.output_dir / "metrics.jsonl", self.state.step)
         self.batches = endless(self._loader())
@@ -368,6 +387,15 @@ class Pretrainer:
         if config.data.streaming:
             from .data import StreamingPretrainingDataset
 
+            if state.stream_positions and len(state.stream_positions) != accelerator.num_processes:
+                raise CheckpointMismatch(
+                    f"the checkpoint's streamed data position belongs to {len(state.stream_positions)} process(es) × "
+                    f"{len(state.stream_positions[0])} DataLoader worker stream(s): a stream is split by (process, "
+                    "worker) and cannot be re-split mid-pass. Resume on "
+                    f"{len(state.stream_positions)} process(es) with data.num_workers={config.data.num_workers}; to "
+                    "continue on another process count, start a new stage from this run (model.init_from=its "
+                    "exported student, model.init_heads_from=the checkpoint) or use a map-style source "
+                    "(data.streaming=false), which resumes on any process count.")
             positions = state.stream_positions[accelerator.process_index] if state.stream_positions else None
             stream = StreamingPretrainingDataset(source, config.data, config.objective, training.seed,
                                                  accelerator.process_index, accelerator.num_processes,
@@ -417,18 +445,27 @@ class Pretrainer:
                 sync = contextlib.nullcontext()
             else:
                 sync = contextlib.nullcontext() if last else accelerator.no_sync(module)
-            with sync, accelerator.autocast(), self.attention():
+            with sync, self.autocast(), self.attention():
                 out = module(batch, values["teacher_temperature"])
-                accelerator.backward(out.loss / accumulation)
+                loss = out.loss / accumulation
+                (loss if self.scaler is None else self.scaler.scale(loss)).backward()
             for key, value in out.logs.items():
                 logs[key] = logs.get(key, 0.0) + value / accumulation
             self.state.micro_batches += 1
         if self.state.step < config.optim.freeze_last_layer_steps:
             for param in self.last_layer:
                 param.grad = None  # AdamW skips parameters without a gradient (no update, no weight decay)
+        if self.scaler is not None:
+            # fp16: true gradients for the clipping and the logged norm; an inf/NaN in any process's gradients (or
+            # shard of them) is agreed by all, and the step is skipped everywhere while the scale backs off
+            self.scaler.unscale_(self.optimizer)
         if config.optim.grad_clip > 0:
             logs["grad_norm"] = self._clip(config.optim.grad_clip)
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.unwrapped.update_teacher(values["teacher_momentum"])
         self.state.step += 1
@@ -467,6 +504,8 @@ class Pretrainer:
             "skipped_images": state.skipped_images,
             "samples_seen": state.samples_seen,
         }
+        if self.scaler is not None:
+            record["loss_scale"] = self.scaler.get_scale()
         if not math.isfinite(record.get("loss", 0.0)):
             raise FloatingPointError(f"the loss is {record['loss']} at step {state.step}; lower optim.lr?")
         self.metrics_file.write(record)
@@ -519,7 +558,8 @@ class Pretrainer:
             gathered = accelerator.gather(self.stream_state[None].to(accelerator.device))
             state.stream_positions = gathered.cpu().tolist()
         save_checkpoint(accelerator, self.module, self.optimizer, state, self.output_dir,
-                        self.config.training.keep_last, extra={"config": self.config.to_dict()}, fsdp=self.fsdp)
+                        self.config.training.keep_last, extra={"config": self.config.to_dict()}, fsdp=self.fsdp,
+                        scaler=self.scaler)
 
     # ------------------------------------------------------------------------------------------------------- fit
     def _step(self, stop: StopSignals) -> TrainResult | None:
@@ -583,21 +623,66 @@ class Pretrainer:
         return TrainResult(self.output_dir, final_dir, state, last_eval, wall)
 
 
-def apply_fsdp(module: TipsPretrainingModel, device: torch.device, world_size: int, mixed_precision: str) -> None:
+def loss_scaler(training, device: torch.device) -> torch.amp.GradScaler | None:
+    """The fp16 loss scaler (`training.loss_scaling` are its arguments), None in bf16/float32. The trainer owns it in
+    every mode, DDP and FSDP/HSDP alike: scaled backward, unscale before clipping, skip the step on inf/NaN, update."""
+    if training.mixed_precision != "fp16":
+        return None
+    return torch.amp.GradScaler(device.type, **training.loss_scaling)
+
+
+def hsdp_mesh_shape(world_size: int, shard_size: int | None = None) -> tuple[int, int]:
+    """(replicas, shard group size) of hybrid sharding: parameters sharded over `shard_size` processes (default: the
+    launcher's processes per node, LOCAL_WORLD_SIZE, so that the all-gathers stay inside a node) and replicated
+    over the groups (gradients all-reduced across nodes once per step)."""
+    shard = shard_size or int(os.environ.get("LOCAL_WORLD_SIZE") or world_size)
+    if shard < 1 or world_size % shard:
+        raise ValueError(f"training.distributed=hsdp: {world_size} processes do not split into shard groups of "
+                         f"{shard} (training.hsdp_shard_size, default the processes per node); choose a divisor of "
+                         f"{world_size}.")
+    return world_size // shard, shard
+
+
+def check_resume_layout(state: TrainerState, path: Path, training, processes: int) -> None:
+    """A resume on another number of processes sees the same batches only with the same global micro-batch
+    (`batch_size` × processes: the sampler's unit, and the contrastive loss's negatives) and the same accumulation;
+    say which `training.batch_size` keeps it."""
+    if not state.processes or not state.batch_size:
+        return  # an older checkpoint: the layout was not recorded
+    written = state.batch_size * state.processes
+    if written == training.batch_size * processes and \
+            state.gradient_accumulation_steps == training.gradient_accumulation_steps:
+        return
+    fits = f"training.batch_size={written // processes}" if written % processes == 0 else \
+        f"a process count that divides {written}"
+    raise CheckpointMismatch(
+        f"{path} was written by {state.processes} process(es) × training.batch_size={state.batch_size} "
+        f"(global micro-batch {written}) with training.gradient_accumulation_steps="
+        f"{state.gradient_accumulation_steps}; this run has {processes} × {training.batch_size} with "
+        f"{training.gradient_accumulation_steps}. Resuming needs the same global batch and data order: on "
+        f"{processes} process(es) use {fits} and gradient_accumulation_steps={state.gradient_accumulation_steps}.")
+
+
+def apply_fsdp(module: TipsPretrainingModel, device: torch.device, mesh_shape: tuple[int, ...],
+               mixed_precision: str) -> None:
     """torch FSDP2 over all processes: `fully_shard` every transformer block (student, v1 EMA teacher, frozen
-    distillation teacher), then the root (embeddings, heads, teacher heads, temperatures). bf16 runs keep float32
-    master weights, compute in bf16 and reduce gradients in float32."""
+    distillation teacher), then the root (embeddings, heads, teacher heads, temperatures). `mesh_shape`: (processes,)
+    shards over all of them; (replicas, shard size) is hybrid sharding (HSDP, torchtitan's and DINOv3's multi-node
+    layout: sharded within a group of consecutive ranks, one node by default, replicated across the groups). bf16
+    runs keep float32 master weights, compute in bf16 and reduce gradients in float32; fp16 runs keep float32
+    parameters under fp16 autocast."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     from ..modeling.modeling_tips import TipsTextLayer, TipsVisionLayer
 
-    if world_size == 1 and not torch.distributed.is_initialized():
+    if math.prod(mesh_shape) == 1 and not torch.distributed.is_initialized():
         # a plain `python` / one-process launch sets no RANK/MASTER_ADDR: FSDP still needs a (one-member) group
         torch.distributed.init_process_group(
             "nccl" if device.type == "cuda" else "gloo", store=torch.distributed.HashStore(), rank=0, world_size=1
         )
-    mesh = init_device_mesh(device.type, (world_size,))
+    names = ("replicate", "shard") if len(mesh_shape) == 2 else ("shard",)
+    mesh = init_device_mesh(device.type, tuple(mesh_shape), mesh_dim_names=names)
     policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
               if mixed_precision == "bf16" else MixedPrecisionPolicy())
     for block in [m for m in module.modules() if isinstance(m, (TipsVisionLayer, TipsTextLayer))]:
