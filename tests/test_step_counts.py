@@ -80,3 +80,32 @@ def test_count_step_reports_the_fused_head_path():
                                       "objective.head_prototypes=40", "objective.prototype_precision=float32"])
     assert fp32["flop_fp32_inputs"] > contrastive + 4 * 7 * 12 * 40 * 2
     assert fp32["prototype_gemms"] == record["prototype_gemms"]
+
+
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_trainer_step_never_syncs_with_the_device(tmp_path, precision):
+    """The trainer's whole optimizer step (forward, backward, clipping, fused AdamW, loss scaling, centres, EMA) on a
+    batch already loaded: no host sync. (Loading itself reads CPU tensors on the host — the sampler, augmentations —
+    which on a GPU run happens in DataLoader workers, away from the device.)"""
+    from accelerate.state import AcceleratorState
+
+    from tips_hf.pretraining.schedules import step_values
+    from tips_hf.pretraining.trainer import Pretrainer
+
+    config = load_config(None, [
+        *MICRO, "data.scene_image_size=56", "data.num_examples=16", "data.num_workers=0", "training.batch_size=4",
+        f"training.mixed_precision='{precision}'", "training.report_to=none", "training.progress_bar=false",
+        "training.save_steps=0", "eval.num_examples=0", "optim.fused=true", "optim.grad_clip=1.0",
+        f"training.output_dir={tmp_path}",
+    ])
+    AcceleratorState._reset_state()  # accelerate keeps one precision per process
+    try:
+        trainer = Pretrainer(config)
+        trainer.train_step(step_values(config, 0))  # the optimizer state exists from here on
+        trainer.batches = iter([next(trainer.batches)])
+        recorder = SyncRecorder()
+        with recorder:
+            trainer.train_step(step_values(config, 1))
+    finally:
+        AcceleratorState._reset_state()
+    assert recorder.calls == [], "host syncs in a trainer step:\n" + "\n".join(recorder.calls)
