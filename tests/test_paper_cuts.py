@@ -89,9 +89,10 @@ def test_hub_ids_pass_and_paths_do_not(tmp_path, monkeypatch):
         check_model_path("outputs/final", "what", "run it first")
 
 
-def test_load_dense_names_a_missing_base(tmp_path):
+def test_load_dense_names_a_missing_base(tmp_path, monkeypatch):
     from tips_hf.finetuning.trainer import load_dense
 
+    monkeypatch.chdir(tmp_path)  # a relative base; the repository root holds outputs/tiny-cpu once the main job ran
     (tmp_path / "dense_config.json").write_text(json.dumps({"base": "outputs/tiny-cpu/final", "head": "linear",
                                                             "task": "segmentation", "num_classes": 3}))
     with pytest.raises(MissingModelError, match=r"dense_config.json: base: outputs/tiny-cpu/final does not exist"):
