@@ -226,7 +226,7 @@ MUTANTS = [
            META_TESTS, "layer-wise LR decay applied from the input side"),
     # --------------------------------------------------------------------------------------- trainer step
     Mutant("trainer.loss_not_divided_by_accumulation", TRAINER,
-           "accelerator.backward(out.loss / accumulation)", "accelerator.backward(out.loss)",
+           "loss = out.loss / accumulation", "loss = out.loss",
            META_TESTS, "gradients of k micro-batches summed, not averaged"),
     Mutant("trainer.decay_on_every_group", TRAINER,
            'group["weight_decay"] = values["weight_decay"] if group.get("apply_decay") else 0.0',
