@@ -16,8 +16,8 @@ lie in the worktree). Commit the tests first: the worktree holds HEAD.
     python tools/mutation.py --check                # every mutant applies exactly once and compiles; runs nothing
     python tools/mutation.py --json mutation.json   # also write the results
 
-Slow tests (`@pytest.mark.slow`) are deselected for speed, so the score counts only what the fast tests catch (the
-default test command, which runs the slow ones too, catches at least as many).
+Slow tests (`@pytest.mark.slow`) are deselected, as the README's test command deselects them: the score is what that
+command catches (CI's run of the slow tests afterwards can only kill more).
 """
 
 from __future__ import annotations
