@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates the README's pictures from a main-job run (default: outputs/tiny-cpu, what the README's first command
-# writes; run it with `training.eval_steps=150` for curves with evaluation points):
+# Regenerates the pictures of docs/pretraining.md, docs/dense.md, docs/results.md and docs/publishing.md from a
+# main-job run (default: outputs/tiny-cpu, what the README's first command writes; run it with
+# `training.eval_steps=150` for curves with evaluation points):
 #   docs/images/scenes_preview.png                  the embedded scenes with tiny-cpu.yaml's scene options
 #   docs/images/{pca,zeroshot}_scene_{1,2}.png       tips-visualize on two validation scenes (112 px, 8x8 patches)
 #   docs/images/main_job_curves.png                 benchmarks/plot_metrics.py on the run's metrics.jsonl

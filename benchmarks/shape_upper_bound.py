@@ -2,7 +2,7 @@
 
 Trains the same kind of ViT as `tiny-cpu.yaml` (or, for comparison, a small CNN) with cross-entropy on the scenes'
 `label` (the shape of the largest object, 8 classes) instead of captions, and prints held-out accuracy as it goes.
-Whatever the contrastive recipe does, it cannot learn shapes faster than this; the README ("Results") uses it to show
+Whatever the contrastive recipe does, it cannot learn shapes faster than this; docs/results.md uses it to show
 which scene settings make the zero-shot targets reachable in the main job's budget.
 
     python benchmarks/shape_upper_bound.py --steps 800                                   # tiny-cpu's scenes

@@ -1,5 +1,5 @@
 """Run the main job (or the supervised bound) on scene variants that `SceneConfig` does not offer: another set of
-shapes, or fewer object colours. A research harness for the README's "Results", not part of the package.
+shapes, or fewer object colours. A research harness for docs/results.md, not part of the package.
 
     python docs/tuning/scene_variants.py --shapes circle,ring,crescent,triangle,cross,bar,corner,star \
         --colors red,green,blue,yellow -- training/pretrain.py --config training/configs/tiny-cpu.yaml eval.split=test

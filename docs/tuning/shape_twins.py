@@ -6,7 +6,7 @@ Training scene 2j+1 is drawn from scene 2j's random stream with every object's s
 shape list rotated by 1-7 places): the same background, colours, sizes, positions and caption wording, except where a
 new silhouette changes an occlusion and the placement re-draws. Every batch keeps twins together (pairs are shuffled,
 not scenes), so each scene's hardest negative differs only in shape and the contrastive loss can only separate the
-two through it. The validation and test splits are untouched. A research harness for the README's "Results", not
+two through it. The validation and test splits are untouched. A research harness for docs/results.md, not
 part of the package; the labels of the twin rows are not corrected (pretraining does not read them).
 """
 

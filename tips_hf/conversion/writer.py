@@ -28,7 +28,7 @@ from .foreign import SafetensorsReader, load_foreign_checkpoint, safetensors_fil
 from .layouts import LayoutError
 
 # One shard size for every folder we write (conversion, export, publishing): streaming keeps about one shard in memory,
-# so 2 GB bounds the peak of a g/14 conversion (README figures) and stays far below the Hub's per-file limit.
+# so 2 GB bounds the peak of a g/14 conversion (docs/conversion.md figures) and stays far below the Hub's per-file limit.
 DEFAULT_MAX_SHARD_SIZE = "2GB"
 
 

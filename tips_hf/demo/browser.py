@@ -2,7 +2,7 @@
 """Drive the demo in a real headless Chromium, as a person would: serve it on a free localhost port, upload an image
 to the zero-shot tab, type labels, press the button, wait for the picture, take a screenshot.
 
-Used by `tests/test_demo_browser.py` and to make the README's screenshot:
+Used by `tests/test_demo_browser.py` and to make the screenshot in docs/publishing.md:
 
     python -m tips_hf.demo.browser --model DIR --image scene.png --screenshot docs/images/demo_zeroshot.png
 

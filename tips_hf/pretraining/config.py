@@ -476,7 +476,7 @@ class DataConfig(Section):
         None, "RGB mean subtracted from [0, 1] pixels (with pixel_std); null: none, the released models' input")
     pixel_std: tuple[float, float, float] | None = setting(
         None, "RGB std dividing the centred pixels; a from-scratch model trains much faster on zero-mean inputs "
-        "(README, Results); saved into the exported processor (do_normalize)")
+        "(docs/results.md); saved into the exported processor (do_normalize)")
 
 
 @dataclass
