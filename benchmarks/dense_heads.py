@@ -17,7 +17,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from tips_hf.finetuning.trainer import finetune_dense, load_dense_config
+from tips_hf.finetuning import finetune_dense, load_dense_config
 
 CONFIGS = {
     ("segmentation", "dpt"): "training/configs/finetune_segmentation_dpt_tiny.yaml",

@@ -1,5 +1,5 @@
 """Helpers of the dense fine-tuning tests: the evaluation of a fine-tuned model written out independently of
-`tips_hf.finetuning.trainer.evaluate_dense`, and the losses a run logged."""
+`tips_hf.finetuning.evaluate_dense`, and the losses a run logged."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ def scores_by_hand(model, config, missing_depth: float | None = None) -> dict[st
     """The evaluation of a fine-tuned dense model written out: its predictions on the evaluation split (bilinear to the
     label size), then mean IoU over the classes present in prediction or reference and pixel accuracy (255 ignored),
     or the RMSE over finite depths (and, with `missing_depth`, depths above it only)."""
-    from tips_hf.finetuning.trainer import DenseDataset
+    from tips_hf.finetuning.data import DenseDataset
 
     task = config.training.task
     data = DenseDataset(config.data, task, config.data.eval_split, config.data.eval_examples, config.training.seed)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from tips_hf.finetuning.trainer import DenseFinetuneConfig, finetune_schema, load_dense_config
+from tips_hf.finetuning import DenseFinetuneConfig, finetune_schema, load_dense_config
 from tips_hf.lora import target_regex
 from tips_hf.pretraining import PretrainConfig, load_config, save_config
 from tips_hf.pretraining.config import add_config_arguments, config_documents, config_overrides, parse_overrides

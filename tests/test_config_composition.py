@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from tips_hf.finetuning.trainer import DenseFinetuneConfig, finetune_schema
+from tips_hf.finetuning import DenseFinetuneConfig, finetune_schema
 from tips_hf.pretraining import load_config
 from tips_hf.pretraining.config import config_documents, format_config
 

@@ -2,6 +2,7 @@
 LoRA through the pretraining loop."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +11,14 @@ from dense_helpers import logged_losses, scores_by_hand
 from peft import PeftModel, get_peft_model
 
 from tips_hf import TipsModel
-from tips_hf.finetuning import TipsForDenseTasks, lora_config, matching_modules
-from tips_hf.finetuning.trainer import finetune_dense, load_dense, load_dense_config
+from tips_hf.finetuning import (
+    TipsForDenseTasks,
+    finetune_dense,
+    load_dense,
+    load_dense_config,
+    lora_config,
+    matching_modules,
+)
 
 
 @pytest.mark.parametrize(
@@ -237,7 +244,7 @@ def test_dense_dataset_label_sizes_and_subset(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from tips_hf.finetuning.trainer import DenseDataset
+    from tips_hf.finetuning.data import DenseDataset
 
     def png(array):
         buffer = io.BytesIO()
@@ -279,9 +286,9 @@ def _dense_run(config_path, output, *args, fault=None, processes=1):
 
 
 def test_dense_finetune_resumes_exactly_after_sigkill_and_sigterm(tiny_model_dir, tmp_path):
-    """Dense fine-tuning checkpoints (training.save_steps) and resumes exactly: a run SIGKILLed after step 3 resumes
-    from checkpoint-2, one sent SIGTERM after step 3 writes checkpoint-3 and exits with 143; both end with the
-    uninterrupted run's adapter (LoRA + head) bit for bit, and its evaluation."""
+    """Dense fine-tuning checkpoints (training.save_steps) and resumes exactly, with gradient accumulation: a run
+    SIGKILLed after step 3 resumes from checkpoint-2, one sent SIGTERM after step 3 writes checkpoint-3 and exits with
+    143; both end with the uninterrupted run's adapter (LoRA + head) bit for bit, and its evaluation."""
     import signal
 
     from safetensors.torch import load_file
@@ -290,8 +297,8 @@ def test_dense_finetune_resumes_exactly_after_sigkill_and_sigterm(tiny_model_dir
     config.write_text(
         f"model: {{base: {tiny_model_dir}, head: linear}}\nlora: {{r: 4}}\n"
         "data: {num_examples: 16, eval_examples: 8, scene_image_size: 56, image_size: 56, num_workers: 1}\n"
-        "training: {task: segmentation, max_steps: 6, batch_size: 4, logging_steps: 1, save_steps: 2, "
-        "progress_bar: false}\n"
+        "training: {task: segmentation, max_steps: 6, batch_size: 2, gradient_accumulation_steps: 2, logging_steps: 1, "
+        "save_steps: 2, progress_bar: false}\n"
     )
     want = _dense_run(config, tmp_path / "full")
     assert want.returncode == 0, want.stderr[-3000:]
@@ -328,14 +335,76 @@ def test_dense_finetune_two_processes_equal_one(tiny_model_dir, tmp_path):
     two = _dense_run(config, tmp_path / "two", "training.batch_size=4", processes=2)
     assert one.returncode == 0 and two.returncode == 0, (one.stderr[-2000:], two.stderr[-2000:])
 
-    def losses(out):
-        return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if "loss" in line]
-
-    assert len(losses(tmp_path / "one")) == 4
-    for a, b in zip(losses(tmp_path / "one"), losses(tmp_path / "two"), strict=True):
+    assert len(logged_losses(tmp_path / "one")) == 4
+    for a, b in zip(logged_losses(tmp_path / "one"), logged_losses(tmp_path / "two"), strict=True):
         assert abs(a - b) <= 1e-5 * abs(a), (a, b)
     want = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
     got = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
     for key in want:
         torch.testing.assert_close(got[key], want[key], atol=1e-6, rtol=1e-5, msg=key)
 
+
+
+def test_dense_finetune_accumulation_equals_the_larger_batch_and_evaluates_periodically(tiny_model_dir, tmp_path):
+    """`training.gradient_accumulation_steps=2` over micro-batches of 4 trains what one batch of 8 trains (the same
+    global batches from the sampler; Trainer divides each micro-batch's mean loss by 2): the same logged losses and
+    adapter to float32 rounding. `training.eval_steps=2` evaluates at steps 2 and 4, and the final scores are those
+    of step 4 (no second evaluation of the last step)."""
+    from safetensors.torch import load_file
+
+    common = [f"model.base={tiny_model_dir}", "model.head=linear", "lora.r=4", "data.num_examples=16",
+              "data.eval_examples=6", "data.scene_image_size=56", "data.image_size=56", "training.max_steps=4",
+              "training.eval_batch_size=4", *LEARNING]
+    one = finetune_dense(load_dense_config(None, [*common, "training.batch_size=8",
+                                                  f"training.output_dir={tmp_path / 'one'}"]))
+    two = finetune_dense(load_dense_config(None, [*common, "training.batch_size=4",
+                                                  "training.gradient_accumulation_steps=2", "training.eval_steps=2",
+                                                  f"training.output_dir={tmp_path / 'two'}"]))
+    want, got = logged_losses(tmp_path / "one"), logged_losses(tmp_path / "two")
+    assert len(want) == 4 and want[-1] < want[0]
+    for a, b in zip(want, got, strict=True):
+        assert abs(a - b) <= 1e-5 * abs(a), (want, got)  # the mean of 2 micro-batch means vs one mean: rounding
+    a = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=1e-5, msg=key)
+    records = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    evaluations = [record for record in records if record.get("event") == "eval"]
+    assert [record["step"] for record in evaluations] == [2, 4]
+    assert {key: evaluations[-1][key] for key in two["eval"]} == two["eval"]
+    assert one["eval"]["pixel_accuracy"] == pytest.approx(two["eval"]["pixel_accuracy"], abs=1e-3)
+    once = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in once if record.get("event") == "eval"] == [4]  # eval_steps=0: at the end
+    assert two["eval"]["mean_iou"] == pytest.approx(scores_by_hand(load_dense(tmp_path / "two"),
+                                                                   load_dense_config(None, common))["mean_iou"],
+                                                    abs=1e-6)
+
+
+def test_dense_finetune_pushes_the_run_folder(tiny_model_dir, tmp_path, monkeypatch):
+    """`training.push_to_hub` uploads the run folder (not its checkpoints or tracker logs) to `training.hub_model_id`,
+    recorded here instead of sent; without a repository id the config is refused, naming the field."""
+    import huggingface_hub
+
+    sent = []
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: sent.append(("create", repo_id)))
+
+    def upload_folder(self, **kwargs):
+        sent.append(("upload", kwargs["repo_id"], sorted(p.name for p in Path(kwargs["folder_path"]).iterdir()),
+                     kwargs["ignore_patterns"]))
+        return "https://huggingface.co/me/seg/commit/0"
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    with pytest.raises(ValueError, match=r"training.push_to_hub needs training.hub_model_id"):
+        load_dense_config(None, ["training.push_to_hub=true"])
+    with pytest.raises(ValueError, match=r"invalid training.hub_model_id 'seg'"):
+        load_dense_config(None, ["training.push_to_hub=true", "training.hub_model_id=seg"])
+    out = tmp_path / "out"
+    finetune_dense(load_dense_config(None, [
+        f"model.base={tiny_model_dir}", "lora.r=2", "data.num_examples=8", "data.eval_examples=4",
+        "data.scene_image_size=56", "data.image_size=56", "training.max_steps=2", "training.batch_size=4",
+        "training.save_steps=1", f"training.output_dir={out}", "training.push_to_hub=true",
+        "training.hub_model_id=me/seg", *LEARNING,
+    ]))
+    assert sent[0] == ("create", "me/seg") and sent[1][:2] == ("upload", "me/seg")
+    assert {"adapter", "dense_config.json", "metrics.jsonl", "checkpoint-2"} <= set(sent[1][2])
+    assert "checkpoint-*" in sent[1][3]

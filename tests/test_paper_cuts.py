@@ -90,7 +90,7 @@ def test_hub_ids_pass_and_paths_do_not(tmp_path, monkeypatch):
 
 
 def test_load_dense_names_a_missing_base(tmp_path, monkeypatch):
-    from tips_hf.finetuning.trainer import load_dense
+    from tips_hf.finetuning import load_dense
 
     monkeypatch.chdir(tmp_path)  # a relative base; the repository root holds outputs/tiny-cpu once the main job ran
     (tmp_path / "dense_config.json").write_text(json.dumps({"base": "outputs/tiny-cpu/final", "head": "linear",

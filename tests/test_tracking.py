@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 
 from tips_hf._extras import EXTRA_OF
-from tips_hf.finetuning.trainer import finetune_dense, load_dense_config
+from tips_hf.finetuning import finetune_dense, load_dense_config
 from tips_hf.pretraining import load_config, train
 from tips_hf.pretraining.tracking import flat_hyperparameters, log_with, tracker_names
 

@@ -225,6 +225,47 @@ def test_dense_metrics_by_hand():
     assert scores["rmse"] == pytest.approx(1.0) and scores["abs_rel"] == pytest.approx((13 + 1 / 3) / 14)
 
 
+def test_dense_metrics_streamed_batch_by_batch_score_the_whole_set():
+    """With `batch_eval_metrics=True` Trainer calls compute_metrics once per batch (`compute_result=True` on the last):
+    the scores added up over uneven batches equal those of the whole set at once, and both equal the scores written
+    out here (IoU over classes present in prediction or label, 255 ignored; RMSE / AbsRel over finite depths > 0). The
+    next evaluation starts from zero."""
+    from types import SimpleNamespace
+
+    from tips_hf.training_utils import DepthMetrics, SegmentationMetrics
+
+    generator = torch.Generator().manual_seed(0)
+    predicted = torch.randint(0, 4, (7, 6, 5), generator=generator)
+    labels = torch.where(torch.rand(7, 6, 5, generator=generator) < 0.6, predicted,
+                         torch.randint(0, 3, (7, 6, 5), generator=generator))  # class 3: predicted, never labelled
+    labels[0, 0] = 255
+    ious = []
+    for c in range(4):
+        mine, theirs = (predicted == c) & (labels != 255), labels == c
+        ious.append(float((mine & theirs).sum() / (mine | theirs).sum()))
+    by_hand = {"mean_iou": sum(ious) / 4,
+               "pixel_accuracy": float((predicted == labels).sum() / (labels != 255).sum())}
+    depth_true = torch.rand(7, 6, 5, generator=generator) * 4
+    depth_true[1, :2], depth_true[2, 3] = float("nan"), 0.0  # missing depth
+    depth_pred = depth_true + torch.randn(7, 6, 5, generator=generator)
+    valid = torch.isfinite(depth_true) & (depth_true.nan_to_num() > 0)
+    error = (depth_pred - depth_true)[valid].double()
+    depth_by_hand = {"rmse": float(error.pow(2).mean().sqrt()),
+                     "abs_rel": float((error.abs() / depth_true[valid].double()).mean())}
+    for metrics, pred, true, want in ((SegmentationMetrics(4), predicted, labels, by_hand),
+                                      (DepthMetrics(), depth_pred, depth_true, depth_by_hand)):
+        whole = metrics(SimpleNamespace(predictions=pred.numpy(), label_ids=true.numpy()))
+        for _ in range(2):  # a second evaluation does not add to the first
+            for start, stop in ((0, 3), (3, 4), (4, 7)):
+                last = stop == 7
+                streamed = metrics(SimpleNamespace(predictions=pred[start:stop], label_ids=true[start:stop]),
+                                   compute_result=last)
+                assert streamed == {} or last
+            for key, value in want.items():
+                assert whole[key] == pytest.approx(value, rel=1e-6), key
+                assert streamed[key] == pytest.approx(value, rel=1e-6), key
+
+
 def _example():
     spec = importlib.util.spec_from_file_location("finetune_with_trainer", ROOT / "examples" / "finetune_with_trainer.py")
     module = importlib.util.module_from_spec(spec)

@@ -294,57 +294,105 @@ def _first(logits: Any) -> torch.Tensor:
     return logits[0] if isinstance(logits, (tuple, list)) else logits
 
 
-class SegmentationMetrics:
-    r"""Mean IoU of a segmentation model under `Trainer`, with the shipped `mean_iou` `evaluate` module.
+class _StreamedScores:
+    """`compute_metrics` of `Trainer` in both of its modes: called once on the whole evaluation set
+    (`compute_result` not passed), or, with `TrainingArguments(batch_eval_metrics=True)`, once per batch with the batch
+    of every process gathered and `compute_result=True` on the last one. In the second mode only a few sums are kept
+    between batches (not the (N, H, W) predictions), and the scores are those of the whole set all the same."""
+
+    def __init__(self):
+        self._total = None
+
+    def _sums(self, predictions: Any, references: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def _scores(self, sums: np.ndarray) -> dict[str, float]:
+        raise NotImplementedError
+
+    def __call__(self, eval_prediction: Any, compute_result: bool | None = None) -> dict[str, float]:
+        sums = self._sums(eval_prediction.predictions, eval_prediction.label_ids)
+        if compute_result is None:
+            return self._scores(sums)
+        self._total = sums if self._total is None else self._total + sums
+        if not compute_result:
+            return {}
+        total, self._total = self._total, None  # the next evaluation starts from zero
+        return self._scores(total)
+
+
+def _numpy(value: Any) -> np.ndarray:
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+class SegmentationMetrics(_StreamedScores):
+    r"""Mean IoU of a segmentation model under `Trainer` (the maths of the shipped `mean_iou` module:
+    [`tips_hf.metrics.segmentation_confusion_matrix`] and [`tips_hf.metrics.iou_from_confusion`]).
 
     `preprocess_logits_for_metrics` upsamples each batch's `(B, C, h, w)` logits bilinearly to the label size (as the
-    models' losses do) and keeps the arg-max class map, so only `(B, H, W)` ids accumulate over the evaluation set.
+    models' losses do) and keeps the arg-max class map. With `TrainingArguments(batch_eval_metrics=True)` each batch
+    only adds to a `(C, C)` pixel confusion matrix, so a distributed evaluation keeps no predictions.
 
     Args:
         num_labels (`int`): number of classes.
         ignore_index (`int`, defaults to 255): label value that is not scored.
+        background_class (`bool`, defaults to `False`): class 0 is a background (the embedded scenes): also report
+            `object_mean_iou`, the mean IoU of the other classes, which a model predicting the background everywhere
+            cannot raise.
 
-    Returns (from `__call__`): `mean_iou`, `pixel_accuracy`, `mean_accuracy`.
+    Returns (from `__call__`): `mean_iou`, `pixel_accuracy`, `mean_accuracy` (and `object_mean_iou`).
     """
 
-    def __init__(self, num_labels: int, ignore_index: int = 255):
-        from .metrics import load_metric
-
-        self.num_labels, self.ignore_index = num_labels, ignore_index
-        self.metric = load_metric("mean_iou")
+    def __init__(self, num_labels: int, ignore_index: int = 255, background_class: bool = False):
+        super().__init__()
+        self.num_labels, self.ignore_index, self.background_class = num_labels, ignore_index, background_class
 
     def preprocess_logits_for_metrics(self, logits: Any, labels: torch.Tensor) -> torch.Tensor:
         logits = _first(logits)
-        return F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False).argmax(1)
+        return F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False).argmax(1)
 
-    def __call__(self, eval_prediction: Any) -> dict[str, float]:
-        scores = self.metric.compute(predictions=np.asarray(eval_prediction.predictions),
-                                     references=np.asarray(eval_prediction.label_ids),
-                                     num_classes=self.num_labels, ignore_index=self.ignore_index)
-        return {key: float(scores[key]) for key in ("mean_iou", "pixel_accuracy", "mean_accuracy")}
+    def _sums(self, predictions: Any, references: Any) -> np.ndarray:
+        from .metrics import segmentation_confusion_matrix
+
+        return segmentation_confusion_matrix(_numpy(predictions), _numpy(references), self.num_labels,
+                                             self.ignore_index)
+
+    def _scores(self, sums: np.ndarray) -> dict[str, float]:
+        from .metrics import iou_from_confusion
+
+        scores = iou_from_confusion(sums)
+        out = {key: float(scores[key]) for key in ("mean_iou", "pixel_accuracy", "mean_accuracy")}
+        if self.background_class:
+            from .pretraining.evaluation import object_miou
+
+            out["object_mean_iou"] = object_miou(scores)
+        return out
 
 
-class DepthMetrics:
-    r"""Depth RMSE / AbsRel of a depth model under `Trainer`, with the shipped `depth_rmse` `evaluate` module.
+class DepthMetrics(_StreamedScores):
+    r"""Depth RMSE / AbsRel of a depth model under `Trainer` (the maths of the shipped `depth_rmse` module:
+    [`tips_hf.metrics.depth_error_sums`]).
 
-    `preprocess_logits_for_metrics` upsamples each batch's `(B, h, w)` `predicted_depth` bilinearly to the label size;
-    pixels whose label is not finite or not > 0 are not scored (as in the depth loss).
+    `preprocess_logits_for_metrics` upsamples each batch's `(B, h, w)` `predicted_depth` (or `(B, 1, h, w)` logits)
+    bilinearly to the label size; pixels whose label is not finite or not > 0 (missing depth, e.g. NYU's zeros) are not
+    scored, as in the depth losses. With `TrainingArguments(batch_eval_metrics=True)` each batch only adds to four sums.
 
     Returns (from `__call__`): `rmse`, `abs_rel`.
     """
 
-    def __init__(self):
-        from .metrics import load_metric
-
-        self.metric = load_metric("depth_rmse")
-
     def preprocess_logits_for_metrics(self, logits: Any, labels: torch.Tensor) -> torch.Tensor:
         depth = _first(logits)
-        return F.interpolate(depth[:, None], size=labels.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        depth = depth[:, None] if depth.ndim == 3 else depth[:, :1]
+        return F.interpolate(depth.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
 
-    def __call__(self, eval_prediction: Any) -> dict[str, float]:
-        references = np.asarray(eval_prediction.label_ids, dtype=np.float32)
+    def _sums(self, predictions: Any, references: Any) -> np.ndarray:
+        from .metrics import depth_error_sums
+
+        references = _numpy(references).astype(np.float32)
         valid = np.isfinite(references) & (np.nan_to_num(references) > 0)
-        scores = self.metric.compute(predictions=np.asarray(eval_prediction.predictions, dtype=np.float32),
-                                     references=references, valid_mask=valid)
-        return {"rmse": float(scores["rmse"]), "abs_rel": float(scores["abs_rel"])}
+        return depth_error_sums(_numpy(predictions).astype(np.float32), references, valid_mask=valid)
+
+    def _scores(self, sums: np.ndarray) -> dict[str, float]:
+        from .metrics import depth_errors_from_sums
+
+        scores = depth_errors_from_sums(sums)
+        return {"rmse": scores["rmse"], "abs_rel": scores["abs_rel"]}

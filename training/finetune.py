@@ -4,8 +4,12 @@
     accelerate launch training/finetune.py --config training/configs/finetune_segmentation_tiny.yaml
         [--output_dir D] [--max_steps N] [--section.key VALUE ...] [section.key=value ...]
 
-Dense tasks (configs with `training.task: segmentation | depth`): a new linear/MLP head on the patch grid, the
-backbone frozen or adapted with LoRA; writes OUT/adapter (LoRA + head), OUT/dense_config.json, OUT/metrics.jsonl.
+Dense tasks (configs with `training.task: segmentation | depth`): a new linear / MLP head on the patch grid or the
+official DPT decoder, the backbone frozen or adapted with LoRA, trained by `transformers.Trainer`
+(`tips_hf.finetuning.DenseTrainer`: process-count-invariant batches, gradient accumulation, evaluation every
+`training.eval_steps` spread over the processes, checkpoints every `training.save_steps`, stop-and-save on SIGTERM /
+SIGUSR1, exact resume); writes OUT/adapter (LoRA + head), OUT/head.safetensors (frozen backbone) or OUT/model (DPT),
+OUT/dense_config.json and OUT/metrics.jsonl.
 Contrastive domain adaptation (configs with a `lora` section and `objective` weights, the pretraining schema): the
 pretraining loop with LoRA on the chosen towers, both heads and global negatives; writes OUT/final/adapter and the
 merged TipsModel in OUT/final.
@@ -17,7 +21,7 @@ import json
 import sys
 
 from tips_hf._paths import MissingModelError
-from tips_hf.finetuning.trainer import DenseFinetuneConfig, finetune_dense, finetune_schema
+from tips_hf.finetuning import DenseFinetuneConfig, finetune_dense, finetune_schema
 from tips_hf.pretraining import train
 from tips_hf.pretraining.config import add_config_arguments, config_overrides, format_config
 

@@ -1,7 +1,27 @@
-"""Fine-tuning TIPS: LoRA presets per tower (`peft`), dense heads, and the dense fine-tuning loop."""
+"""Fine-tuning TIPS: LoRA presets per tower (`peft`), dense heads, and dense fine-tuning on `transformers.Trainer`.
+
+- [`lora_config`], [`matching_modules`], [`PRESETS`]: LoRA on chosen towers.
+- [`TipsForDenseTasks`]: a linear / MLP head on the patch grid.
+- [`DenseFinetuneConfig`], [`load_dense_config`]: the settings of `training/finetune.py` (dense tasks).
+- [`finetune_dense`], [`evaluate_dense`], [`load_dense`], [`DenseTrainer`], [`StopOnSignalCallback`]: the run
+  (`tips_hf.finetuning.trainer`), imported on first use.
+"""
+
+from typing import Any
 
 from ..lora import PRESETS, lora_config, matching_modules, target_regex
+from .config import DenseFinetuneConfig, finetune_schema, load_dense_config
 from .dense import DenseHead, DenseOutput, TipsForDenseTasks
 
-__all__ = ["PRESETS", "DenseHead", "DenseOutput", "TipsForDenseTasks", "lora_config", "matching_modules",
-           "target_regex"]
+_RUN = ("DenseTrainer", "StopOnSignalCallback", "evaluate_dense", "finetune_dense", "load_dense", "save_dense")
+
+__all__ = ["PRESETS", "DenseFinetuneConfig", "DenseHead", "DenseOutput", "TipsForDenseTasks", "finetune_schema",  # noqa: F822
+           "load_dense_config", "lora_config", "matching_modules", "target_regex", *_RUN]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RUN:
+        from . import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

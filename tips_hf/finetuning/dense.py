@@ -11,16 +11,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.utils import ModelOutput
 
 from ..modeling.modeling_tips import TipsModel, TipsVisionModel
 
 
 @dataclass
-class DenseOutput:
-    """`logits` (B, C, H, W) for segmentation or (B, 1, H, W) for depth, at the label size when labels are given."""
+class DenseOutput(ModelOutput):
+    """`logits` (B, C, H, W) for segmentation or (B, 1, H, W) for depth, at the label size when labels are given; `loss`
+    (a scalar) when labels are given."""
 
-    loss: torch.Tensor | None
-    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
 
 
 class DenseHead(nn.Module):

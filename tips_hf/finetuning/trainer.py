@@ -1,4 +1,17 @@
-"""Dense fine-tuning (segmentation / depth) of TIPS with a new head, the backbone frozen or adapted with LoRA.
+"""Dense fine-tuning (segmentation / depth) of TIPS on `transformers.Trainer`: a new head (linear, MLP or the
+official DPT decoder) on the patch grid, the backbone frozen or adapted with LoRA.
+
+What `Trainer` brings: gradient accumulation, mixed precision, distributed training, periodic evaluation spread over
+the processes, callbacks and checkpoints. What this module adds to it:
+- [`DenseTrainer`]: the training batches come from `GlobalBatchSampler` (process r reads its slice of every global
+  batch, keyed by (epoch, index), flips seeded per example), so a run makes the same batches on any process count and
+  resumes by starting the sampler at the step it stopped at instead of re-reading the data;
+- [`StopOnSignalCallback`]: SIGTERM / SIGUSR1 finish the step in progress, save a checkpoint and stop;
+- `RunRecordCallback`: `metrics.jsonl`, the experiment trackers of `training.report_to` (accelerate's, as in
+  pretraining, with the config as flat hyperparameters) and the `COMPLETE` marker of each checkpoint, after which
+  older checkpoints are rotated out (so a crash during a save never leaves a run without a complete checkpoint);
+- evaluation that keeps no predictions: `SegmentationMetrics` / `DepthMetrics` add up each gathered batch
+  (`TrainingArguments(batch_eval_metrics=True)`).
 
 Contrastive domain adaptation with LoRA runs through the pretraining loop instead (`lora` section of a pretraining
 config, see `training/configs/finetune_contrastive_tiny.yaml`).
@@ -6,226 +19,175 @@ config, see `training/configs/finetune_contrastive_tiny.yaml`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 
 from .._paths import check_model_path, check_model_paths
 from ..pretraining.checkpointing import (
+    COMPLETE,
     StopSignals,
-    TrainerState,
-    load_checkpoint,
+    list_checkpoints,
     maybe_fault,
     resolve_checkpoint,
-    save_checkpoint,
+    restart_count,
     stop_notice,
     truncate_metrics,
 )
-from ..pretraining.config import (
-    DataSource,
-    LoraSection,
-    MixedPrecision,
-    PretrainConfig,
-    Schema,
-    Section,
-    config_documents,
-    launcher_precision_conflict,
-    prepare_launch_environment,
-    setting,
-)
-from ..pretraining.data import (
-    GlobalBatchSampler,
-    pixels_to_model,
-    processor_normalisation,
-    sample_generator,
-    square_image_processor,
-)
-from ..pretraining.schedules import cosine
-from ..pretraining.tracking import REPORT_TO_HELP, flat_hyperparameters, log_with, tracker_names
+from ..pretraining.config import launcher_precision_conflict, prepare_launch_environment
+from ..pretraining.data import GlobalBatchSampler, processor_normalisation, square_image_processor
+from ..pretraining.tracking import flat_hyperparameters, log_with
+from .config import DenseFinetuneConfig
+from .data import DenseCollator, DenseDataset, TrainingView
 from .dense import TipsForDenseTasks
 
-
-@dataclass
-class DenseModelSection(Section):
-    """The backbone to fine-tune and the new head."""
-
-    base: str = setting("outputs/tiny-cpu/final", "TipsModel folder to fine-tune")
-    head: Literal["linear", "mlp", "dpt"] = setting(
-        "linear", "linear | mlp (on the last patch grid) | dpt (the official DPT decoder on 4 blocks)")
-    attn_implementation: str = setting("sdpa", "eager | sdpa | flash_attention_2 | flex_attention")
-    dpt_channels: int = setting(64, 'head "dpt": fusion width (256 in the released decoders)')
-    depth_bins: int = setting(64, 'head "dpt", task depth: bins of the expectation head (256 released)')
-    min_depth: float = setting(0.001, 'head "dpt", task depth: lowest bin centre (NYU: 0.001 m)')
-    max_depth: float = setting(10.0, 'head "dpt", task depth: highest bin centre (NYU: 10 m)')
+__all__ = ["DenseTrainer", "StopOnSignalCallback", "build_dense_model", "evaluate_dense", "finetune_dense",  # noqa: F822
+           "load_dense", "save_dense"]
 
 
-@dataclass
-class DenseDataSection(Section):
-    """Images and label maps (segmentation class ids or depths)."""
+@functools.cache
+def _classes() -> dict[str, type]:
+    """`DenseTrainer` and the callbacks, built on first use: importing this module needs no accelerate (which
+    transformers' Trainer requires)."""
+    from transformers import Trainer, TrainerCallback
 
-    source: DataSource = setting("scenes", "scenes (embedded) | imagefolder | parquet | arrow | webdataset | hub")
-    path: str | None = setting(None, "folder, file glob or dataset name (not used by `scenes`)")
-    split: str = setting("train", "split to train on")
-    eval_split: str = setting("validation", "split to evaluate on")
-    image_column: str = setting("image", "column holding the image")
-    label_column: str = setting(
-        "class_mask", "segmentation map (class ids) or depth map, as an image or array")
-    num_classes: int | None = setting(None, "segmentation classes; null: the scenes' classes")
-    num_examples: int = setting(400, "training examples (0: the whole split of a dataset)")
-    eval_examples: int = setting(200, "evaluation examples (0: the whole split of a dataset)")
-    scene_image_size: int = setting(112, "image side of the embedded scenes")
-    scene_options: dict = setting({}, "other SceneConfig fields (e.g. max_objects) of the scenes")
-    image_size: int = setting(112, "model input side (multiple of 14)")
-    flip_probability: float = setting(0.5, "probability of a horizontal flip")
-    reduce_labels: bool = setting(
-        False, 'ADE20K layout: class 0 ("other") -> 255 (ignored), class k -> k - 1')
-    depth_offset: float = setting(
-        0.0, "added to depth labels (the scenes' depth order starts at 0; SILog needs depth > 0)")
-    num_workers: int = setting(0, "DataLoader worker processes (decoding and resizing off the training process)")
+    class DenseTrainer(Trainer):
+        r"""`transformers.Trainer` whose training batches come from [`GlobalBatchSampler`]: every process reads its
+        slice of each global batch of `per_device_train_batch_size` x processes examples, in an order set by the seed
+        alone, from micro-batch `start_batch` on. A run therefore makes the same batches on 1 or N processes, and a
+        resumed run starts the sampler where it stopped (`ignore_data_skip`: nothing is read twice).
 
+        The training dataset must be indexable by `(epoch, index)` keys ([`TrainingView`]). The models' losses are
+        means over their micro-batch: Trainer divides them by the accumulation steps."""
 
-@dataclass
-class DenseOptimSection(Section):
-    """AdamW with a cosine schedule."""
+        def __init__(self, *args, start_batch: int = 0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.start_batch = start_batch
+            self.model_accepts_loss_kwargs = False  # a mean loss, not a sum over `num_items_in_batch`
 
-    lr: float = setting(1e-3, "peak learning rate")
-    min_lr: float = setting(1e-5, "final learning rate (cosine)")
-    warmup_steps: int = setting(20, "linear warm-up from 0")
-    weight_decay: float = setting(0.01, "AdamW weight decay")
-    grad_clip: float = setting(1.0, "max gradient norm; 0 disables clipping")
+        def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+            if self.train_dataset is None:
+                raise ValueError("DenseTrainer: training requires a train_dataset.")
+            args = self.args
+            sampler = GlobalBatchSampler(len(self.train_dataset), args.per_device_train_batch_size,
+                                         args.process_index, args.world_size, args.seed, start_batch=self.start_batch)
+            # not `accelerator.prepare`d: that would shard the batches over the processes a second time
+            return torch.utils.data.DataLoader(
+                self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+                num_workers=args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory,
+                persistent_workers=args.dataloader_persistent_workers and args.dataloader_num_workers > 0,
+            )
 
+    class StopOnSignalCallback(TrainerCallback):
+        r"""SIGTERM / SIGUSR1 (a cluster's notice before it kills a job) stop the run after the step in progress,
+        with a checkpoint of that step (`control.should_save`): the work since the last `save_steps` checkpoint is
+        kept. Every process stops at the same step (the flag is all-reduced on the CPU, one scalar per step).
+        `stopped_by` holds the signal's number once it has stopped a run."""
 
-@dataclass
-class DenseTrainingSection(Section):
-    """The run."""
+        def __init__(self, enabled: bool = True):
+            self.enabled, self.signals, self.stopped_by = enabled, None, None
 
-    task: Literal["segmentation", "depth"] = setting(
-        "segmentation", "segmentation (class ids, cross-entropy) | depth (depth maps)")
-    output_dir: str = setting("outputs/finetune", "run folder (adapter, head, metrics)")
-    max_steps: int = setting(200, "optimizer steps")
-    batch_size: int = setting(32, "per process")
-    seed: int = setting(0, "random seed")
-    logging_steps: int = setting(20, "steps between metric records")
-    mixed_precision: MixedPrecision = setting("no", "autocast precision of the forward and backward passes")
-    progress_bar: bool = setting(True, "show a progress bar")
-    save_steps: int = setting(0, "steps between checkpoints (checkpoint-<step>: model, optimizer, RNG, step); 0: none")
-    keep_last: int = setting(2, "checkpoints kept")
-    resume_from_checkpoint: str | None = setting(None, "latest | a checkpoint folder")
-    save_on_signal: bool = setting(
-        True, "on SIGTERM / SIGUSR1 save a checkpoint after the step in progress and stop (exit 128 + the signal)")
-    report_to: str | list[str] = setting("tensorboard", REPORT_TO_HELP)
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.signals = StopSignals(self.enabled, args.world_size)
 
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.signals is not None and (number := self.signals.agreed()) is not None:
+                self.stopped_by = number
+                control.should_save = control.should_training_stop = True
+            return control
 
-@dataclass
-class DenseFinetuneConfig(Schema):
-    model: DenseModelSection = field(default_factory=DenseModelSection)
-    lora: LoraSection = field(default_factory=lambda: LoraSection(enabled=True, preset="vision"))
-    data: DenseDataSection = field(default_factory=DenseDataSection)
-    optim: DenseOptimSection = field(default_factory=DenseOptimSection)
-    training: DenseTrainingSection = field(default_factory=DenseTrainingSection)
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.signals is not None:
+                self.signals.close()
+                self.signals = None
 
-    def validate(self) -> DenseFinetuneConfig:
-        tracker_names(self.training.report_to)
-        if self.data.image_size % 14:
-            raise ValueError(f"data.image_size must be a multiple of 14, got {self.data.image_size}.")
-        self.lora.check()
-        return self
+    class RunRecordCallback(TrainerCallback):
+        """`metrics.jsonl` (one record per logged step and per evaluation), the accelerate trackers of
+        `training.report_to`, the `COMPLETE` marker of each checkpoint and the rotation of older ones."""
 
+        def __init__(self, trainer: Any, run_dir: Path, keep_last: int, trackers: list, hyperparameters: dict):
+            self.trainer, self.run_dir, self.keep_last = trainer, run_dir, keep_last
+            self.tracker_names, self.hyperparameters, self.trackers = trackers, hyperparameters, []
+            self.last_eval: tuple[int, dict[str, float]] | None = None
 
-def load_dense_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> DenseFinetuneConfig:
-    """A `DenseFinetuneConfig` from a YAML file and `section.key=value` overrides (the loader of
-    `tips_hf.pretraining.load_config`)."""
-    return DenseFinetuneConfig.load(path, overrides)
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero and self.tracker_names and not self.trackers:
+                self.trackers = open_trackers(self.tracker_names, self.run_dir, self.hyperparameters)
 
+        def _write(self, record: dict[str, Any], tracked: dict[str, float], step: int) -> None:
+            with open(self.run_dir / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            for tracker in self.trackers:
+                tracker.log(tracked, step=step)
 
-def finetune_schema(path: str | os.PathLike | None) -> type[Schema]:
-    """The schema of a fine-tuning config: `DenseFinetuneConfig` for `training.task: segmentation | depth` (and
-    without a file), else `PretrainConfig` (contrastive LoRA through the pretraining loop)."""
-    if path is None or any("task" in document.get("training", {}) for _, document in config_documents(path)):
-        return DenseFinetuneConfig
-    return PretrainConfig
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs or "loss" not in logs:
+                return
+            record = {"step": state.global_step, "loss": logs["loss"], "lr": logs.get("learning_rate")}
+            if logs.get("grad_norm") is not None:
+                record["grad_norm"] = logs["grad_norm"]
+            self._write(record, {key: value for key, value in record.items() if key != "step" and value is not None},
+                        state.global_step)
 
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            scores = _eval_scores(metrics or {})
+            self.last_eval = (state.global_step, scores)
+            if state.is_world_process_zero:
+                self._write({"event": "eval", "step": state.global_step, **scores},
+                            {f"eval/{key}": value for key, value in scores.items()}, state.global_step)
 
-class DenseDataset(torch.utils.data.Dataset):
-    """(image uint8 (3, S, S), label map at the source resolution) pairs from the scenes or an HF dataset."""
+        def on_step_end(self, args, state, control, **kwargs):
+            maybe_fault(f"step:{state.global_step}")  # fault injection of the resume tests (TIPS_HF_FAULT)
 
-    def __init__(self, config: DenseDataSection, task: str, split: str, num_examples: int, seed: int = 0):
-        self.config, self.task = config, task
-        if config.source == "scenes":
-            from ..data import SpatialScenes
+        def on_save(self, args, state, control, **kwargs):
+            self.trainer.accelerator.wait_for_everyone()  # every process has written its part (RNG state)
+            if state.is_world_process_zero:
+                folder = self.run_dir / f"checkpoint-{state.global_step}"
+                (folder / COMPLETE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+                for old in list_checkpoints(self.run_dir)[:-self.keep_last] if self.keep_last > 0 else []:
+                    shutil.rmtree(old, ignore_errors=True)
+            self.trainer.accelerator.wait_for_everyone()
 
-            self.rows = SpatialScenes(split, num_examples, image_size=config.scene_image_size, seed=seed,
-                                      **config.scene_options)
-            self.label_key = "depth" if task == "depth" else "class_mask"
-        else:
-            from ..pretraining.config import DataConfig
-            from ..pretraining.data import load_source
+        def close(self) -> None:
+            """Finish the trackers (after the final evaluation, which comes after `on_train_end`)."""
+            for tracker in self.trackers:
+                tracker.finish()
+            self.trackers = []
 
-            source = DataConfig(source=config.source, path=config.path, image_column=config.image_column,
-                                alt_text_column=config.image_column, synthetic_columns=[])
-            self.rows = load_source(source, split=split, extra_columns=[config.label_column])
-            if num_examples and num_examples < len(self.rows):
-                self.rows = self.rows.select(range(num_examples))
-            self.label_key = config.label_column
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        from torchvision.transforms.v2 import functional as TF
-
-        from ..pretraining.data import decode_image
-
-        row = self.rows[index]
-        image = decode_image(row[self.config.image_column])
-        label = row[self.label_key]
-        label = np.asarray(label if not hasattr(label, "convert") else label, dtype=np.float32 if self.task == "depth"
-                           else np.int64)
-        side = self.config.image_size
-        pixels = TF.resize(TF.pil_to_tensor(image), [side] * 2, antialias=True)
-        label = torch.from_numpy(label)
-        if label.ndim != 2:
-            raise ValueError(f"data.label_column {self.label_key!r}: row {index} is not a 2-D map (shape {tuple(label.shape)}).")
-        if tuple(label.shape) != (side, side):  # label maps of any size batch together; nearest keeps ids and depths
-            label = TF.resize(label[None], [side] * 2, interpolation=TF.InterpolationMode.NEAREST)[0]
-        if self.task == "segmentation" and self.config.reduce_labels:
-            label = torch.where((label == 0) | (label == 255), 255, label - 1)
-        elif self.task == "depth" and self.config.depth_offset:
-            label = label + self.config.depth_offset
-        return {"pixel_values": pixels, "labels": label}
+    for cls in (DenseTrainer, StopOnSignalCallback, RunRecordCallback):
+        cls.__module__ = __name__
+    return {cls.__name__: cls for cls in (DenseTrainer, StopOnSignalCallback, RunRecordCallback)}
 
 
-def _collate(samples):
-    return torch.stack([s["pixel_values"] for s in samples]), torch.stack([s["labels"] for s in samples])
+def __getattr__(name: str) -> Any:
+    if name in ("DenseTrainer", "StopOnSignalCallback"):
+        return _classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class _TrainingView(torch.utils.data.Dataset):
-    """`(epoch, index)` keys of `GlobalBatchSampler` -> the example, flipped horizontally by a generator of
-    (seed, epoch, index): the same batches and flips whatever the process count or the step a run resumed at."""
+def open_trackers(names: list[str], run_dir: Path, hyperparameters: dict) -> list:
+    """The accelerate trackers `names` (what `Accelerator(log_with=names)` would open, in `run_dir`), each given the
+    run's flat hyperparameters: the trackers and the logged config of pretraining, under `Trainer`."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, filter_trackers
 
-    def __init__(self, dataset: DenseDataset, flip_probability: float, seed: int):
-        self.dataset, self.flip_probability, self.seed = dataset, flip_probability, seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
-        epoch, index = key
-        sample = self.dataset[index]
-        if self.flip_probability and torch.rand(1, generator=sample_generator(self.seed, epoch, index)).item() < (
-            self.flip_probability
-        ):
-            sample = {name: value.flip(-1) for name, value in sample.items()}
-        return sample
+    trackers = []
+    for name in filter_trackers(names, run_dir):
+        tracker_class = LOGGER_TYPE_TO_CLASS[str(name)]
+        tracker = (tracker_class("tips_finetune", run_dir) if tracker_class.requires_logging_directory
+                   else tracker_class("tips_finetune"))
+        if hasattr(tracker, "start"):  # accelerate >= 1.7 opens a tracker's run in start(), as init_trackers does
+            tracker.start()
+        tracker.store_init_configuration(hyperparameters)
+        trackers.append(tracker)
+    return trackers
 
 
 def build_dpt_model(base, config: DenseFinetuneConfig, num_classes: int):
@@ -283,53 +245,107 @@ def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 
-@torch.no_grad()
-def evaluate_dense(
-    model, dataset: DenseDataset, task: str, num_classes: int, batch_size: int = 50,
-    normalisation: tuple = (None, None), background_class: bool = False,
-) -> dict:
-    """Scores on `dataset`; `normalisation` is the backbone's `(image_mean, image_std)` (`processor_normalisation`
-    of the base folder). `background_class`: class 0 is a background (the scenes), so also report `object_mean_iou`,
-    the mean IoU of the other classes, which a head that predicts the background everywhere cannot raise."""
-    from ..metrics import depth_errors, mean_iou
+def training_arguments(config: DenseFinetuneConfig, output_dir: str | os.PathLike):
+    """The `TrainingArguments` of a dense fine-tuning config (the schedule: linear warm-up, then cosine to
+    `optim.min_lr`; AdamW without weight decay on biases and norms)."""
+    from transformers import TrainingArguments
 
-    model.eval()
-    predictions, references = [], []
-    for start in range(0, len(dataset), batch_size):
-        pixels, labels = _collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-        device = next(model.parameters()).device
-        output = model(pixel_values=pixels_to_model(pixels.to(device), *normalisation), labels=labels.to(device))
-        predictions.append(_prediction(output, task, tuple(labels.shape[-2:])).cpu())
-        references.append(labels)
-    model.train()
-    predictions, references = torch.cat(predictions).numpy(), torch.cat(references).numpy()
+    training, optim = config.training, config.optim
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=training.max_steps,
+        per_device_train_batch_size=training.batch_size,
+        per_device_eval_batch_size=training.eval_batch_size,
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        optim="adamw_torch",  # named, so that a new default of transformers does not change a run
+        learning_rate=optim.lr,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr": optim.min_lr},
+        warmup_steps=optim.warmup_steps,
+        weight_decay=optim.weight_decay,
+        max_grad_norm=optim.grad_clip,  # 0: no clipping
+        logging_steps=training.logging_steps,
+        eval_strategy="steps" if training.eval_steps else "no",
+        eval_steps=training.eval_steps or None,
+        batch_eval_metrics=True,  # scores add up batch by batch: no (N, H, W) predictions kept
+        save_strategy="steps" if training.save_steps else "no",
+        save_steps=training.save_steps or 500,
+        save_total_limit=None,  # RunRecordCallback rotates, after the newest checkpoint is complete
+        seed=training.seed,
+        bf16=training.mixed_precision == "bf16",
+        fp16=training.mixed_precision == "fp16",
+        dataloader_num_workers=config.data.num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_persistent_workers=config.data.num_workers > 0,
+        ignore_data_skip=True,  # DenseTrainer's sampler starts at the resumed step
+        remove_unused_columns=False,
+        label_names=["labels"],
+        report_to="none",  # the accelerate trackers of training.report_to, through RunRecordCallback
+        disable_tqdm=not training.progress_bar,
+    )
+
+
+def dense_metrics(task: str, num_classes: int, background_class: bool = False):
+    """`compute_metrics` for a dense task ([`SegmentationMetrics`] / [`DepthMetrics`] of `tips_hf.training_utils`)."""
+    from ..training_utils import DepthMetrics, SegmentationMetrics
+
     if task == "segmentation":
-        scores = mean_iou(predictions, references, num_classes=num_classes, ignore_index=255)
-        out = {"mean_iou": float(scores["mean_iou"]), "pixel_accuracy": float(scores["pixel_accuracy"])}
-        if background_class:
-            from ..pretraining.evaluation import object_miou
-
-            out["object_mean_iou"] = object_miou(scores)
-        return out
-    errors = depth_errors(predictions, references)
-    return {"rmse": float(errors["rmse"]), "abs_rel": float(errors["abs_rel"])}
+        return SegmentationMetrics(num_classes, ignore_index=255, background_class=background_class)
+    return DepthMetrics()
 
 
-def _prediction(output, task: str, size: tuple[int, int]) -> torch.Tensor:
-    """(B, H, W) class ids or depths at the label size, from a TipsForDenseTasks or a DPT model output (bilinear)."""
-    import torch.nn.functional as F
+def _eval_scores(metrics: dict[str, Any]) -> dict[str, float]:
+    """`Trainer.evaluate`'s scores without their `eval_` prefix (`eval_loss` keeps it: `loss` is the training loss of
+    `metrics.jsonl`), and without the timings."""
+    return {key if key == "eval_loss" else key.removeprefix("eval_"): value for key, value in metrics.items()
+            if key != "epoch" and not key.endswith(("_runtime", "_per_second"))}
 
-    maps = output.predicted_depth[:, None] if getattr(output, "predicted_depth", None) is not None else output.logits
-    if tuple(maps.shape[-2:]) != size:
-        maps = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
-    return maps.argmax(1) if task == "segmentation" else maps[:, 0]
+
+def evaluate_dense(
+    model, dataset, task: str, num_classes: int, batch_size: int = 16, normalisation: tuple = (None, None),
+    background_class: bool = False,
+) -> dict[str, float]:
+    """Scores of a dense model on `dataset` (`DenseDataset` samples: uint8 pixels and label maps), through the same
+    `Trainer.evaluate` that fine-tuning runs: spread over the processes of a launch, the scores added up batch by batch.
+
+    Args:
+        model: a `TipsForDenseTasks` or DPT model (bare or wrapped by peft), whose forward takes `pixel_values` and
+            `labels` and returns a loss.
+        normalisation: the backbone's `(image_mean, image_std)` (`processor_normalisation` of the base folder).
+        background_class: class 0 is a background (the scenes): also report `object_mean_iou`.
+
+    Returns: `mean_iou`, `pixel_accuracy`, `mean_accuracy` (and `object_mean_iou`) or `rmse`, `abs_rel`; and `loss`.
+    """
+    from transformers import TrainingArguments
+
+    metrics = dense_metrics(task, num_classes, background_class)
+    with tempfile.TemporaryDirectory(prefix="tips-evaluate-") as folder:
+        args = TrainingArguments(output_dir=folder, per_device_eval_batch_size=batch_size, batch_eval_metrics=True,
+                                 remove_unused_columns=False, label_names=["labels"], report_to="none",
+                                 disable_tqdm=True, dataloader_pin_memory=torch.cuda.is_available())
+        trainer = _classes()["DenseTrainer"](model=model, args=args, eval_dataset=dataset,
+                                            data_collator=DenseCollator(normalisation), compute_metrics=metrics,
+                                            preprocess_logits_for_metrics=metrics.preprocess_logits_for_metrics)
+        return _eval_scores(trainer.evaluate())
+
+
+def _checkpoint_step(checkpoint: Path | None) -> int:
+    if checkpoint is None:
+        return 0
+    state = checkpoint / "trainer_state.json"
+    if not state.is_file():
+        raise ValueError(f"{checkpoint} is not a checkpoint of training/finetune.py (no trainer_state.json); "
+                         "dense fine-tuning resumes only from its own checkpoint-<step> folders.")
+    return int(json.loads(state.read_text())["global_step"])
 
 
 def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
-    """Train the head (+ LoRA), evaluate before/after, save the adapter (with the head) and the merged model."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
+    """Train the head (+ LoRA) with [`DenseTrainer`], evaluate (every `training.eval_steps` and at the end), save the
+    adapter (with the head), the head or the DPT model folder; push the run folder with `training.push_to_hub`.
+
+    Returns: `task`, `steps`, `trainable_parameters`, `total_parameters`, `lora`, `eval` (the final scores) and
+    `wall_time_s`; or `task`, `steps` and `stopped_by_signal` when SIGTERM / SIGUSR1 stopped the run."""
+    from transformers import set_seed
 
     start = time.time()
     check_model_paths(config)  # a missing model.base: named here, not as a Hub error from transformers
@@ -337,13 +353,8 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
     if conflict := launcher_precision_conflict(training.mixed_precision):
         print(f"warning: {conflict}", file=sys.stderr)
     prepare_launch_environment()
+    trackers = log_with(training.report_to) or []
     out = Path(training.output_dir)
-    trackers = log_with(training.report_to)
-    accelerator = Accelerator(mixed_precision=training.mixed_precision, log_with=trackers, project_dir=str(out))
-    set_seed(training.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    if trackers:
-        accelerator.init_trackers("tips_finetune", config=flat_hyperparameters(config.to_dict()))
     num_classes = config.data.num_classes
     if num_classes is None:
         from ..data import CLASS_NAMES
@@ -352,91 +363,73 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
     train_set = DenseDataset(config.data, training.task, config.data.split, config.data.num_examples, training.seed)
     eval_set = DenseDataset(config.data, training.task, config.data.eval_split, config.data.eval_examples,
                             training.seed)
+    set_seed(training.seed)  # the new head's initialisation
     model = build_dense_model(config, num_classes)
     normalisation = processor_normalisation(config.model.base)
     trainable, total = trainable_parameters(model)
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    state, metrics_path = TrainerState(), out / "metrics.jsonl"
-    checkpoint = resolve_checkpoint(out, training.resume_from_checkpoint)
+    checkpoint = resolve_checkpoint(out, training.resume_from_checkpoint, restarted=restart_count() > 0)
+    step = _checkpoint_step(checkpoint)
+    metrics = dense_metrics(training.task, num_classes, background_class=config.data.source == "scenes")
+    classes = _classes()
+    trainer = classes["DenseTrainer"](
+        model=model, args=training_arguments(config, out),
+        train_dataset=TrainingView(train_set, config.data.flip_probability, training.seed), eval_dataset=eval_set,
+        data_collator=DenseCollator(normalisation), compute_metrics=metrics,
+        preprocess_logits_for_metrics=metrics.preprocess_logits_for_metrics,
+        start_batch=step * training.gradient_accumulation_steps,
+    )
+    record = classes["RunRecordCallback"](trainer, out, training.keep_last, trackers,
+                                          flat_hyperparameters(config.to_dict()))
+    stop = classes["StopOnSignalCallback"](training.save_on_signal)
+    trainer.add_callback(record)
+    trainer.add_callback(stop)
+    if trainer.is_world_process_zero():
+        out.mkdir(parents=True, exist_ok=True)
+        truncate_metrics(out / "metrics.jsonl", step)  # a fresh run starts empty
     if checkpoint is not None:
-        state = load_checkpoint(accelerator, model, optimizer, checkpoint)
-        print(f"resumed from {checkpoint} at step {state.step}", file=sys.stderr)
-    if accelerator.is_main_process:
-        truncate_metrics(metrics_path, state.step)  # a fresh run starts empty
-    # each process reads its own share of every global batch, from the step the run is at (nothing re-read)
-    sampler = GlobalBatchSampler(len(train_set), training.batch_size, accelerator.process_index,
-                                 accelerator.num_processes, training.seed, start_batch=state.step)
-    batches = iter(torch.utils.data.DataLoader(
-        _TrainingView(train_set, config.data.flip_probability, training.seed), batch_sampler=sampler,
-        collate_fn=_collate, num_workers=config.data.num_workers, persistent_workers=config.data.num_workers > 0,
-    ))
-
-    def save() -> None:
-        save_checkpoint(accelerator, model, optimizer, state, out, training.keep_last,
-                        extra={"config": config.to_dict()})
-
-    progress = tqdm(total=training.max_steps, initial=state.step, desc=f"fine-tuning ({training.task})",
-                    disable=not (accelerator.is_main_process and training.progress_bar))
-    stop = StopSignals(training.save_on_signal, accelerator.num_processes)
+        print(f"resumed from {checkpoint} at step {step}", file=sys.stderr)
     try:
-        while state.step < training.max_steps:
-            pixels, labels = next(batches)
-            lr = cosine(state.step, training.max_steps, config.optim.lr, config.optim.min_lr,
-                        config.optim.warmup_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            inputs = pixels_to_model(pixels.to(accelerator.device), *normalisation)
-            output = model(pixel_values=inputs, labels=labels.to(accelerator.device))
-            accelerator.backward(output.loss)
-            if config.optim.grad_clip:
-                accelerator.clip_grad_norm_(params, config.optim.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            state.samples_seen += training.batch_size * accelerator.num_processes
-            progress.update(1)
-            if state.step % training.logging_steps == 0:  # the loss of the global batch: every process reduces
-                loss = float(accelerator.reduce(output.loss.detach(), reduction="mean"))
-                if accelerator.is_main_process:
-                    with open(metrics_path, "a") as handle:
-                        handle.write(json.dumps({"step": state.step, "loss": loss, "lr": lr}) + "\n")
-                if trackers:
-                    accelerator.log({"loss": loss, "lr": lr}, step=state.step)
-                progress.set_postfix(loss=f"{loss:.3f}")
-            saved = bool(training.save_steps) and state.step % training.save_steps == 0
-            if saved:
-                save()
-            maybe_fault(f"step:{state.step}")
-            if (number := stop.agreed()) is not None:
-                if not saved:
-                    save()
-                progress.close()
-                record, message = stop_notice(number, state.step)
-                print(message, file=sys.stderr)
-                if accelerator.is_main_process:
-                    with open(metrics_path, "a") as handle:
-                        handle.write(json.dumps(record) + "\n")
-                accelerator.end_training()
-                return {"task": training.task, "steps": state.step, "stopped_by_signal": number}
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+        if stop.stopped_by is not None:
+            notice, message = stop_notice(stop.stopped_by, trainer.state.global_step)
+            print(message, file=sys.stderr)
+            if trainer.is_world_process_zero():
+                with open(out / "metrics.jsonl", "a") as handle:
+                    handle.write(json.dumps(notice) + "\n")
+            return {"task": training.task, "steps": trainer.state.global_step, "stopped_by_signal": stop.stopped_by}
+        if record.last_eval is not None and record.last_eval[0] == trainer.state.global_step:
+            scores = record.last_eval[1]  # the periodic evaluation of the last step
+        else:
+            scores = _eval_scores(trainer.evaluate())
     finally:
-        stop.close()
-    progress.close()
-    unwrapped = accelerator.unwrap_model(model)
-    scores = evaluate_dense(unwrapped, eval_set, training.task, num_classes, normalisation=normalisation,
-                            background_class=config.data.source == "scenes")
-    result = {"task": training.task, "steps": state.step, "trainable_parameters": trainable, "total_parameters": total,
-              "lora": config.lora.enabled, "eval": scores, "wall_time_s": round(time.time() - start, 1)}
-    if accelerator.is_main_process:
-        save_dense(unwrapped, config, num_classes, out, result, normalisation)
-        with open(metrics_path, "a") as handle:
-            handle.write(json.dumps({"event": "eval", "step": state.step, **scores}) + "\n")
-    if trackers:
-        accelerator.log({f"eval/{key}": value for key, value in scores.items()}, step=state.step)
-    accelerator.end_training()
+        record.close()
+    result = {"task": training.task, "steps": trainer.state.global_step, "trainable_parameters": trainable,
+              "total_parameters": total, "lora": config.lora.enabled, "eval": scores,
+              "wall_time_s": round(time.time() - start, 1)}
+    if trainer.is_world_process_zero():
+        save_dense(trainer.accelerator.unwrap_model(trainer.model), config, num_classes, out, result, normalisation)
+        if training.push_to_hub:
+            push_run(out, training.hub_model_id)
+    trainer.accelerator.wait_for_everyone()
     return result
+
+
+def push_run(folder: Path, repo_id: str) -> str:
+    """Upload a fine-tuning run folder (adapter / head / DPT model folder, `dense_config.json`, `metrics.jsonl`) to the
+    Hub repository `repo_id` (created if needed, private unless it exists), without its checkpoints and tracker logs;
+    files the folder no longer holds are deleted from the repository. Returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    from ..hub.publishing import check_repo_id
+
+    api = HfApi()
+    repo_id = check_repo_id(repo_id, "training.hub_model_id")
+    api.create_repo(repo_id, exist_ok=True, private=True)
+    commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="tips-hf dense fine-tuning",
+                               ignore_patterns=["checkpoint-*", ".*", "runs/*", "*/events.out.tfevents*"],
+                               delete_patterns=["*"])
+    return str(getattr(commit, "commit_url", commit))
 
 
 def save_dense(

@@ -5,7 +5,7 @@ This module only registers them; the maths lives in one module per kind (arrays 
 
 - [`segmentation`]: `segmentation_confusion_matrix`, `iou_from_confusion`, `mean_iou` (numpy).
 - [`classification`]: `topk_accuracy` (numpy).
-- [`depth`]: `depth_errors` (RMSE, abs. rel.), `depth_order_accuracy` (numpy).
+- [`depth`]: `depth_errors` (RMSE, abs. rel.; `depth_error_sums` / `depth_errors_from_sums` batch by batch), `depth_order_accuracy` (numpy).
 - [`retrieval`]: `retrieval_recall`, `retrieval_recall_from_similarity` (torch, chunked for large galleries).
 
 The `evaluate` module scripts in `tips_hf/metrics/<name>/<name>.py` are thin wrappers that call these functions
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .classification import topk_accuracy
-from .depth import depth_errors, depth_order_accuracy
+from .depth import depth_error_sums, depth_errors, depth_errors_from_sums, depth_order_accuracy
 from .retrieval import retrieval_recall, retrieval_recall_from_similarity
 from .segmentation import iou_from_confusion, mean_iou, segmentation_confusion_matrix
 
@@ -76,7 +76,9 @@ def load_metric(name: str, **load_kwargs: Any) -> evaluate.EvaluationModule:
 
 __all__ = [
     "METRIC_NAMES",
+    "depth_error_sums",
     "depth_errors",
+    "depth_errors_from_sums",
     "depth_order_accuracy",
     "iou_from_confusion",
     "load_metric",
