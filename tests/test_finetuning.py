@@ -322,14 +322,17 @@ def test_dense_finetune_resumes_exactly_after_sigkill_and_sigterm(tiny_model_dir
 
 def test_dense_finetune_two_processes_equal_one(tiny_model_dir, tmp_path):
     """Two processes with half the batch each train what one process trains on the whole batch (each reads its own
-    half of every global batch; DDP averages the gradients): the same losses and adapter to float32 rounding."""
+    half of every global batch; DDP averages the gradients): the same losses and adapter to float32 rounding, and the
+    same scores from an evaluation spread over both (7 images in batches of 2: the padding that evens out the last
+    batch must not be scored twice)."""
     from safetensors.torch import load_file
 
     config = tmp_path / "dense.yaml"
     config.write_text(
         f"model: {{base: {tiny_model_dir}, head: linear}}\nlora: {{r: 4}}\n"
-        "data: {num_examples: 16, eval_examples: 8, scene_image_size: 56, image_size: 56}\n"
-        "training: {task: segmentation, max_steps: 4, batch_size: 8, logging_steps: 1, progress_bar: false}\n"
+        "data: {num_examples: 16, eval_examples: 7, scene_image_size: 56, image_size: 56}\n"
+        "training: {task: segmentation, max_steps: 4, batch_size: 8, eval_batch_size: 2, logging_steps: 1, "
+        "progress_bar: false}\n"
     )
     one = _dense_run(config, tmp_path / "one")
     two = _dense_run(config, tmp_path / "two", "training.batch_size=4", processes=2)
@@ -342,6 +345,12 @@ def test_dense_finetune_two_processes_equal_one(tiny_model_dir, tmp_path):
     got = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
     for key in want:
         torch.testing.assert_close(got[key], want[key], atol=1e-6, rtol=1e-5, msg=key)
+    scores = [json.loads((tmp_path / run / "dense_config.json").read_text())["result"]["eval"] for run in ("one", "two")]
+    # The adapters agree to float32 rounding, so a pixel whose two best logits tie that closely could flip; one pixel
+    # of the 7 x 56 x 56 moves pixel accuracy by 4.6e-5. An image scored twice would move it by about 1/7. (Not
+    # `eval_loss`: Trainer averages batch means, and the padded last batch's mean includes the repeated image.)
+    for key in ("mean_iou", "pixel_accuracy", "mean_accuracy"):
+        assert scores[1][key] == pytest.approx(scores[0][key], abs=1e-4), key
 
 
 
