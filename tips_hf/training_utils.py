@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -161,6 +162,7 @@ class TipsDataCollator:
         return batch
 
 
+@dataclass
 class TipsDenseDataCollator:
     r"""Collates image + label-map rows (semantic segmentation or depth) for dense fine-tuning under `Trainer`.
 
@@ -181,20 +183,17 @@ class TipsDenseDataCollator:
     Returns (from `__call__`): `{"pixel_values": (B, 3, H, W), "labels": (B, H, W)}`.
     """
 
-    def __init__(
-        self,
-        image_processor: Any,
-        image_column: str = "image",
-        label_column: str = "class_mask",
-        task: str = "segmentation",
-        ignore_index: int = 255,
-        invalid_depth: float | None = None,
-    ):
-        if task not in ("segmentation", "depth"):
-            raise ValueError(f"task must be 'segmentation' or 'depth', got {task!r}.")
-        self.image_processor = getattr(image_processor, "image_processor", image_processor)
-        self.image_column, self.label_column, self.task = image_column, label_column, task
-        self.ignore_index, self.invalid_depth = ignore_index, invalid_depth
+    image_processor: Any
+    image_column: str = "image"
+    label_column: str = "class_mask"
+    task: str = "segmentation"
+    ignore_index: int = 255
+    invalid_depth: float | None = None
+
+    def __post_init__(self):
+        if self.task not in ("segmentation", "depth"):
+            raise ValueError(f"task must be 'segmentation' or 'depth', got {self.task!r}.")
+        self.image_processor = getattr(self.image_processor, "image_processor", self.image_processor)
 
     def _label(self, value: Any, index: int) -> torch.Tensor:
         if hasattr(value, "detach"):

@@ -204,31 +204,38 @@ def export_to_transformers(
             native.load_state_dict(native_module_state(native, config, read), strict=True, assign=True)
             native.save_pretrained(staging, max_shard_size=max_shard_size)
         else:
-            canonical, dtypes = _hub_names(saved), collections.Counter()
-
-            def stream():
-                for key, tensor in export_tensors(HUB, arch, ctx, read):
-                    dtypes[tensor.dtype] += tensor.numel()
-                    yield canonical.get(key, key), tensor
-
-            write_safetensors(
-                staging,
-                saved,
-                stream(),
-                max_shard_size,
-                progress=progress,
-                description="tips-convert to-transformers",
-                source=str(model_dir),
-            )
-            native_config.dtype = max(dtypes, key=dtypes.get)  # as save_pretrained records the model's dtype
-            native_config.architectures = ["Tipsv2Model"]
-            native_config.save_pretrained(staging)
+            canonical = _hub_names(saved)
+            tensors = ((canonical.get(key, key), tensor) for key, tensor in export_tensors(HUB, arch, ctx, read))
+            _write_native(staging, saved, tensors, native_config, "Tipsv2Model", max_shard_size, progress, model_dir)
         _export_processor(model_dir, staging, config)
-        lost = [item for item in CANNOT_CARRY if _applies(item, config)]
-        (staging / "tips_hf_export.json").write_text(
-            json.dumps({"source": str(model_dir), "not_carried": lost}, indent=2) + "\n"
-        )
+        _record_not_carried(staging, model_dir, CANNOT_CARRY, config)
     return Path(output_dir)
+
+
+def _write_native(staging: Path, names, tensors, native_config, architecture: str, max_shard_size, progress: bool,
+                  model_dir: Path) -> None:
+    """Stream `tensors` ((saved name, tensor) pairs) into safetensors shards laid out as `names`, then the native
+    config, with the dtype that most weights have (what `save_pretrained` records) and `architecture`."""
+    dtypes = collections.Counter()
+
+    def stream():
+        for name, tensor in tensors:
+            dtypes[tensor.dtype] += tensor.numel()
+            yield name, tensor
+
+    write_safetensors(staging, names, stream(), max_shard_size, progress=progress,
+                      description="tips-convert to-transformers", source=str(model_dir))
+    native_config.dtype = max(dtypes, key=dtypes.get)
+    native_config.architectures = [architecture]
+    native_config.save_pretrained(staging)
+
+
+def _record_not_carried(staging: Path, model_dir: Path, items, config) -> None:
+    """`tips_hf_export.json`: the source folder and what of it the native classes cannot carry."""
+    lost = [item for item in items if _applies(item, config)]
+    (staging / "tips_hf_export.json").write_text(
+        json.dumps({"source": str(model_dir), "not_carried": lost}, indent=2) + "\n"
+    )
 
 
 def export_dpt_to_transformers(
@@ -260,31 +267,13 @@ def export_dpt_to_transformers(
     names = _dpt_saved_names(meta_model(native_config, model_class), config, layout, model_dir)
     arch, ctx = arch_from_config(config), context_from_config(config)
     with atomic_folder(output_dir, overwrite) as staging:
-        dtypes = collections.Counter()
-
-        def stream():
-            for key, tensor in export_tensors(layout, arch, ctx, read, towers=("vision", "decoder")):
-                dtypes[tensor.dtype] += tensor.numel()
-                yield names[key][0], tensor
-
-        write_safetensors(
-            staging,
-            dict(names.values()),
-            stream(),
-            max_shard_size,
-            progress=progress,
-            description="tips-convert to-transformers",
-            source=str(model_dir),
-        )
-        native_config.dtype = max(dtypes, key=dtypes.get)  # as save_pretrained records the model's dtype
-        native_config.architectures = [model_class.__name__]
-        native_config.save_pretrained(staging)
+        tensors = ((names[key][0], tensor)
+                   for key, tensor in export_tensors(layout, arch, ctx, read, towers=("vision", "decoder")))
+        _write_native(staging, dict(names.values()), tensors, native_config, model_class.__name__, max_shard_size,
+                      progress, model_dir)
         size = config.image_resolution
         transformers.Tipsv2DptImageProcessor(size={"height": size, "width": size}).save_pretrained(staging)
-        lost = [item for item in DPT_CANNOT_CARRY if _applies(item, config)]
-        (staging / "tips_hf_export.json").write_text(
-            json.dumps({"source": str(model_dir), "not_carried": lost}, indent=2) + "\n"
-        )
+        _record_not_carried(staging, model_dir, DPT_CANNOT_CARRY, config)
     return Path(output_dir)
 
 
