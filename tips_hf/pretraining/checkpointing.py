@@ -104,6 +104,8 @@ class TrainerState:
     gradient_accumulation_steps: int = 0
     # streaming: per process, per DataLoader worker, [pass, rows read in it, samples yielded]
     stream_positions: list[list[list[int]]] = field(default_factory=list)
+    # and the same streams' datasets state there (`IterableDataset.state_dict()`, what data.stream_resume=fast loads)
+    stream_states: list[list[dict | None]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:

@@ -457,7 +457,16 @@ class DataConfig(Section):
         "scenes", "scenes (embedded) | imagefolder | parquet | arrow | webdataset | hub (datasets.load_dataset name)")
     path: str | None = setting(None, "folder, file glob or dataset name (not used by `scenes`)")
     split: str = setting("train", "split to train on")
-    streaming: bool = setting(False, "stream instead of loading (large corpora; resume skips consumed samples)")
+    streaming: bool = setting(False, "stream instead of loading (large corpora; resume: data.stream_resume)")
+    stream_resume: Literal["exact", "fast"] = setting(
+        "exact", "how a streamed source resumes from a checkpoint: exact (re-reads the rows consumed in the pass so "
+        "far and drops them: the uninterrupted stream, sample for sample, but hours of I/O at web scale) | fast "
+        "(datasets' IterableDataset.load_state_dict: reopens the saved shard at the saved offset; exact too with "
+        "data.shuffle_buffer=0; otherwise the buffer's rows are not restored: they are skipped for the rest of that "
+        "pass, datasets >= 5 also repeats some rows, and the order differs from the uninterrupted run's). A "
+        "checkpoint resumes in either mode")
+    shuffle_buffer: int = setting(
+        10_000, "rows in each stream's shuffle buffer (data.streaming); 0: no buffer, rows in their files' order")
     image_column: str = setting("image", "column holding the image (decoded PIL or bytes/path)")
     alt_text_column: str = setting("alt_text", "noisy web caption for the alt-text head")
     synthetic_columns: list[str] = setting(["synthetic_caption"], "synthetic caption columns")

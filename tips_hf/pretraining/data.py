@@ -27,6 +27,8 @@ from .masking import MaskGenerator
 logger = logging.getLogger(__name__)
 
 PATCH_SIZE = 14
+# how a streamed source gets back to a checkpoint's position (data.stream_resume; StreamingPretrainingDataset)
+STREAM_RESUME = ("exact", "fast")
 
 
 def load_source(
@@ -181,16 +183,41 @@ class StreamingPretrainingDataset(torch.utils.data.IterableDataset):
     reads the whole corpus. Each slot shuffles with a buffer, reshuffles every pass (`set_epoch`), and seeds each
     sample's randomness by (seed, slot, samples it yielded).
 
-    Exact resume: every sample carries `stream_position` = (worker, pass, rows read in it, samples yielded) after
-    it; the trainer keeps the latest per worker and checkpoints them. Batches come from the workers in turn (worker
-    = micro-batch mod workers), so a resumed loader's worker w plays worker (w + `start_batch`) mod workers.
+    Resume: every sample carries `stream_position` = (worker, pass, rows read in it, samples yielded) after it, and
+    `stream_state`, its stream's `datasets` state after it (`IterableDataset.state_dict()`: the shard being read and
+    the example offset in it); the trainer keeps the latest of both per worker and checkpoints them, so either mode
+    resumes a checkpoint written in the other. Batches come from the workers in turn (worker = micro-batch mod
+    workers), so a resumed loader's worker w plays worker (w + `start_batch`) mod workers. `resume` (the trainer's
+    `data.stream_resume`) chooses how a stream gets back to its position:
+
+    - `exact`: re-read the pass from its start and drop the rows already read. The resumed stream is the uninterrupted
+      one, sample for sample (augmentations included), at the cost of reading again every row consumed in the pass:
+      hours of I/O at LAION/WebLI scale.
+    - `fast`: `IterableDataset.load_state_dict(stream_state)` reopens the stream at the saved shard and example offset
+      in it: the shards before it are never opened, and the current one is read again only up to the offset (parquet
+      and arrow files skip whole record batches without making rows of them). With `shuffle_buffer=0` the rest of the
+      pass is then the uninterrupted stream's, row for row and sample for sample. With a shuffle buffer it is not,
+      because the state holds where the buffer was filled from, not what it held (datasets' docs: "examples from
+      shuffle buffers are lost when resuming and the buffers are refilled with new data"): the rows that sat in the
+      buffer at the checkpoint are not read in the rest of that pass, and the resumed order differs from the
+      uninterrupted run's. With datasets 4 that is exactly `shuffle_buffer` rows per stream and none repeats; datasets
+      >= 5 shuffles otherwise (its buffer is fed from up to 10 shards at once) and a resume there loses fewer rows but
+      also yields again some rows yielded before the checkpoint (`benchmarks/bench_data.py`, 20k rows, buffer 1000,
+      resumed at row 15k: 1000 lost, 0 repeated on datasets 4.0; 622 lost, 122 repeated on 5.2). Nothing is lost
+      for good: the next pass is read whole (`set_epoch`). Where a shard is split between streams (fewer shards than
+      processes × workers: every k-th row each), the streams reading it keep a row-exact split after a fast resume
+      only with `shuffle_buffer=0`; give a streamed corpus at least as many files as streams.
     """
 
     def __init__(self, source, data: DataConfig, objective: ObjectiveConfig, seed: int = 0, rank: int = 0,
                  world_size: int = 1, num_workers: int = 0, start_positions: Sequence[Sequence[int]] | None = None,
-                 start_batch: int = 0, shuffle_buffer: int = 10_000):
+                 start_batch: int = 0, shuffle_buffer: int = 10_000, resume: str = "exact",
+                 start_states: Sequence[dict | None] | None = None):
         self.views = PretrainingDataset([], data, objective, seed)
         self.source = source.shuffle(seed=seed, buffer_size=shuffle_buffer) if shuffle_buffer else source
+        if resume not in STREAM_RESUME:
+            raise ValueError(f"data.stream_resume={resume!r}: choose one of {', '.join(STREAM_RESUME)}.")
+        self.resume = resume
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.workers = max(num_workers, 1)
         if start_positions is None:
@@ -202,6 +229,23 @@ class StreamingPretrainingDataset(torch.utils.data.IterableDataset):
                 "number of workers and processes of the run that wrote it."
             )
         self.start_positions = [list(map(int, p)) for p in start_positions]
+        self.start_states = list(start_states) if start_states is not None else [None] * self.workers
+        if len(self.start_states) != self.workers:
+            raise ValueError(f"{len(self.start_states)} stream state(s) for {self.workers} stream(s) per process.")
+        if resume == "fast":
+            for (epoch, rows, _), state in zip(self.start_positions, self.start_states, strict=True):
+                if rows and state is None:
+                    from .checkpointing import CheckpointMismatch
+
+                    raise CheckpointMismatch(
+                        "data.stream_resume=fast needs the datasets stream state that checkpoints hold since "
+                        "data.stream_resume exists; this checkpoint has only the row count: resume it with "
+                        "data.stream_resume=exact (re-reads the pass so far); its next checkpoints hold the state.")
+                if rows and state.get("epoch") != epoch:
+                    from .checkpointing import CheckpointMismatch
+
+                    raise CheckpointMismatch(f"the checkpoint's stream state is of pass {state.get('epoch')}, its "
+                                             f"position of pass {epoch}; resume with data.stream_resume=exact.")
         self.start_batch = start_batch
 
     def slot_stream(self, slot: int, slots: int):
@@ -222,12 +266,16 @@ class StreamingPretrainingDataset(torch.utils.data.IterableDataset):
         slot, slots = self.rank * workers + worker, self.world_size * workers
         stream, every, offset = self.slot_stream(slot, slots)
         epoch, rows, position = self.start_positions[worker]
+        state = self.start_states[worker] if self.resume == "fast" and rows else None
         skipped = 0
         while True:
             stream.set_epoch(epoch)
-            first_row, yielded = rows, False
-            # read past the rows already consumed (`IterableDataset.skip` does not compose with sharding)
-            for row in itertools.islice(_iterate(stream), rows, None):
+            first_row, yielded, skip = rows, False, rows
+            if state is not None:  # fast: datasets reopens the saved shard at the saved offset (only this pass)
+                stream.load_state_dict(state)
+                state, skip = None, 0
+            # exact: read past the rows already consumed (`IterableDataset.skip` does not compose with sharding)
+            for row in itertools.islice(_rows(stream), skip, None):
                 rows += 1
                 if (rows - 1) % every != offset:
                     continue
@@ -244,6 +292,7 @@ class StreamingPretrainingDataset(torch.utils.data.IterableDataset):
                 sample["skipped"], skipped = skipped, 0
                 position += 1
                 sample["stream_position"] = (worker, epoch, rows, position)
+                sample["stream_state"] = stream.state_dict()
                 yielded = True
                 yield sample
             if not yielded and first_row == 0:
@@ -254,14 +303,13 @@ class StreamingPretrainingDataset(torch.utils.data.IterableDataset):
             epoch, rows = epoch + 1, 0
 
 
-def _iterate(stream):
-    """Rows of an HF IterableDataset. Inside a DataLoader worker, `datasets` would split the stream over the workers
-    again; the slot is already this worker's own share, so iterate its examples directly."""
-    if torch.utils.data.get_worker_info() is None or not hasattr(stream, "_prepare_ex_iterable_for_iteration"):
-        yield from stream
-        return
-    for _, example in stream._prepare_ex_iterable_for_iteration():
-        yield example
+def _rows(stream):
+    """Rows of an HF IterableDataset, through its public `iter` in batches of one. Iterating the dataset itself inside
+    a DataLoader worker would make `datasets` split it over the workers again (worker i of n keeps shards i, i + n, …),
+    but a slot is already this worker's own share; `iter` reads the stream as it is, in any process, and tracks its
+    `state_dict()` the same way (the rows are those of `iter(stream)` outside a worker)."""
+    for batch in stream.iter(batch_size=1):
+        yield {column: values[0] for column, values in batch.items()}
 
 
 class GlobalBatchSampler(torch.utils.data.Sampler):
@@ -318,6 +366,7 @@ class Collator:
         if "stream_position" in samples[0]:
             # a batch comes from one worker, in order: its position after the batch
             batch["stream_position"] = torch.tensor(samples[-1]["stream_position"])
+            batch["stream_state"] = samples[-1].get("stream_state")  # the datasets state (a dict) after it
         if "local_crops" in samples[0]:
             batch["local_crops"] = torch.stack([s["local_crops"] for s in samples])
         if self.streams:

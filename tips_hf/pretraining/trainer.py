@@ -397,12 +397,17 @@ class Pretrainer:
                     "exported student, model.init_heads_from=the checkpoint) or use a map-style source "
                     "(data.streaming=false), which resumes on any process count.")
             positions = state.stream_positions[accelerator.process_index] if state.stream_positions else None
+            states = state.stream_states[accelerator.process_index] if state.stream_states else None
             stream = StreamingPretrainingDataset(source, config.data, config.objective, training.seed,
                                                  accelerator.process_index, accelerator.num_processes,
                                                  num_workers=workers, start_positions=positions,
-                                                 start_batch=state.micro_batches)
-            # one logical stream per (process, worker); the trainer keeps each one's position for the checkpoint
+                                                 start_batch=state.micro_batches,
+                                                 shuffle_buffer=config.data.shuffle_buffer,
+                                                 resume=config.data.stream_resume, start_states=states)
+            # one logical stream per (process, worker); the trainer keeps each one's position (and datasets state,
+            # what data.stream_resume=fast restores) for the checkpoint
             self.stream_state = torch.tensor(stream.start_positions, dtype=torch.long)
+            self.stream_datasets_states = list(stream.start_states)
             return torch.utils.data.DataLoader(stream, batch_size=training.batch_size, drop_last=True,
                                                num_workers=workers, collate_fn=collate, pin_memory=pin,
                                                persistent_workers=workers > 0, generator=generator)
@@ -438,6 +443,7 @@ class Pretrainer:
             if "stream_position" in batch:
                 worker, *position = batch.pop("stream_position").tolist()
                 self.stream_state[worker] = torch.tensor(position)
+                self.stream_datasets_states[worker] = batch.pop("stream_state", None)
             batch = to_device(batch, self.config.data, accelerator.device)
             last = micro == accumulation - 1
             if self.fsdp:
@@ -557,6 +563,9 @@ class Pretrainer:
         if self.config.data.streaming:
             gathered = accelerator.gather(self.stream_state[None].to(accelerator.device))
             state.stream_positions = gathered.cpu().tolist()
+            from accelerate.utils import gather_object
+
+            state.stream_states = gather_object([self.stream_datasets_states])  # per process: a list per worker
         save_checkpoint(accelerator, self.module, self.optimizer, state, self.output_dir,
                         self.config.training.keep_last, extra={"config": self.config.to_dict()}, fsdp=self.fsdp,
                         scaler=self.scaler)
