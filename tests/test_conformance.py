@@ -372,6 +372,9 @@ def test_hidden_states_output(case):
 
 def test_attention_outputs(case):
     if case.attentions is None:
+        if case.no_attentions_reason == DPT_NO_ATTENTIONS:  # asked for anyway: a named error, not silence
+            with pytest.raises(ValueError, match=r"does not return attentions; .*model\.vision_model"):
+                build(case)(**case.make_inputs(), output_attentions=True)
         pytest.skip(case.no_attentions_reason)
     inputs = case.make_inputs()
     model = build(case, attn_implementation="eager")

@@ -267,6 +267,11 @@ class _TipsDPTModel(TipsDPTPreTrainedModel):
         """
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
+        if kwargs.get("output_attentions"):  # not dropped silently: the decoder reads the tower's layer outputs only
+            raise ValueError(
+                f"{type(self).__name__} does not return attentions; for the vision tower's attention maps call "
+                "model.vision_model(pixel_values=..., output_attentions=True)."
+            )
         head, hidden = self.decode(pixel_values)
         return self._output(head, labels, (hidden,) if output_hidden_states else None)
 
