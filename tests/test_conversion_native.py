@@ -198,6 +198,8 @@ def test_dpt_exports_to_native_with_identical_outputs(task, ffn_type, tmp_path, 
     native, info = native_class.from_pretrained(out, output_loading_info=True)
     assert not any(info.values()), info  # every tensor named as transformers expects, none left over
     assert type(transformers.AutoConfig.from_pretrained(out)).__name__ == "Tipsv2DptConfig"
+    with pytest.raises(LayoutError, match=rf"native DPT folder .*transformers\.{NATIVE_DPT_CLASSES[task]}\.from_pretrained"):
+        type(ours).from_pretrained(out)  # named as what it is, not as a TipsModel missing its text tower
     processor = transformers.AutoImageProcessor.from_pretrained(out)
     assert type(processor).__name__ == "Tipsv2DptImageProcessor" and processor.size["height"] == 448
     native.eval()

@@ -201,6 +201,13 @@ def load_foreign_checkpoint(
     if _is_our_config(config):
         return None
     source = str(path_or_repo)
+    if config.get("model_type") == "tipsv2_dpt":  # its weights hold no text tower: say what it is, not what is missing
+        architecture = (config.get("architectures") or ["Tipsv2DptFor<Task>"])[0]
+        raise LayoutError(
+            f"{source}: a transformers-native DPT folder (model_type 'tipsv2_dpt'); load it with "
+            f"transformers.{architecture}.from_pretrained. tips-hf's TipsFor* classes read tips-hf DPT folders "
+            "(model_type 'tips_dpt'), which `tips-convert dpt` writes from the official checkpoints."
+        )
     reader = SafetensorsReader(safetensors_files(path_or_repo, resolve), name=source)
     layout = detect_layout(config, reader.keys(), source)
     if layout is None:
