@@ -327,6 +327,56 @@ def test_fsdp_resumes_on_one_process_then_on_two(micro_config, tmp_path):
     _assert_same_weights(full, output, atol=1e-5, rtol=1e-4)
 
 
+def _four_to_two_to_four(config, output, mode, port):
+    """The resize round trip of a sharding mode (`training.distributed=mode`), global batch 8 throughout: 4 processes
+    (batch 2) train 6 steps, checkpointing at 3 and 6; checkpoint-3 resumes on 2 processes (batch 4, checkpointing
+    every step); that run's checkpoint-4 resumes on 4 processes again. Returns the three output folders."""
+    args = [f"training.distributed={mode}"]
+    four, two, back = output / "four", output / "two", output / "back"
+    _run_ok(_pretrain(config, four, *args, "training.batch_size=2", "training.save_steps=3",
+                      launcher=_accelerate(port, 4)))
+    run = _run_ok(_pretrain(config, two, *args, "training.batch_size=4", "training.save_steps=1",
+                            "--resume_from_checkpoint", str(four / "checkpoint-3"), launcher=_accelerate(port + 1)))
+    assert "written by 4 process(es), resumed on 2" in run.stderr
+    run = _run_ok(_pretrain(config, back, *args, "training.batch_size=2", "--resume_from_checkpoint",
+                            str(two / "checkpoint-4"), launcher=_accelerate(port + 2, 4)))
+    assert "written by 2 process(es), resumed on 4" in run.stderr
+    return four, two, back
+
+
+def _assert_resized_runs_match(four, two, back):
+    """Steps 4-6 on 2 processes and 5-6 on 4 again log the uninterrupted 4-process run's losses within 1e-5 relative
+    (only the reduction order differs) and end with its weights."""
+    for output, steps in ((two, [4, 5, 6]), (back, [5, 6])):
+        got = _losses(output)
+        assert sorted(got) == steps, output
+        _assert_losses_close(_losses(four), got, steps)
+        _assert_same_weights(four, output, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow  # three launches (two of 4 processes), ~1 min on 2 cores
+def test_ddp_resumes_four_processes_on_two_and_two_on_four(micro_config, ddp2, tmp_path):
+    """The issue's test, DDP: 4 processes train 6 steps; 2 processes resume from its checkpoint-3 and log steps 4-6
+    within 1e-5 of the 4-process run; 4 processes resume from the 2-process checkpoint-4 alike. Independently of
+    any resume, the 4-process run logs the 2-process run's losses (same global batch) within 1e-5."""
+    four, two, back = _four_to_two_to_four(micro_config, tmp_path, "ddp", 29544)
+    state = json.loads((two / "checkpoint-4" / "trainer_state.json").read_text())
+    assert (state["processes"], state["batch_size"], state["micro_batches"]) == (2, 4, 4)
+    _assert_resized_runs_match(four, two, back)
+    _assert_losses_close(_losses(ddp2), _losses(four), range(1, 7))
+
+
+@pytest.mark.slow  # three launches (two of 4 processes), ~1 min on 2 cores
+def test_fsdp_resumes_four_processes_on_two_and_two_on_four(micro_config, ddp2, tmp_path):
+    """The same with FSDP2: torch.distributed.checkpoint reshards the 4-process checkpoint onto 2 processes and the
+    2-process one onto 4; every resumed step within 1e-5 of the uninterrupted 4-process FSDP run, which logs the
+    2-process DDP run's losses within 1e-5. (HSDP 4 → 2: test_hsdp_equals_ddp_resumes_after_sigkill_and_on_two_processes.)"""
+    four, two, back = _four_to_two_to_four(micro_config, tmp_path, "fsdp", 29547)
+    assert (two / "checkpoint-4" / "dcp").is_dir()
+    _assert_resized_runs_match(four, two, back)
+    _assert_losses_close(_losses(ddp2), _losses(four), range(1, 7))
+
+
 @pytest.mark.slow  # one torchrun run with a restart, ~45 s on 2 cores
 def test_torchrun_restarts_the_group_after_a_lost_process(micro_config, ddp2, tmp_path):
     """`torchrun --max-restarts 1`: rank 1 is SIGKILLed after step 3 (checkpoint-2 is the newest), torchrun stops
