@@ -17,7 +17,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from tips_hf.finetuning import finetune_dense, load_dense_config
+from tips_hf.finetuning import finetune, load_finetune_config
 
 CONFIGS = {
     ("segmentation", "dpt"): "training/configs/finetune_segmentation_dpt_tiny.yaml",
@@ -39,11 +39,11 @@ def main() -> None:
         for task in args.tasks:
             for head, lora in RUNS:
                 path = CONFIGS[(task, "dpt" if head == "dpt" else "patch")]
-                config = load_dense_config(path, [
+                config = load_finetune_config(path, [
                     f"model.base={args.base}", f"model.head={head}", f"lora.enabled={str(lora).lower()}",
                     f"training.output_dir={work}/{task}-{head}-{lora}",
                 ])
-                result = finetune_dense(config)
+                result = finetune(config)
                 row = {"task": task, "head": head, "lora": lora, "config": path,
                        "trainable_parameters": result["trainable_parameters"], **result["eval"],
                        "seconds": result["wall_time_s"]}

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from tips_hf.finetuning import DenseFinetuneConfig, finetune_schema, load_dense_config
+from tips_hf.finetuning import FinetuneConfig, finetune_schema, load_finetune_config
 from tips_hf.lora import target_regex
 from tips_hf.pretraining import PretrainConfig, load_config, save_config
 from tips_hf.pretraining.config import add_config_arguments, config_documents, config_overrides, parse_overrides
@@ -80,19 +80,19 @@ def test_overrides_are_yaml_values():
         parse_overrides(["a.b=[1"])
 
 
-def test_dense_schema_errors(tmp_path):
-    with pytest.raises(ValueError, match="training.task must be one of 'segmentation', 'depth', got 'detection'"):
-        load_dense_config(None, ["training.task=detection"])
+def test_finetune_schema_errors(tmp_path):
+    with pytest.raises(ValueError, match="training.task must be one of 'segmentation', 'depth', 'contrastive', got 'detection'"):
+        load_finetune_config(None, ["training.task=detection"])
     with pytest.raises(ValueError, match="model.head must be one of 'linear', 'mlp', 'dpt'"):
-        load_dense_config(None, ["model.head=conv"])
+        load_finetune_config(None, ["model.head=conv"])
     with pytest.raises(ValueError, match="data.image_size must be a multiple of 14"):
-        load_dense_config(None, ["data.image_size=100"])
+        load_finetune_config(None, ["data.image_size=100"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("training: segmentation\n")
     with pytest.raises(ValueError, match="bad.yaml: section 'training' must be a mapping of settings"):
-        load_dense_config(bad)
+        load_finetune_config(bad)
     # the same LoRA section as pretraining, with the dense defaults (adapters on, vision tower)
-    assert DenseFinetuneConfig().lora.to_dict() == {"enabled": True, "preset": "vision"}
+    assert FinetuneConfig().lora.to_dict() == {"enabled": True, "preset": "vision"}
     assert PretrainConfig().lora.to_dict() == {"enabled": False, "preset": "all"}
 
 
@@ -111,11 +111,12 @@ def test_every_committed_config_loads():
                     loaded = config.to_dict()[section][key]
                     assert (list(loaded) if isinstance(loaded, tuple) else loaded) == value, (file, section, key)
         schemas[path.name] = schema.__name__
-    dense = {name for name, schema in schemas.items() if schema == "DenseFinetuneConfig"}
-    assert dense == {"finetune_ade20k_dpt.yaml", "finetune_depth_dpt_tiny.yaml", "finetune_depth_tiny.yaml",
-                     "finetune_nyu_dpt.yaml", "finetune_segmentation_dpt_tiny.yaml",
+    tasks = {name for name, schema in schemas.items() if schema == "FinetuneConfig"}
+    assert tasks == {"finetune_ade20k_dpt.yaml", "finetune_contrastive_tiny.yaml", "finetune_depth_dpt_tiny.yaml",
+                     "finetune_depth_tiny.yaml", "finetune_nyu_dpt.yaml", "finetune_segmentation_dpt_tiny.yaml",
                      "finetune_segmentation_tiny.yaml"}
-    contrastive = load_config(ROOT / "training" / "configs" / "finetune_contrastive_tiny.yaml")
+    contrastive = load_finetune_config(ROOT / "training" / "configs" / "finetune_contrastive_tiny.yaml")
+    assert contrastive.training.task == "contrastive"
     lora = contrastive.lora.peft_config()
     assert (lora.r, lora.lora_alpha, lora.lora_dropout, lora.bias) == (8, 16, 0.0, "none")
     assert lora.target_modules == target_regex("all") and lora.modules_to_save is None

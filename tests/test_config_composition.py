@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from tips_hf.finetuning import DenseFinetuneConfig, finetune_schema
+from tips_hf.finetuning import FinetuneConfig, finetune_schema
 from tips_hf.pretraining import load_config
 from tips_hf.pretraining.config import config_documents, format_config
 
@@ -96,8 +96,8 @@ def test_errors_name_the_file_that_set_the_value(tmp_path):
 def test_the_task_of_a_base_picks_the_dense_schema(tmp_path):
     _write(tmp_path, "dense.yaml", "training: {task: depth}\nmodel: {head: mlp}\n")
     path = _write(tmp_path, "config.yaml", "base: dense.yaml\ntraining: {max_steps: 3}\n")
-    assert finetune_schema(path) is DenseFinetuneConfig
-    config = DenseFinetuneConfig.load(path)
+    assert finetune_schema(path) is FinetuneConfig
+    config = FinetuneConfig.load(path)
     assert (config.training.task, config.model.head, config.training.max_steps) == ("depth", "mlp", 3)
 
 

@@ -518,9 +518,9 @@ def test_visualize_dpt_pictures(converted_dpt, tmp_path, capsys):
 
 
 def _dpt_config(base, out, *overrides):
-    from tips_hf.finetuning import load_dense_config
+    from tips_hf.finetuning import load_finetune_config
 
-    return load_dense_config(None, [
+    return load_finetune_config(None, [
         f"model.base={base}", "model.head=dpt", "model.dpt_channels=16", "model.depth_bins=8", "lora.r=4",
         "data.num_examples=8", "data.eval_examples=4", "data.scene_image_size=56", "data.image_size=56",
         "training.max_steps=2", "training.batch_size=4", f"training.output_dir={out}", *overrides,
@@ -528,15 +528,15 @@ def _dpt_config(base, out, *overrides):
 
 
 def _dpt_finetune(base, out, *overrides):
-    from tips_hf.finetuning import finetune_dense
+    from tips_hf.finetuning import finetune
 
-    return finetune_dense(_dpt_config(base, out, *overrides))
+    return finetune(_dpt_config(base, out, *overrides))
 
 
 def test_finetune_dpt_head_with_lora_saves_an_auto_loadable_folder(tiny_model_dir, tmp_path):
     from transformers import AutoModelForSemanticSegmentation
 
-    from tips_hf.finetuning import evaluate_dense, load_dense_config
+    from tips_hf.finetuning import evaluate_dense, load_finetune_config
     from tips_hf.finetuning.data import DenseDataset
 
     result = _dpt_finetune(tiny_model_dir, tmp_path / "out")
@@ -548,7 +548,7 @@ def test_finetune_dpt_head_with_lora_saves_an_auto_loadable_folder(tiny_model_di
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
     assert (folder / "modeling_dense_tips.py").is_file() and (folder / "preprocessor_config.json").is_file()
     # The merged folder scores the evaluation set as the LoRA model did during training.
-    config = load_dense_config(None, ["data.eval_examples=4", "data.scene_image_size=56", "data.image_size=56"])
+    config = load_finetune_config(None, ["data.eval_examples=4", "data.scene_image_size=56", "data.image_size=56"])
     eval_set = DenseDataset(config.data, "segmentation", "validation", 4, 0)
     again = evaluate_dense(model, eval_set, "segmentation", model.config.num_labels, background_class=True)
     assert abs(again["mean_iou"] - result["eval"]["mean_iou"]) < 1e-6
@@ -631,24 +631,24 @@ def nyu_run(tiny_model_dir, ade_nyu_parquets, tmp_path_factory):
     nyu_args = ["data.source=parquet", f"data.path={ade_nyu_parquets / 'nyu.parquet'}", "data.label_column=depth_map",
                 "data.split=train", "data.eval_split=train", "training.task=depth", "model.max_depth=5"]
     config = _dpt_config(tiny_model_dir, out, *nyu_args)
-    from tips_hf.finetuning import finetune_dense
+    from tips_hf.finetuning import finetune
 
-    return config, finetune_dense(config), out
+    return config, finetune(config), out
 
 
 def test_finetune_dpt_on_ade20k_layout(tiny_model_dir, ade_nyu_parquets, tmp_path):
-    from tips_hf.finetuning import load_dense, load_dense_config
+    from tips_hf.finetuning import load_dense, load_finetune_config
     from tips_hf.finetuning.data import DenseDataset
 
     ade_args = ["data.source=parquet", f"data.path={ade_nyu_parquets / 'ade.parquet'}", "data.label_column=annotation",
                 "data.num_classes=3", "data.reduce_labels=true", "data.split=train", "data.eval_split=train"]
-    config = load_dense_config(None, [*ade_args, "data.image_size=42"])
+    config = load_finetune_config(None, [*ade_args, "data.image_size=42"])
     label = DenseDataset(config.data, "segmentation", "train", 6)[0]["labels"]
     assert set(label.unique().tolist()) == {0, 2, 255}  # 1 -> 0, 3 -> 2, 0 ("other") -> ignored
     config = _dpt_config(tiny_model_dir, tmp_path / "ade", *ade_args, "lora.enabled=false", *LEARNING)
-    from tips_hf.finetuning import finetune_dense
+    from tips_hf.finetuning import finetune
 
-    result = finetune_dense(config)
+    result = finetune(config)
     model = load_dense(tmp_path / "ade")
     assert not result["lora"] and isinstance(model, TipsForSemanticSegmentation)
     # the reported scores are the saved model's, computed by hand; the training loss fell

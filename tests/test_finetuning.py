@@ -13,9 +13,9 @@ from peft import PeftModel, get_peft_model
 from tips_hf import TipsModel
 from tips_hf.finetuning import (
     TipsForDenseTasks,
-    finetune_dense,
+    finetune,
     load_dense,
-    load_dense_config,
+    load_finetune_config,
     lora_config,
     matching_modules,
 )
@@ -108,12 +108,12 @@ LEARNING = ["optim.warmup_steps=0", "optim.lr=1e-2", "training.logging_steps=1",
 
 
 def test_dense_finetune_loop_saves_and_reloads(tiny_model_dir, tmp_path, capsys):
-    config = load_dense_config(None, [
+    config = load_finetune_config(None, [
         f"model.base={tiny_model_dir}", "model.head=linear", "lora.r=4", "data.num_examples=16", "data.eval_examples=8",
         "data.scene_image_size=56", "data.image_size=56", "training.max_steps=4", "training.batch_size=4",
         f"training.output_dir={tmp_path / 'out'}", *LEARNING,
     ])
-    result = finetune_dense(config)
+    result = finetune(config)
     assert "trainable parameters:" in capsys.readouterr().out
     assert result["trainable_parameters"] < result["total_parameters"]
     out = tmp_path / "out"
@@ -161,14 +161,14 @@ def test_dense_depth_head_loss_is_squared_error_on_valid_pixels(tiny_model_dir):
 
 
 def test_dense_finetune_depth_mode_learns(tiny_model_dir, tmp_path):
-    """finetune_dense with training.task=depth and a linear head (TipsForDenseTasks' depth mode): the training loss
+    """finetune with training.task=depth and a linear head (TipsForDenseTasks' depth mode): the training loss
     falls (measured 1.66 -> 0.52 / 0.65 over 8 steps) and the reported RMSE is the saved model's, computed by hand."""
-    config = load_dense_config(None, [
+    config = load_finetune_config(None, [
         f"model.base={tiny_model_dir}", "model.head=linear", "training.task=depth", "data.depth_offset=1.0",
         "lora.r=4", "data.num_examples=16", "data.eval_examples=8", "data.scene_image_size=56", "data.image_size=56",
         "training.max_steps=8", "training.batch_size=4", f"training.output_dir={tmp_path}", *LEARNING,
     ])
-    result = finetune_dense(config)
+    result = finetune(config)
     model = load_dense(tmp_path)
     assert isinstance(model.base_model.model, TipsForDenseTasks) and model.base_model.model.task == "depth"
     assert result["eval"]["rmse"] == pytest.approx(scores_by_hand(model, config)["rmse"], rel=1e-5)
@@ -220,13 +220,13 @@ def test_dense_finetune_on_an_hf_dataset(tiny_model_dir, tmp_path):
         rows.append({"picture": png(image), "segmentation": png(mask, "L")})
     features = datasets.Features({"picture": datasets.Image(), "segmentation": datasets.Image()})
     datasets.Dataset.from_list(rows, features=features).to_parquet(tmp_path / "seg.parquet")
-    config = load_dense_config(None, [
+    config = load_finetune_config(None, [
         f"model.base={tiny_model_dir}", "data.source=parquet", f"data.path={tmp_path / 'seg.parquet'}",
         "data.image_column=picture", "data.label_column=segmentation", "data.num_classes=3", "data.split=train",
         "data.eval_split=train", "data.image_size=28", "training.max_steps=3", "training.batch_size=4",
         f"training.output_dir={tmp_path / 'out'}", "lora.r=2", *LEARNING,
     ])
-    result = finetune_dense(config)
+    result = finetune(config)
     assert result["steps"] == 3
     by_hand = scores_by_hand(load_dense(tmp_path / "out"), config)
     assert result["eval"]["mean_iou"] == pytest.approx(by_hand["mean_iou"], abs=1e-6)
@@ -256,7 +256,7 @@ def test_dense_dataset_label_sizes_and_subset(tmp_path):
     rows = [{"img": png(np.stack([m * 80] * 3, -1)), "seg": png(m)} for m in masks]
     features = datasets.Features({"img": datasets.Image(), "seg": datasets.Image()})
     datasets.Dataset.from_list(rows, features=features).to_parquet(tmp_path / "seg.parquet")
-    config = load_dense_config(None, ["data.source=parquet", f"data.path={tmp_path / 'seg.parquet'}",
+    config = load_finetune_config(None, ["data.source=parquet", f"data.path={tmp_path / 'seg.parquet'}",
                                       "data.image_column=img", "data.label_column=seg", "data.image_size=28"])
     dataset = DenseDataset(config.data, "segmentation", "train", 4, 0)
     assert len(dataset) == 4
@@ -364,9 +364,9 @@ def test_dense_finetune_accumulation_equals_the_larger_batch_and_evaluates_perio
     common = [f"model.base={tiny_model_dir}", "model.head=linear", "lora.r=4", "data.num_examples=16",
               "data.eval_examples=6", "data.scene_image_size=56", "data.image_size=56", "training.max_steps=4",
               "training.eval_batch_size=4", *LEARNING]
-    one = finetune_dense(load_dense_config(None, [*common, "training.batch_size=8",
+    one = finetune(load_finetune_config(None, [*common, "training.batch_size=8",
                                                   f"training.output_dir={tmp_path / 'one'}"]))
-    two = finetune_dense(load_dense_config(None, [*common, "training.batch_size=4",
+    two = finetune(load_finetune_config(None, [*common, "training.batch_size=4",
                                                   "training.gradient_accumulation_steps=2", "training.eval_steps=2",
                                                   f"training.output_dir={tmp_path / 'two'}"]))
     want, got = logged_losses(tmp_path / "one"), logged_losses(tmp_path / "two")
@@ -385,7 +385,7 @@ def test_dense_finetune_accumulation_equals_the_larger_batch_and_evaluates_perio
     once = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     assert [record["step"] for record in once if record.get("event") == "eval"] == [4]  # eval_steps=0: at the end
     assert two["eval"]["mean_iou"] == pytest.approx(scores_by_hand(load_dense(tmp_path / "two"),
-                                                                   load_dense_config(None, common))["mean_iou"],
+                                                                   load_finetune_config(None, common))["mean_iou"],
                                                     abs=1e-6)
 
 
@@ -404,11 +404,11 @@ def test_dense_finetune_pushes_the_run_folder(tiny_model_dir, tmp_path, monkeypa
 
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
     with pytest.raises(ValueError, match=r"training.push_to_hub needs training.hub_model_id"):
-        load_dense_config(None, ["training.push_to_hub=true"])
+        load_finetune_config(None, ["training.push_to_hub=true"])
     with pytest.raises(ValueError, match=r"invalid training.hub_model_id 'seg'"):
-        load_dense_config(None, ["training.push_to_hub=true", "training.hub_model_id=seg"])
+        load_finetune_config(None, ["training.push_to_hub=true", "training.hub_model_id=seg"])
     out = tmp_path / "out"
-    finetune_dense(load_dense_config(None, [
+    finetune(load_finetune_config(None, [
         f"model.base={tiny_model_dir}", "lora.r=2", "data.num_examples=8", "data.eval_examples=4",
         "data.scene_image_size=56", "data.image_size=56", "training.max_steps=2", "training.batch_size=4",
         "training.save_steps=1", f"training.output_dir={out}", "training.push_to_hub=true",
@@ -417,3 +417,62 @@ def test_dense_finetune_pushes_the_run_folder(tiny_model_dir, tmp_path, monkeypa
     assert sent[0] == ("create", "me/seg") and sent[1][:2] == ("upload", "me/seg")
     assert {"adapter", "dense_config.json", "metrics.jsonl", "checkpoint-2"} <= set(sent[1][2])
     assert "checkpoint-*" in sent[1][3]
+
+
+def test_contrastive_finetune_on_trainer(tmp_path):
+    """training.task=contrastive on Trainer. The first logged loss is the base model's contrastive loss of both heads
+    (`TipsModel(..., return_loss=True)`; in one process the same as the global one) on the first global batch, built
+    here independently: the sampler's permutation for epoch 0, each row's synthetic caption drawn by the generator of
+    (seed, epoch, index), the processor. The loss then falls, Recall@K is reported before and after, and the saved
+    final model is the base with the saved adapter merged into it."""
+    from peft import PeftModel
+
+    from tips_hf import TipsImageProcessor, TipsProcessor, TipsTokenizer
+    from tips_hf.data import load_scenes_dataset
+    from tips_hf.data.build_tokenizer import TOKENIZER_PATH
+    from tips_hf.pretraining.data import sample_generator
+
+    config = tiny_config("mlp", image_size=56)
+    config.text_config.vocab_size = 512  # the scenes tokenizer
+    config.temperature_init_value = 0.05  # 1/T = 20: a wrong scale shows in the loss
+    torch.manual_seed(0)
+    base_dir = tmp_path / "base"
+    TipsModel(config).save_pretrained(base_dir)
+    processor = TipsProcessor(TipsImageProcessor(size={"height": 56, "width": 56}),
+                              TipsTokenizer(str(TOKENIZER_PATH), model_max_length=16))
+    processor.save_pretrained(base_dir)
+    out = tmp_path / "run"
+    result = finetune(load_finetune_config(None, [
+        "training.task=contrastive", f"model.base={base_dir}", "lora.preset=all", "lora.r=4", "data.num_examples=24",
+        "data.eval_examples=16", "data.scene_image_size=56", "data.image_size=56", "data.max_text_length=16",
+        "training.max_steps=6", "training.batch_size=8", "training.eval_batch_size=8", "training.eval_on_start=true",
+        "training.seed=3", f"training.output_dir={out}", *LEARNING,
+    ]))
+    # the first global batch, by hand
+    rows = load_scenes_dataset("train", 24, image_size=56, seed=3)
+    order = torch.randperm(24, generator=torch.Generator().manual_seed(3 + 0))[:8].tolist()
+    captions = []
+    for index in order:
+        choices = rows[index]["synthetic_captions"]
+        captions.append(choices[int(torch.randint(len(choices), (), generator=sample_generator(3, 0, index)))])
+    images = [rows[index]["image"] for index in order]
+    batch = processor(images=images, text=[rows[index]["alt_text"] for index in order], return_tensors="pt",
+                      max_length=16)
+    synthetic = processor(text=captions, return_tensors="pt", max_length=16)
+    base = TipsModel.from_pretrained(base_dir).eval()
+    with torch.no_grad():
+        want = base(**batch, synthetic_input_ids=synthetic["input_ids"],
+                    synthetic_attention_mask=synthetic["attention_mask"], return_loss=True).loss
+    losses = logged_losses(out)
+    assert len(losses) == 6 and losses[0] == pytest.approx(float(want), rel=1e-5), (losses[0], float(want))
+    assert sum(losses[-2:]) / 2 < losses[0], losses
+    assert set(result["eval_before"]) == set(result["eval"]) and "synthetic_image_to_text_recall@5" in result["eval"]
+    final = out / "final"
+    merged = TipsModel.from_pretrained(final).eval()
+    adapted = PeftModel.from_pretrained(TipsModel.from_pretrained(base_dir), final / "adapter").eval()
+    with torch.no_grad():
+        a = merged.get_image_features(pixel_values=batch["pixel_values"]).synthetic_embeds
+        b = adapted.get_image_features(pixel_values=batch["pixel_values"]).synthetic_embeds
+        assert not torch.allclose(a, base.get_image_features(pixel_values=batch["pixel_values"]).synthetic_embeds)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)  # W + BA folded: float32 rounding of O(1) features
+    assert TipsProcessor.from_pretrained(final).image_processor.size == {"height": 56, "width": 56}

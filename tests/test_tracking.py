@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 
 from tips_hf._extras import EXTRA_OF
-from tips_hf.finetuning import finetune_dense, load_dense_config
+from tips_hf.finetuning import finetune, load_finetune_config
 from tips_hf.pretraining import load_config, train
 from tips_hf.pretraining.tracking import flat_hyperparameters, log_with, tracker_names
 
@@ -31,12 +31,12 @@ def test_report_to_takes_what_accelerate_knows():
 
     for name in [kind.value for kind in LoggerType]:
         assert load_config(None, [f"training.report_to={name}"]).training.report_to == name
-        assert load_dense_config(None, [f"training.report_to={name}"]).training.report_to == name
+        assert load_finetune_config(None, [f"training.report_to={name}"]).training.report_to == name
     both = load_config(None, ["training.report_to=[tensorboard, wandb]"])
     assert both.training.report_to == ["tensorboard", "wandb"] and tracker_names(both.training.report_to) == [
         "tensorboard", "wandb"]
     assert tracker_names("none") == [] and log_with("none") is None
-    for load in (load_config, load_dense_config):
+    for load in (load_config, load_finetune_config):
         with pytest.raises(ValueError, match=r"training.report_to: unknown tracker 'wandbb' \(did you mean 'wandb'\?\); "
                                              r"accelerate knows all, aim, tensorboard, wandb, .* \(or none\)"):
             load(None, ["training.report_to=wandbb"])
@@ -142,13 +142,13 @@ def test_pretraining_logs_to_tensorboard_and_mlflow(tmp_path, monkeypatch):
 
 def test_dense_finetuning_logs_to_tensorboard(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
-    config = load_dense_config(None, [
+    config = load_finetune_config(None, [
         f"model.base={tiny_model_dir}", "lora.r=4", "data.num_examples=8", "data.eval_examples=4",
         "data.scene_image_size=56", "data.image_size=56", "training.max_steps=2", "training.batch_size=4",
         "training.logging_steps=1", "training.progress_bar=false", f"training.output_dir={out}",
         "training.report_to=tensorboard",
     ])
-    result = finetune_dense(config)
+    result = finetune(config)
     hparams, scalars = _tensorboard(out)
     assert hparams["optim.lr"] == 0.001 and hparams["training.task"] == "segmentation"
     assert hparams["lora.r"] == 4 and hparams["model.base"] == str(tiny_model_dir)

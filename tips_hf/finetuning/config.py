@@ -1,5 +1,5 @@
-"""The settings of dense fine-tuning (`training/finetune.py` with `training.task: segmentation | depth`): the
-schema, its loader, and which schema a fine-tuning config file belongs to."""
+"""The settings of fine-tuning (`training/finetune.py`, `training.task: segmentation | depth | contrastive`): the
+schema, its loader, and which schema a config file belongs to."""
 
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ from ..pretraining.tracking import REPORT_TO_HELP, tracker_names
 
 @dataclass
 class DenseModelSection(Section):
-    """The backbone to fine-tune and the new head."""
+    """The model to fine-tune and, for the dense tasks, the new head."""
 
-    base: str = setting("outputs/tiny-cpu/final", "TipsModel folder to fine-tune")
+    base: str = setting("outputs/tiny-cpu/final", "TipsModel folder (or Hub id) to fine-tune")
     head: Literal["linear", "mlp", "dpt"] = setting(
-        "linear", "linear | mlp (on the last patch grid) | dpt (the official DPT decoder on 4 blocks)")
+        "linear", "dense tasks: linear | mlp (on the last patch grid) | dpt (the official DPT decoder on 4 blocks)")
     attn_implementation: str = setting("sdpa", "eager | sdpa | flash_attention_2 | flex_attention")
     dpt_channels: int = setting(64, 'head "dpt": fusion width (256 in the released decoders)')
     depth_bins: int = setting(64, 'head "dpt", task depth: bins of the expectation head (256 released)')
@@ -36,7 +36,7 @@ class DenseModelSection(Section):
 
 @dataclass
 class DenseDataSection(Section):
-    """Images and label maps (segmentation class ids or depths)."""
+    """Images with label maps (segmentation class ids or depths) or with captions (contrastive)."""
 
     source: DataSource = setting("scenes", "scenes (embedded) | imagefolder | parquet | arrow | webdataset | hub")
     path: str | None = setting(None, "folder, file glob or dataset name (not used by `scenes`)")
@@ -44,14 +44,20 @@ class DenseDataSection(Section):
     eval_split: str = setting("validation", "split to evaluate on")
     image_column: str = setting("image", "column holding the image")
     label_column: str = setting(
-        "class_mask", "segmentation map (class ids) or depth map, as an image or array")
+        "class_mask", "dense tasks: segmentation map (class ids) or depth map, as an image or array")
+    alt_text_column: str = setting("alt_text", "contrastive: the captions of the alt-text head (CLS-1)")
+    synthetic_column: str | None = setting(
+        "synthetic_captions", "contrastive: the captions of the synthetic-caption head (CLS-2), a string or a list per "
+        "row (one drawn per example and epoch, seeded); null: both heads train on alt_text_column")
+    max_text_length: int = setting(64, "contrastive: caption tokens, padded or cut (the official 64)")
     num_classes: int | None = setting(None, "segmentation classes; null: the scenes' classes")
     num_examples: int = setting(400, "training examples (0: the whole split of a dataset)")
     eval_examples: int = setting(200, "evaluation examples (0: the whole split of a dataset)")
     scene_image_size: int = setting(112, "image side of the embedded scenes")
     scene_options: dict = setting({}, "other SceneConfig fields (e.g. max_objects) of the scenes")
     image_size: int = setting(112, "model input side (multiple of 14)")
-    flip_probability: float = setting(0.5, "probability of a horizontal flip")
+    flip_probability: float = setting(
+        0.5, "dense tasks: probability of a horizontal flip (contrastive: none, captions may say left or right)")
     reduce_labels: bool = setting(
         False, 'ADE20K layout: class 0 ("other") -> 255 (ignored), class k -> k - 1')
     depth_offset: float = setting(
@@ -74,8 +80,9 @@ class DenseOptimSection(Section):
 class DenseTrainingSection(Section):
     """The run."""
 
-    task: Literal["segmentation", "depth"] = setting(
-        "segmentation", "segmentation (class ids, cross-entropy) | depth (depth maps)")
+    task: Literal["segmentation", "depth", "contrastive"] = setting(
+        "segmentation", "segmentation (class ids, cross-entropy) | depth (depth maps) | contrastive (both heads against "
+        "their captions, negatives from every process; Recall@K)")
     output_dir: str = setting("outputs/finetune", "run folder (adapter, head, metrics)")
     max_steps: int = setting(200, "optimizer steps")
     batch_size: int = setting(32, "per process")
@@ -94,20 +101,21 @@ class DenseTrainingSection(Section):
         0, "steps between evaluations of the eval split (spread over the processes, scores accumulated batch by batch); "
         "0: only at the end")
     eval_batch_size: int = setting(16, "evaluation batch per process")
+    eval_on_start: bool = setting(False, "also evaluate before the first step (reported as eval_before)")
     report_to: str | list[str] = setting("tensorboard", REPORT_TO_HELP)
     push_to_hub: bool = setting(False, "upload the run folder (adapter, head or model, metrics) to the Hub at the end")
     hub_model_id: str | None = setting(None, "push_to_hub: the repository (namespace/name)")
 
 
 @dataclass
-class DenseFinetuneConfig(Schema):
+class FinetuneConfig(Schema):
     model: DenseModelSection = field(default_factory=DenseModelSection)
     lora: LoraSection = field(default_factory=lambda: LoraSection(enabled=True, preset="vision"))
     data: DenseDataSection = field(default_factory=DenseDataSection)
     optim: DenseOptimSection = field(default_factory=DenseOptimSection)
     training: DenseTrainingSection = field(default_factory=DenseTrainingSection)
 
-    def validate(self) -> DenseFinetuneConfig:
+    def validate(self) -> FinetuneConfig:
         tracker_names(self.training.report_to)
         if self.data.image_size % 14:
             raise ValueError(f"data.image_size must be a multiple of 14, got {self.data.image_size}.")
@@ -127,15 +135,15 @@ class DenseFinetuneConfig(Schema):
         return self
 
 
-def load_dense_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> DenseFinetuneConfig:
-    """A `DenseFinetuneConfig` from a YAML file and `section.key=value` overrides (the loader of
+def load_finetune_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> FinetuneConfig:
+    """A `FinetuneConfig` from a YAML file and `section.key=value` overrides (the loader of
     `tips_hf.pretraining.load_config`)."""
-    return DenseFinetuneConfig.load(path, overrides)
+    return FinetuneConfig.load(path, overrides)
 
 
 def finetune_schema(path: str | os.PathLike | None) -> type[Schema]:
-    """The schema of a fine-tuning config: `DenseFinetuneConfig` for `training.task: segmentation | depth` (and
-    without a file), else `PretrainConfig` (contrastive LoRA through the pretraining loop)."""
+    """The schema of a config file: `FinetuneConfig` when it (or a base) sets `training.task` (and without a file),
+    else `PretrainConfig` (a pretraining config, for `training/pretrain.py`)."""
     if path is None or any("task" in document.get("training", {}) for _, document in config_documents(path)):
-        return DenseFinetuneConfig
+        return FinetuneConfig
     return PretrainConfig

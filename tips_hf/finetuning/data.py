@@ -91,3 +91,38 @@ class TrainingView(torch.utils.data.Dataset):
         ):
             sample = {name: value.flip(-1) for name, value in sample.items()}
         return sample
+
+
+class CaptionedView(torch.utils.data.Dataset):
+    """Image–caption rows for contrastive fine-tuning: `{"image": PIL image, "alt_text": str, "synthetic": str}`.
+
+    Indexed by the `(epoch, index)` keys of `GlobalBatchSampler` (training) or by `index` (evaluation: epoch 0). A row
+    whose synthetic column holds several captions gives one of them, drawn by a generator of (seed, epoch, index): the
+    same caption whatever the process count or the step a run resumed at, another one each epoch."""
+
+    def __init__(self, rows, image_column: str, alt_text_column: str, synthetic_column: str | None, seed: int = 0):
+        self.rows, self.seed = rows, seed
+        self.image_column, self.alt_text_column, self.synthetic_column = image_column, alt_text_column, synthetic_column
+        missing = [name for name in (image_column, alt_text_column, synthetic_column)
+                   if name is not None and name not in rows.column_names]
+        if missing:
+            raise ValueError(f"data: column(s) {missing} not in the dataset (columns: {rows.column_names}); set "
+                             "data.image_column / data.alt_text_column / data.synthetic_column.")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict:
+        from ..pretraining.data import decode_image
+
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        row = self.rows[int(index)]
+        alt_text = row[self.alt_text_column]
+        synthetic = row[self.synthetic_column] if self.synthetic_column is not None else alt_text
+        if isinstance(synthetic, (list, tuple)):
+            if not synthetic:
+                raise ValueError(f"data.synthetic_column {self.synthetic_column!r}: row {index} has no caption.")
+            pick = torch.randint(len(synthetic), (), generator=sample_generator(self.seed, epoch, int(index)))
+            synthetic = synthetic[int(pick)]
+        return {"image": decode_image(row[self.image_column]), "alt_text": alt_text,
+                "synthetic": synthetic}

@@ -1,20 +1,18 @@
-"""Dense fine-tuning (segmentation / depth) of TIPS on `transformers.Trainer`: a new head (linear, MLP or the
-official DPT decoder) on the patch grid, the backbone frozen or adapted with LoRA.
+"""Fine-tuning TIPS on `transformers.Trainer`: dense heads (segmentation / depth: linear, MLP or the official DPT
+decoder on the patch grid, the backbone frozen or adapted with LoRA) and contrastive adaptation of both heads.
 
 What `Trainer` brings: gradient accumulation, mixed precision, distributed training, periodic evaluation spread over
 the processes, callbacks and checkpoints. What this module adds to it:
-- [`DenseTrainer`]: the training batches come from `GlobalBatchSampler` (process r reads its slice of every global
-  batch, keyed by (epoch, index), flips seeded per example), so a run makes the same batches on any process count and
-  resumes by starting the sampler at the step it stopped at instead of re-reading the data;
+- [`DenseTrainer`], [`ContrastiveTrainer`]: the training batches come from `GlobalBatchSampler` (process r reads its
+  slice of every global batch, keyed by (epoch, index); flips and caption choices seeded per example), so a run makes
+  the same batches on any process count and resumes by starting the sampler at the step it stopped at instead of
+  re-reading the data; the contrastive loss takes its negatives from every process;
 - [`StopOnSignalCallback`]: SIGTERM / SIGUSR1 finish the step in progress, save a checkpoint and stop;
 - `RunRecordCallback`: `metrics.jsonl`, the experiment trackers of `training.report_to` (accelerate's, as in
   pretraining, with the config as flat hyperparameters) and the `COMPLETE` marker of each checkpoint, after which
   older checkpoints are rotated out (so a crash during a save never leaves a run without a complete checkpoint);
-- evaluation that keeps no predictions: `SegmentationMetrics` / `DepthMetrics` add up each gathered batch
+- dense evaluation that keeps no predictions: `SegmentationMetrics` / `DepthMetrics` add up each gathered batch
   (`TrainingArguments(batch_eval_metrics=True)`).
-
-Contrastive domain adaptation with LoRA runs through the pretraining loop instead (`lora` section of a pretraining
-config, see `training/configs/finetune_contrastive_tiny.yaml`).
 """
 
 from __future__ import annotations
@@ -45,12 +43,12 @@ from ..pretraining.checkpointing import (
 from ..pretraining.config import launcher_precision_conflict, prepare_launch_environment
 from ..pretraining.data import GlobalBatchSampler, processor_normalisation, square_image_processor
 from ..pretraining.tracking import flat_hyperparameters, log_with
-from .config import DenseFinetuneConfig
-from .data import DenseCollator, DenseDataset, TrainingView
+from .config import FinetuneConfig
+from .data import CaptionedView, DenseCollator, DenseDataset, TrainingView
 from .dense import TipsForDenseTasks
 
-__all__ = ["DenseTrainer", "StopOnSignalCallback", "build_dense_model", "evaluate_dense", "finetune_dense",  # noqa: F822
-           "load_dense", "save_dense"]
+__all__ = ["ContrastiveTrainer", "DenseTrainer", "StopOnSignalCallback", "build_dense_model",  # noqa: F822
+           "evaluate_dense", "finetune", "load_dense", "save_dense"]
 
 
 @functools.cache
@@ -59,23 +57,25 @@ def _classes() -> dict[str, type]:
     transformers' Trainer requires)."""
     from transformers import Trainer, TrainerCallback
 
-    class DenseTrainer(Trainer):
-        r"""`transformers.Trainer` whose training batches come from [`GlobalBatchSampler`]: every process reads its
-        slice of each global batch of `per_device_train_batch_size` x processes examples, in an order set by the seed
-        alone, from micro-batch `start_batch` on. A run therefore makes the same batches on 1 or N processes, and a
-        resumed run starts the sampler where it stopped (`ignore_data_skip`: nothing is read twice).
+    from ..training_utils import TipsContrastiveTrainer
 
-        The training dataset must be indexable by `(epoch, index)` keys ([`TrainingView`]). The models' losses are
-        means over their micro-batch: Trainer divides them by the accumulation steps."""
+    class GlobalBatches:
+        """The training batches of [`DenseTrainer`] / [`ContrastiveTrainer`]: process r reads its slice of every global
+        batch of `per_device_train_batch_size` x processes examples, in an order set by the seed alone
+        ([`GlobalBatchSampler`]), from micro-batch `start_batch` on. A run therefore makes the same batches on 1 or N
+        processes, and a resumed run starts the sampler where it stopped (`ignore_data_skip`: nothing is read twice).
+        The training dataset is indexed by `(epoch, index)` keys ([`TrainingView`], [`CaptionedView`])."""
 
         def __init__(self, *args, start_batch: int = 0, **kwargs):
             super().__init__(*args, **kwargs)
             self.start_batch = start_batch
-            self.model_accepts_loss_kwargs = False  # a mean loss, not a sum over `num_items_in_batch`
+            # the losses are means over the micro-batch (not sums over `num_items_in_batch`): Trainer divides them by
+            # the accumulation steps
+            self.model_accepts_loss_kwargs = False
 
         def get_train_dataloader(self) -> torch.utils.data.DataLoader:
             if self.train_dataset is None:
-                raise ValueError("DenseTrainer: training requires a train_dataset.")
+                raise ValueError(f"{type(self).__name__}: training requires a train_dataset.")
             args = self.args
             sampler = GlobalBatchSampler(len(self.train_dataset), args.per_device_train_batch_size,
                                          args.process_index, args.world_size, args.seed, start_batch=self.start_batch)
@@ -85,6 +85,13 @@ def _classes() -> dict[str, type]:
                 num_workers=args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory,
                 persistent_workers=args.dataloader_persistent_workers and args.dataloader_num_workers > 0,
             )
+
+    class DenseTrainer(GlobalBatches, Trainer):
+        r"""`transformers.Trainer` for dense heads, with the batches of [`GlobalBatches`]."""
+
+    class ContrastiveTrainer(GlobalBatches, TipsContrastiveTrainer):
+        r"""`TipsContrastiveTrainer` (both heads, negatives from every process) with the batches of
+        [`GlobalBatches`]."""
 
     class StopOnSignalCallback(TrainerCallback):
         r"""SIGTERM / SIGUSR1 (a cluster's notice before it kills a job) stop the run after the step in progress,
@@ -116,6 +123,7 @@ def _classes() -> dict[str, type]:
         def __init__(self, trainer: Any, run_dir: Path, keep_last: int, trackers: list, hyperparameters: dict):
             self.trainer, self.run_dir, self.keep_last = trainer, run_dir, keep_last
             self.tracker_names, self.hyperparameters, self.trackers = trackers, hyperparameters, []
+            self.first_eval: tuple[int, dict[str, float]] | None = None
             self.last_eval: tuple[int, dict[str, float]] | None = None
 
         def on_train_begin(self, args, state, control, **kwargs):
@@ -140,6 +148,7 @@ def _classes() -> dict[str, type]:
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             scores = _eval_scores(metrics or {})
             self.last_eval = (state.global_step, scores)
+            self.first_eval = self.first_eval or self.last_eval
             if state.is_world_process_zero:
                 self._write({"event": "eval", "step": state.global_step, **scores},
                             {f"eval/{key}": value for key, value in scores.items()}, state.global_step)
@@ -162,13 +171,14 @@ def _classes() -> dict[str, type]:
                 tracker.finish()
             self.trackers = []
 
-    for cls in (DenseTrainer, StopOnSignalCallback, RunRecordCallback):
+    built = (GlobalBatches, DenseTrainer, ContrastiveTrainer, StopOnSignalCallback, RunRecordCallback)
+    for cls in built:
         cls.__module__ = __name__
-    return {cls.__name__: cls for cls in (DenseTrainer, StopOnSignalCallback, RunRecordCallback)}
+    return {cls.__name__: cls for cls in built}
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("DenseTrainer", "StopOnSignalCallback"):
+    if name in ("ContrastiveTrainer", "DenseTrainer", "StopOnSignalCallback"):
         return _classes()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -190,7 +200,7 @@ def open_trackers(names: list[str], run_dir: Path, hyperparameters: dict) -> lis
     return trackers
 
 
-def build_dpt_model(base, config: DenseFinetuneConfig, num_classes: int):
+def build_dpt_model(base, config: FinetuneConfig, num_classes: int):
     """A `TipsForSemanticSegmentation` / `TipsForDepthEstimation` (official DPT decoder, freshly initialised) on the
     vision tower of `base`; its own loss trains it (cross-entropy, ignore 255 / SILog on depths > 0)."""
     from ..modeling.configuration_dense_tips import TipsDPTConfig
@@ -211,7 +221,7 @@ def build_dpt_model(base, config: DenseFinetuneConfig, num_classes: int):
     return model
 
 
-def _class_names(config: DenseFinetuneConfig, num_classes: int) -> list[str]:
+def _class_names(config: FinetuneConfig, num_classes: int) -> list[str]:
     if config.data.source == "scenes" and config.data.num_classes is None:
         from ..data import CLASS_NAMES
 
@@ -219,7 +229,7 @@ def _class_names(config: DenseFinetuneConfig, num_classes: int) -> list[str]:
     return [f"class_{i}" for i in range(num_classes)]
 
 
-def build_dense_model(config: DenseFinetuneConfig, num_classes: int):
+def build_dense_model(config: FinetuneConfig, num_classes: int):
     """The TipsForDenseTasks model (or, with head "dpt", a DPT model), wrapped with LoRA (heads saved with the
     adapter) or with a frozen backbone."""
     from ..modeling.modeling_tips import TipsModel
@@ -245,12 +255,13 @@ def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 
-def training_arguments(config: DenseFinetuneConfig, output_dir: str | os.PathLike):
+def training_arguments(config: FinetuneConfig, output_dir: str | os.PathLike):
     """The `TrainingArguments` of a dense fine-tuning config (the schedule: linear warm-up, then cosine to
     `optim.min_lr`; AdamW without weight decay on biases and norms)."""
     from transformers import TrainingArguments
 
     training, optim = config.training, config.optim
+    dense = training.task != "contrastive"
     return TrainingArguments(
         output_dir=str(output_dir),
         max_steps=training.max_steps,
@@ -267,7 +278,9 @@ def training_arguments(config: DenseFinetuneConfig, output_dir: str | os.PathLik
         logging_steps=training.logging_steps,
         eval_strategy="steps" if training.eval_steps else "no",
         eval_steps=training.eval_steps or None,
-        batch_eval_metrics=True,  # scores add up batch by batch: no (N, H, W) predictions kept
+        eval_on_start=training.eval_on_start,
+        # dense scores add up batch by batch (no (N, H, W) predictions kept); Recall@K ranks the whole set's embeddings
+        batch_eval_metrics=dense,
         save_strategy="steps" if training.save_steps else "no",
         save_steps=training.save_steps or 500,
         save_total_limit=None,  # RunRecordCallback rotates, after the newest checkpoint is complete
@@ -279,7 +292,7 @@ def training_arguments(config: DenseFinetuneConfig, output_dir: str | os.PathLik
         dataloader_persistent_workers=config.data.num_workers > 0,
         ignore_data_skip=True,  # DenseTrainer's sampler starts at the resumed step
         remove_unused_columns=False,
-        label_names=["labels"],
+        label_names=["labels"] if dense else None,  # contrastive: no labels, the model's loss (`return_loss`)
         report_to="none",  # the accelerate trackers of training.report_to, through RunRecordCallback
         disable_tqdm=not training.progress_bar,
     )
@@ -339,12 +352,92 @@ def _checkpoint_step(checkpoint: Path | None) -> int:
     return int(json.loads(state.read_text())["global_step"])
 
 
-def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
-    """Train the head (+ LoRA) with [`DenseTrainer`], evaluate (every `training.eval_steps` and at the end), save the
-    adapter (with the head), the head or the DPT model folder; push the run folder with `training.push_to_hub`.
+def _dense_parts(config: FinetuneConfig) -> dict[str, Any]:
+    """What `finetune` needs for a dense task: the model, the data, the metrics and how to save the result."""
+    training = config.training
+    num_classes = config.data.num_classes
+    if num_classes is None:
+        from ..data import CLASS_NAMES
 
-    Returns: `task`, `steps`, `trainable_parameters`, `total_parameters`, `lora`, `eval` (the final scores) and
-    `wall_time_s`; or `task`, `steps` and `stopped_by_signal` when SIGTERM / SIGUSR1 stopped the run."""
+        num_classes = len(CLASS_NAMES)
+    train_set = DenseDataset(config.data, training.task, config.data.split, config.data.num_examples, training.seed)
+    eval_set = DenseDataset(config.data, training.task, config.data.eval_split, config.data.eval_examples,
+                            training.seed)
+    normalisation = processor_normalisation(config.model.base)
+    return {
+        "model": build_dense_model(config, num_classes), "trainer": "DenseTrainer",
+        "train": TrainingView(train_set, config.data.flip_probability, training.seed), "eval": eval_set,
+        "collator": DenseCollator(normalisation),
+        "metrics": dense_metrics(training.task, num_classes, background_class=config.data.source == "scenes"),
+        "save": lambda model, out, result: save_dense(model, config, num_classes, out, result, normalisation),
+    }
+
+
+def _contrastive_parts(config: FinetuneConfig) -> dict[str, Any]:
+    """What `finetune` needs for contrastive fine-tuning of both heads: the model (LoRA on `lora.preset`, or all of it
+    without LoRA), image–caption rows, Recall@K, and the saving of the adapter and the merged model."""
+    from ..modeling.modeling_tips import TipsModel
+    from ..pretraining.config import DataConfig
+    from ..pretraining.data import load_source
+    from ..processing.processing_tips import TipsProcessor
+    from ..training_utils import ContrastiveRetrievalMetrics, TipsDataCollator
+
+    data, training = config.data, config.training
+    model = TipsModel.from_pretrained(config.model.base)
+    model.set_attn_implementation(config.model.attn_implementation)
+    if config.lora.enabled:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, config.lora.peft_config())
+    processor = TipsProcessor.from_pretrained(config.model.base)
+    processor.image_processor.size = {"height": data.image_size, "width": data.image_size}
+    source = DataConfig(source=data.source, path=data.path, image_column=data.image_column,
+                        alt_text_column=data.alt_text_column,
+                        synthetic_columns=[data.synthetic_column] if data.synthetic_column else [],
+                        scene_image_size=data.scene_image_size, scene_options=data.scene_options)
+
+    def rows(split: str, count: int):
+        table = load_source(source, split=split, num_examples=count or None, seed=training.seed)
+        table = table.select(range(count)) if count and count < len(table) else table
+        return CaptionedView(table, data.image_column, data.alt_text_column, data.synthetic_column, training.seed)
+
+    metrics = ContrastiveRetrievalMetrics(ks=(1, 5))
+
+    def save(model, out: Path, result: dict) -> None:
+        """`OUT/final`: the merged TipsModel and its processor, with `OUT/final/adapter` (the LoRA weights)."""
+        staging = Path(tempfile.mkdtemp(prefix=".finetune.tmp-", dir=out))
+        try:
+            if config.lora.enabled:
+                model.save_pretrained(staging / "adapter")
+                model = model.merge_and_unload()
+            model.save_pretrained(staging)
+            processor.save_pretrained(staging)
+            (staging / "finetune_result.json").write_text(json.dumps(result, indent=2) + "\n")
+            if (out / "final").is_dir():
+                shutil.rmtree(out / "final")
+            os.replace(staging, out / "final")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    return {
+        "model": model, "trainer": "ContrastiveTrainer", "train": rows(data.split, data.num_examples),
+        "eval": rows(data.eval_split, data.eval_examples),
+        "collator": TipsDataCollator(processor, text_column="alt_text", synthetic_column="synthetic",
+                                     text_kwargs={"max_length": data.max_text_length}),
+        "metrics": metrics, "save": save,
+    }
+
+
+def finetune(config: FinetuneConfig) -> dict[str, Any]:
+    """Fine-tune with `transformers.Trainer` ([`DenseTrainer`] for segmentation / depth, [`ContrastiveTrainer`] for
+    contrastive), evaluating every `training.eval_steps` and at the end, checkpointing every `training.save_steps`,
+    stopping with a checkpoint on SIGTERM / SIGUSR1, and resuming from `training.resume_from_checkpoint`. Saves a dense
+    run's adapter (with the head), head or DPT model folder ([`save_dense`]), a contrastive run's merged model in
+    `OUT/final` (its adapter in `OUT/final/adapter`); pushes the run folder with `training.push_to_hub`.
+
+    Returns: `task`, `steps`, `trainable_parameters`, `total_parameters`, `lora`, `eval` (the final scores; `eval_before`
+    with `training.eval_on_start`) and `wall_time_s`; or `task`, `steps` and `stopped_by_signal` when SIGTERM / SIGUSR1
+    stopped the run."""
     from transformers import set_seed
 
     start = time.time()
@@ -355,27 +448,16 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
     prepare_launch_environment()
     trackers = log_with(training.report_to) or []
     out = Path(training.output_dir)
-    num_classes = config.data.num_classes
-    if num_classes is None:
-        from ..data import CLASS_NAMES
-
-        num_classes = len(CLASS_NAMES)
-    train_set = DenseDataset(config.data, training.task, config.data.split, config.data.num_examples, training.seed)
-    eval_set = DenseDataset(config.data, training.task, config.data.eval_split, config.data.eval_examples,
-                            training.seed)
-    set_seed(training.seed)  # the new head's initialisation
-    model = build_dense_model(config, num_classes)
-    normalisation = processor_normalisation(config.model.base)
-    trainable, total = trainable_parameters(model)
+    set_seed(training.seed)  # a new head's initialisation
+    parts = _contrastive_parts(config) if training.task == "contrastive" else _dense_parts(config)
+    trainable, total = trainable_parameters(parts["model"])
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
     checkpoint = resolve_checkpoint(out, training.resume_from_checkpoint, restarted=restart_count() > 0)
     step = _checkpoint_step(checkpoint)
-    metrics = dense_metrics(training.task, num_classes, background_class=config.data.source == "scenes")
-    classes = _classes()
-    trainer = classes["DenseTrainer"](
-        model=model, args=training_arguments(config, out),
-        train_dataset=TrainingView(train_set, config.data.flip_probability, training.seed), eval_dataset=eval_set,
-        data_collator=DenseCollator(normalisation), compute_metrics=metrics,
+    classes, metrics = _classes(), parts["metrics"]
+    trainer = classes[parts["trainer"]](
+        model=parts["model"], args=training_arguments(config, out), train_dataset=parts["train"],
+        eval_dataset=parts["eval"], data_collator=parts["collator"], compute_metrics=metrics,
         preprocess_logits_for_metrics=metrics.preprocess_logits_for_metrics,
         start_batch=step * training.gradient_accumulation_steps,
     )
@@ -407,8 +489,10 @@ def finetune_dense(config: DenseFinetuneConfig) -> dict[str, Any]:
     result = {"task": training.task, "steps": trainer.state.global_step, "trainable_parameters": trainable,
               "total_parameters": total, "lora": config.lora.enabled, "eval": scores,
               "wall_time_s": round(time.time() - start, 1)}
+    if record.first_eval is not None and record.first_eval[0] == 0:
+        result["eval_before"] = record.first_eval[1]
     if trainer.is_world_process_zero():
-        save_dense(trainer.accelerator.unwrap_model(trainer.model), config, num_classes, out, result, normalisation)
+        parts["save"](trainer.accelerator.unwrap_model(trainer.model), out, result)
         if training.push_to_hub:
             push_run(out, training.hub_model_id)
     trainer.accelerator.wait_for_everyone()
@@ -433,7 +517,7 @@ def push_run(folder: Path, repo_id: str) -> str:
 
 
 def save_dense(
-    model, config: DenseFinetuneConfig, num_classes: int, out: Path, result: dict, normalisation: tuple = (None, None)
+    model, config: FinetuneConfig, num_classes: int, out: Path, result: dict, normalisation: tuple = (None, None)
 ) -> None:
     """`OUT/adapter` (PeftModel.save_pretrained: LoRA weights + the head) and `OUT/dense_config.json`; without LoRA,
     the head's weights in `OUT/head.safetensors`; with the DPT head, a complete `OUT/model` folder whose processor
