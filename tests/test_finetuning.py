@@ -356,12 +356,13 @@ def test_dense_finetune_two_processes_equal_one(tiny_model_dir, tmp_path):
 
 def test_dense_finetune_accumulation_equals_the_larger_batch_and_evaluates_periodically(tiny_model_dir, tmp_path):
     """`training.gradient_accumulation_steps=2` over micro-batches of 4 trains what one batch of 8 trains (the same
-    global batches from the sampler; Trainer divides each micro-batch's mean loss by 2): the same logged losses and
-    adapter to float32 rounding. `training.eval_steps=2` evaluates at steps 2 and 4, and the final scores are those
+    global batches from the sampler; Trainer divides each micro-batch's mean loss by 2: the DPT models declare
+    `accepts_loss_kwargs = False`, though their forward takes `**kwargs`): the same logged losses and adapter to
+    float32 rounding. `training.eval_steps=2` evaluates at steps 2 and 4, and the final scores are those
     of step 4 (no second evaluation of the last step)."""
     from safetensors.torch import load_file
 
-    common = [f"model.base={tiny_model_dir}", "model.head=linear", "lora.r=4", "data.num_examples=16",
+    common = [f"model.base={tiny_model_dir}", "model.head=dpt", "model.dpt_channels=16", "lora.r=4", "data.num_examples=16",
               "data.eval_examples=6", "data.scene_image_size=56", "data.image_size=56", "training.max_steps=4",
               "training.eval_batch_size=4", *LEARNING]
     one = finetune(load_finetune_config(None, [*common, "training.batch_size=8",
@@ -451,20 +452,36 @@ def test_contrastive_finetune_on_trainer(tmp_path):
     # the first global batch, by hand
     rows = load_scenes_dataset("train", 24, image_size=56, seed=3)
     order = torch.randperm(24, generator=torch.Generator().manual_seed(3 + 0))[:8].tolist()
-    captions = []
-    for index in order:
-        choices = rows[index]["synthetic_captions"]
-        captions.append(choices[int(torch.randint(len(choices), (), generator=sample_generator(3, 0, index)))])
-    images = [rows[index]["image"] for index in order]
-    batch = processor(images=images, text=[rows[index]["alt_text"] for index in order], return_tensors="pt",
-                      max_length=16)
-    synthetic = processor(text=captions, return_tensors="pt", max_length=16)
     base = TipsModel.from_pretrained(base_dir).eval()
-    with torch.no_grad():
-        want = base(**batch, synthetic_input_ids=synthetic["input_ids"],
-                    synthetic_attention_mask=synthetic["attention_mask"], return_loss=True).loss
+
+    def inputs(indices):
+        captions = []
+        for index in indices:
+            choices = rows[index]["synthetic_captions"]
+            captions.append(choices[int(torch.randint(len(choices), (), generator=sample_generator(3, 0, index)))])
+        batch = processor(images=[rows[index]["image"] for index in indices],
+                          text=[rows[index]["alt_text"] for index in indices], return_tensors="pt", max_length=16)
+        synthetic = processor(text=captions, return_tensors="pt", max_length=16)
+        return {**batch, "synthetic_input_ids": synthetic["input_ids"],
+                "synthetic_attention_mask": synthetic["attention_mask"]}
+
+    def loss(indices):
+        with torch.no_grad():
+            return float(base(**inputs(indices), return_loss=True).loss)
+
+    batch = inputs(order)
     losses = logged_losses(out)
-    assert len(losses) == 6 and losses[0] == pytest.approx(float(want), rel=1e-5), (losses[0], float(want))
+    assert len(losses) == 6 and losses[0] == pytest.approx(loss(order), rel=1e-5), (losses[0], loss(order))
+    # 2 accumulated micro-batches of 4 (negatives within each, as CLIP's accumulation has them): the mean of the two
+    # micro-batch losses, not their sum
+    finetune(load_finetune_config(None, [
+        "training.task=contrastive", f"model.base={base_dir}", "lora.preset=all", "lora.r=4", "data.num_examples=24",
+        "data.eval_examples=8", "data.scene_image_size=56", "data.image_size=56", "data.max_text_length=16",
+        "training.max_steps=1", "training.batch_size=4", "training.gradient_accumulation_steps=2",
+        "training.eval_batch_size=8", "training.seed=3", f"training.output_dir={tmp_path / 'accumulated'}", *LEARNING,
+    ]))
+    halves = (loss(order[:4]) + loss(order[4:])) / 2
+    assert logged_losses(tmp_path / "accumulated")[0] == pytest.approx(halves, rel=1e-5)
     assert sum(losses[-2:]) / 2 < losses[0], losses
     assert set(result["eval_before"]) == set(result["eval"]) and "synthetic_image_to_text_recall@5" in result["eval"]
     final = out / "final"

@@ -69,9 +69,6 @@ def _classes() -> dict[str, type]:
         def __init__(self, *args, start_batch: int = 0, **kwargs):
             super().__init__(*args, **kwargs)
             self.start_batch = start_batch
-            # the losses are means over the micro-batch (not sums over `num_items_in_batch`): Trainer divides them by
-            # the accumulation steps
-            self.model_accepts_loss_kwargs = False
 
         def get_train_dataloader(self) -> torch.utils.data.DataLoader:
             if self.train_dataset is None:
