@@ -137,13 +137,14 @@ def test_dense_finetune_loop_saves_and_reloads(tiny_model_dir, tmp_path, capsys)
 
 def test_dense_depth_head_loss_is_squared_error_on_valid_pixels(tiny_model_dir):
     """TipsForDenseTasks' depth mode: one output channel at the label size, the loss the mean squared error over the
-    finite, non-negative depths only (NaN and negative labels mark missing depth)."""
+    finite, positive depths only (NaN, 0 and negative labels mark missing depth, as NYU's 0)."""
     torch.manual_seed(3)
     model = TipsForDenseTasks(TipsModel.from_pretrained(tiny_model_dir), "depth", head="mlp").eval()
     pixels = torch.rand(2, 3, 56, 42)
     labels = torch.rand(2, 30, 20) * 4
     labels[0, :5] = float("nan")
     labels[1, :, :3] = -1.0
+    labels[1, 0, 5:] = 0.0
     with torch.no_grad():
         out = model(pixel_values=pixels, labels=labels)
         grid = model.head(model.vision_model(pixel_values=pixels).patch_embeds)  # (2, 1, 4, 3): the patch grid
@@ -154,8 +155,8 @@ def test_dense_depth_head_loss_is_squared_error_on_valid_pixels(tiny_model_dir):
                                atol=1e-6, rtol=0)
     torch.testing.assert_close(at_pixels, upsample(grid, size=(56, 42), mode="bilinear", align_corners=False)[:, 0],
                                atol=1e-6, rtol=0)
-    valid = torch.isfinite(labels) & (labels >= 0)
-    assert int(valid.sum()) == 2 * 600 - 100 - 90
+    valid = torch.isfinite(labels) & (labels > 0)
+    assert int(valid.sum()) == 2 * 600 - 100 - 90 - 15
     squared = (out.logits[:, 0] - labels)[valid] ** 2
     torch.testing.assert_close(out.loss, squared.mean(), atol=0, rtol=1e-6)
 

@@ -49,7 +49,7 @@ class TipsForDenseTasks(nn.Module):
     Args:
         backbone: a `TipsVisionModel`, or a `TipsModel` (its vision tower is used).
         task (`str`): `"segmentation"` (cross-entropy, `num_classes` outputs, `ignore_index` 255) or `"depth"`
-            (squared error on valid pixels, one output: the metric is RMSE).
+            (squared error on the pixels with a depth, finite and > 0; one output: the metric is RMSE).
         num_classes (`int`): segmentation classes.
         head (`str`): `"linear"` or `"mlp"`.
     """
@@ -74,7 +74,7 @@ class TipsForDenseTasks(nn.Module):
             if self.task == "segmentation":
                 loss = F.cross_entropy(logits, labels.long(), ignore_index=self.ignore_index)
             else:
-                valid = torch.isfinite(labels) & (labels >= 0)
+                valid = torch.isfinite(labels) & (labels > 0)  # 0 or less: missing (NYU), as SILog and the metrics
                 loss = (logits[:, 0] - labels).pow(2)[valid].mean()
         return DenseOutput(loss, logits)
 
