@@ -9,6 +9,7 @@ and TensorBoard/trackio; checkpoints are atomic and complete enough for an exact
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -702,7 +703,13 @@ def apply_fsdp(module: TipsPretrainingModel, device: torch.device, mesh_shape: t
 def train(config: PretrainConfig) -> TrainResult:
     """Run (or resume) a pretraining job; returns where the final TipsModel + processor were written."""
     check_model_paths(config)  # a missing init_from / teacher folder: named here, not as a Hub error deep inside
-    return Pretrainer(config).fit()
+    try:
+        return Pretrainer(config).fit()
+    finally:
+        # FSDP modules hold reference cycles (their hooks), and with them tensors of finished collectives: free them
+        # while the interpreter is alive. Left to interpreter shutdown, a gloo worker thread can abort the process
+        # ("terminate called without an active exception") after a run that has finished and saved.
+        gc.collect()
 
 
 def endless(loader):
