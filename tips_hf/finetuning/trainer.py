@@ -402,19 +402,15 @@ def _contrastive_parts(config: FinetuneConfig) -> dict[str, Any]:
 
     def save(model, out: Path, result: dict) -> None:
         """`OUT/final`: the merged TipsModel and its processor, with `OUT/final/adapter` (the LoRA weights)."""
-        staging = Path(tempfile.mkdtemp(prefix=".finetune.tmp-", dir=out))
-        try:
+        from ..conversion.writer import atomic_folder
+
+        with atomic_folder(out / "final", overwrite=True) as staging:
             if config.lora.enabled:
                 model.save_pretrained(staging / "adapter")
                 model = model.merge_and_unload()
             model.save_pretrained(staging)
             processor.save_pretrained(staging)
             (staging / "finetune_result.json").write_text(json.dumps(result, indent=2) + "\n")
-            if (out / "final").is_dir():
-                shutil.rmtree(out / "final")
-            os.replace(staging, out / "final")
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     return {
         "model": model, "trainer": "ContrastiveTrainer", "train": rows(data.split, data.num_examples),
